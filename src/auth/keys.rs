@@ -1,0 +1,297 @@
+//! The token signing key: loading a docker_auth key pair, generating one on first start,
+//! and the key ID registry:2 looks tokens up by.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use rustls_pemfile::Item;
+use x509_parser::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: no PEM certificate in the file")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: not an X.509 certificate: {message}")]
+    BadCertificate { path: PathBuf, message: String },
+    #[error("{path}: no private key (PKCS#8, PKCS#1 RSA or SEC1 EC PEM) in the file")]
+    NoKey { path: PathBuf },
+    #[error("{path}: key type not supported for tokens (use RSA, or EC P-256/P-384)")]
+    Unsupported { path: PathBuf },
+    #[error("{key}: this private key does not belong to the certificate {cert}")]
+    Mismatch { key: PathBuf, cert: PathBuf },
+    #[error("{path}: unreadable private key: {source}")]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("generating the token key: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// The key regate signs tokens with, and everything a token header says about it.
+pub struct SigningKey {
+    pub algorithm: Algorithm,
+    pub kid: String,
+    /// The certificate chain, base64 DER, for the `x5c` header.
+    pub x5c: Vec<String>,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    pub certificate_path: PathBuf,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .field("certificate_path", &self.certificate_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    fs::read(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl SigningKey {
+    /// Loads a certificate (chain) and its private key, as docker_auth's
+    /// `token.certificate` / `token.key`, and proves they belong together.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<SigningKey, KeyError> {
+        let cert_pem = read(cert_path)?;
+        let chain: Vec<Vec<u8>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+            .filter_map(Result::ok)
+            .map(|c| c.to_vec())
+            .collect();
+        let leaf = chain.first().ok_or_else(|| KeyError::NoCertificate {
+            path: cert_path.to_owned(),
+        })?;
+        let bad_cert = |message: String| KeyError::BadCertificate {
+            path: cert_path.to_owned(),
+            message,
+        };
+        let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| bad_cert(e.to_string()))?;
+        let spki = cert.public_key();
+        let unsupported = || KeyError::Unsupported {
+            path: cert_path.to_owned(),
+        };
+        let (algorithm, decoding) = match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(_)) => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_der(&spki.subject_public_key.data),
+            ),
+            Ok(x509_parser::public_key::PublicKey::EC(_)) => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok());
+                let algorithm = match curve {
+                    Some(oid) if oid == x509_parser::oid_registry::OID_EC_P256 => Algorithm::ES256,
+                    Some(oid) if oid == x509_parser::oid_registry::OID_NIST_EC_P384 => {
+                        Algorithm::ES384
+                    }
+                    _ => return Err(unsupported()),
+                };
+                (
+                    algorithm,
+                    DecodingKey::from_ec_der(&spki.subject_public_key.data),
+                )
+            }
+            _ => return Err(unsupported()),
+        };
+        let kid = libtrust_key_id(spki.raw);
+        let encoding = load_private_key(key_path, algorithm)?;
+
+        // A key that does not match its certificate would sign tokens nobody accepts;
+        // refuse it at load rather than at the first push.
+        let probe = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(algorithm),
+            &serde_json::json!({"probe": true, "exp": u32::MAX}),
+            &encoding,
+        )
+        .map_err(|source| KeyError::BadKey {
+            path: key_path.to_owned(),
+            source,
+        })?;
+        let mut validation = jsonwebtoken::Validation::new(algorithm);
+        validation.validate_aud = false;
+        if jsonwebtoken::decode::<serde_json::Value>(&probe, &decoding, &validation).is_err() {
+            return Err(KeyError::Mismatch {
+                key: key_path.to_owned(),
+                cert: cert_path.to_owned(),
+            });
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(SigningKey {
+            algorithm,
+            kid,
+            x5c: chain.iter().map(|c| b64.encode(c)).collect(),
+            encoding,
+            decoding,
+            certificate_path: cert_path.to_owned(),
+        })
+    }
+
+    /// Loads the generated key from `dir`, making it first if it is not there yet.
+    /// Returns the key and whether it was just made.
+    pub fn load_or_generate(dir: &Path) -> Result<(SigningKey, bool), KeyError> {
+        let cert = dir.join("token.crt");
+        let key = dir.join("token.key");
+        if cert.exists() && key.exists() {
+            return Ok((SigningKey::load(&cert, &key)?, false));
+        }
+        generate(dir, &cert, &key)?;
+        Ok((SigningKey::load(&cert, &key)?, true))
+    }
+}
+
+/// A fresh ES256 key and a self-signed certificate for it: ES256 signs an order of
+/// magnitude faster than RSA, and registry:2 accepts it (libtrust `ec_key.go`).
+fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), KeyError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KeyError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "regate token signer");
+    let cert = params.self_signed(&key)?;
+    write_private(key_path, key.serialize_pem().as_bytes()).map_err(io_err(key_path))?;
+    fs::write(cert_path, cert.pem()).map_err(io_err(cert_path))?;
+    Ok(())
+}
+
+/// Writes a private key readable by its owner only.
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(contents)
+}
+
+fn load_private_key(path: &Path, algorithm: Algorithm) -> Result<EncodingKey, KeyError> {
+    let pem = read(path)?;
+    let bad = |source| KeyError::BadKey {
+        path: path.to_owned(),
+        source,
+    };
+    let rsa = matches!(algorithm, Algorithm::RS256);
+    for item in rustls_pemfile::read_all(&mut pem.as_slice()).filter_map(Result::ok) {
+        let key = match item {
+            Item::Pkcs8Key(k) if rsa => {
+                EncodingKey::from_rsa_pem(&reencode("PRIVATE KEY", k.secret_pkcs8_der()))
+            }
+            Item::Pkcs8Key(k) => Ok(EncodingKey::from_ec_der(k.secret_pkcs8_der())),
+            Item::Pkcs1Key(k) if rsa => Ok(EncodingKey::from_rsa_der(k.secret_pkcs1_der())),
+            Item::Sec1Key(k) if !rsa => Ok(EncodingKey::from_ec_der(&sec1_to_pkcs8(
+                k.secret_sec1_der(),
+                algorithm,
+            ))),
+            _ => continue,
+        };
+        return key.map_err(bad);
+    }
+    Err(KeyError::NoKey {
+        path: path.to_owned(),
+    })
+}
+
+fn reencode(label: &str, der: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
+/// Wraps an `EC PRIVATE KEY` (SEC1, as `openssl ecparam -genkey` writes) in PKCS#8, the
+/// only form the signer takes: `SEQUENCE { 0, SEQUENCE { ecPublicKey, curve }, OCTET STRING }`.
+fn sec1_to_pkcs8(sec1: &[u8], algorithm: Algorithm) -> Vec<u8> {
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    let curve = if algorithm == Algorithm::ES384 {
+        P384
+    } else {
+        P256
+    };
+    let alg_id = der(0x30, &[EC_PUBLIC_KEY, curve].concat());
+    let body = [&[0x02, 0x01, 0x00][..], &alg_id, &der(0x04, sec1)].concat();
+    der(0x30, &body)
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// libtrust's key ID (docker/libtrust `util.go` `keyIDFromCryptoKey`): SHA-256 of the DER
+/// SubjectPublicKeyInfo, first 240 bits, base32, in twelve groups of four. registry:2.x
+/// finds the verifying certificate by it.
+pub fn libtrust_key_id(spki_der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
+    let b32 = base32(&digest.as_ref()[..30]);
+    b32.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// RFC 4648 base32 without padding (30 bytes in, 48 characters out).
+fn base32(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in data {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+use std::process::Command;
+
+use base64::Engine;
+
+use super::*;
+
+#[test]
+fn libtrust_key_id_matches_the_jwt_md_example() {
+    // distribution docs/spec/auth/jwt.md: the example JWK and its kid.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let x = b64
+        .decode("m7zUpx3b-zmVE5cymSs64POG9QcyEpJaYCD82-549_Q")
+        .unwrap();
+    let y = b64
+        .decode("dU3biz8sZ_8GPB-odm8Wxz3lNDr1xcAQQPQaOcr1fmc")
+        .unwrap();
+    let mut spki = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+    spki.push(0x04);
+    spki.extend(x);
+    spki.extend(y);
+    assert_eq!(
+        libtrust_key_id(&spki),
+        "PYYO:TEWU:V7JH:26JV:AQTZ:LJC3:SXVJ:XGHA:34F2:2LAQ:ZRMK:Z7Q6"
+    );
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn base32_rfc4648_vectors() {
+    assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+    assert_eq!(base32(b"fooba"), "MZXW6YTB");
+    assert_eq!(base32(b""), "");
+}
+
+#[test]
+fn generated_key_is_es256_and_reloads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, made) = SigningKey::load_or_generate(dir.path()).unwrap();
+    assert!(made);
+    assert_eq!(first.algorithm, Algorithm::ES256);
+    assert_eq!(first.x5c.len(), 1);
+    let (second, made) = SigningKey::load_or_generate(dir.path()).unwrap();
+    assert!(!made);
+    assert_eq!(first.kid, second.kid);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("token.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the private key is not readable by others");
+    }
+}
+
+/// Keys as openssl writes them for docker_auth users: SEC1 EC, PKCS#1 RSA, PKCS#8 both.
+#[test]
+fn openssl_key_formats_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |script: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(d)
+            .output()
+            .expect("openssl is installed")
+            .status
+            .success();
+        assert!(ok, "{script}");
+    };
+    sh("openssl ecparam -name prime256v1 -genkey -noout -out ec.key");
+    sh("openssl req -x509 -new -key ec.key -subj /CN=t -days 2 -out ec.crt");
+    sh("openssl pkcs8 -topk8 -nocrypt -in ec.key -out ec8.key");
+    sh("openssl genrsa -traditional -out rsa.key 2048 2>/dev/null || openssl genrsa -out rsa.key 2048");
+    sh("openssl req -x509 -new -key rsa.key -subj /CN=t -days 2 -out rsa.crt");
+    sh("openssl pkcs8 -topk8 -nocrypt -in rsa.key -out rsa8.key");
+    sh("openssl ecparam -name secp384r1 -genkey -noout -out p384.key");
+    sh("openssl req -x509 -new -key p384.key -subj /CN=t -days 2 -out p384.crt");
+
+    for (cert, key, alg) in [
+        ("ec.crt", "ec.key", Algorithm::ES256),
+        ("ec.crt", "ec8.key", Algorithm::ES256),
+        ("rsa.crt", "rsa.key", Algorithm::RS256),
+        ("rsa.crt", "rsa8.key", Algorithm::RS256),
+        ("p384.crt", "p384.key", Algorithm::ES384),
+    ] {
+        let k = SigningKey::load(&d.join(cert), &d.join(key))
+            .unwrap_or_else(|e| panic!("{cert} + {key}: {e}"));
+        assert_eq!(k.algorithm, alg, "{key}");
+        assert_eq!(k.kid.len(), 59);
+    }
+    let err = SigningKey::load(&d.join("rsa.crt"), &d.join("ec.key")).unwrap_err();
+    assert!(
+        matches!(err, KeyError::NoKey { .. } | KeyError::Mismatch { .. }),
+        "{err}"
+    );
+    sh("openssl ecparam -name prime256v1 -genkey -noout -out other.key");
+    let err = SigningKey::load(&d.join("ec.crt"), &d.join("other.key")).unwrap_err();
+    assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
+}

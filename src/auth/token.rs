@@ -1,0 +1,225 @@
+//! Docker registry tokens: issued in the form registry:2 accepts
+//! (distribution `docs/spec/auth/jwt.md`, verified against v2.8 `registry/auth/token`), and
+//! verified the way registry:2 verifies them, with verified tokens cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::keys::SigningKey;
+use super::scope::Scope;
+
+/// registry:2 allows this much clock skew on `exp` and `nbf` (`token.go` `Leeway`).
+pub const LEEWAY_SECS: u64 = 60;
+/// `nbf` is set this far in the past so a registry whose clock runs behind still takes the
+/// token at once (cesanta/docker_auth issue 41).
+const NBF_MARGIN_SECS: u64 = 10;
+
+/// One entry of the `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    /// A string: registry 2.8 fails to decode an array `aud`.
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    jti: String,
+    #[serde(default)]
+    access: Vec<Access>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("signing the token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("token signed by untrusted key")]
+    UnknownKey,
+    #[error("invalid token: {0}")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+}
+
+/// A token that passed verification.
+#[derive(Debug)]
+pub struct Verified {
+    pub subject: String,
+    /// `(type, name)` -> actions, merged as registry:2's `accessSet` merges them.
+    access: HashMap<(String, String), Vec<String>>,
+    expires_at: u64,
+}
+
+impl Verified {
+    /// The records of `required` this token does not grant (empty: it covers them all).
+    /// An action is granted by itself or by `*` (registry `util.go` `actionSet.contains`).
+    pub fn missing<'a>(&self, required: &'a [Scope]) -> Vec<&'a Scope> {
+        required
+            .iter()
+            .filter(|scope| {
+                let granted = self
+                    .access
+                    .get(&(scope.resource_type.clone(), scope.name.clone()));
+                !scope
+                    .actions
+                    .iter()
+                    .all(|a| granted.is_some_and(|g| g.iter().any(|x| x == a || x == "*")))
+            })
+            .collect()
+    }
+}
+
+/// A token as the token endpoint returns it.
+pub struct Issued {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: SystemTime,
+}
+
+/// Issues and verifies tokens for one issuer, service and key.
+pub struct Tokens {
+    key: Arc<SigningKey>,
+    issuer: String,
+    service: String,
+    expiration: Duration,
+    validation: Validation,
+    header: Header,
+    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Verified>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        // Never longer than the token itself is good for (its `exp` plus the leeway
+        // registry:2 grants).
+        let until = value.expires_at + LEEWAY_SECS;
+        Some(Duration::from_secs(until.saturating_sub(unix_now())))
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Tokens {
+    pub fn new(key: Arc<SigningKey>, issuer: &str, service: &str, expiration: Duration) -> Tokens {
+        // An allow-list of exactly the signing key's algorithm: never `none`, never HS*,
+        // never an RS/ES swap.
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[service]);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let mut header = Header::new(key.algorithm);
+        header.kid = Some(key.kid.clone());
+        header.x5c = Some(key.x5c.clone());
+        Tokens {
+            key,
+            issuer: issuer.to_owned(),
+            service: service.to_owned(),
+            expiration,
+            validation,
+            header,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub fn issue(&self, account: &str, access: Vec<Access>) -> Result<Issued, TokenError> {
+        let issued_at = SystemTime::now();
+        let now = issued_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: account.to_owned(),
+            aud: self.service.clone(),
+            exp: now + self.expiration.as_secs(),
+            nbf: now.saturating_sub(NBF_MARGIN_SECS),
+            iat: now,
+            jti: random_id(),
+            access,
+        };
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.key.encoding)
+            .map_err(TokenError::Sign)?;
+        Ok(Issued {
+            token,
+            expires_in: self.expiration.as_secs(),
+            issued_at,
+        })
+    }
+
+    /// Verifies a token (signature by our key, algorithm, `iss`, `aud`, `exp`/`nbf` with
+    /// registry:2's leeway); a verified token is cached by its hash until it expires.
+    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        if let Some(hit) = self.cache.get(&key) {
+            // The cache may hold an entry a moment past its expiry; never serve one.
+            if unix_now() <= hit.expires_at + LEEWAY_SECS {
+                return Ok(hit);
+            }
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
+        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
+            return Err(TokenError::UnknownKey);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &self.validation)
+            .map_err(TokenError::Invalid)?;
+        let claims = data.claims;
+        let mut access: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for entry in claims.access {
+            access
+                .entry((entry.resource_type, entry.name))
+                .or_default()
+                .extend(entry.actions);
+        }
+        let verified = Arc::new(Verified {
+            subject: claims.sub,
+            access,
+            expires_at: claims.exp,
+        });
+        self.cache.insert(key, verified.clone());
+        Ok(verified)
+    }
+}
+
+/// 128 random bits, hex: the `jti`.
+fn random_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // SystemRandom only fails when the OS has no entropy source at all.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

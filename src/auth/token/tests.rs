@@ -1,0 +1,143 @@
+use super::*;
+
+fn key() -> (tempfile::TempDir, Arc<SigningKey>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = SigningKey::load_or_generate(dir.path()).unwrap();
+    (dir, Arc::new(key))
+}
+
+fn tokens(key: &Arc<SigningKey>, issuer: &str, service: &str) -> Tokens {
+    Tokens::new(key.clone(), issuer, service, Duration::from_secs(300))
+}
+
+fn access(kind: &str, name: &str, actions: &[&str]) -> Access {
+    Access {
+        resource_type: kind.into(),
+        name: name.into(),
+        actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn issued_token_verifies_and_covers_its_access() {
+    let (_d, key) = key();
+    let t = tokens(&key, "iss", "svc");
+    let issued = t
+        .issue(
+            "alice",
+            vec![access("repository", "alice/app", &["pull", "push"])],
+        )
+        .unwrap();
+    assert_eq!(issued.expires_in, 300);
+    let v = t.verify(&issued.token).unwrap();
+    assert_eq!(v.subject, "alice");
+    let pull_push = [Scope::new("repository", "alice/app", &["pull", "push"])];
+    assert!(v.missing(&pull_push).is_empty());
+    let other = [Scope::new("repository", "bob/app", &["pull"])];
+    assert_eq!(v.missing(&other).len(), 1);
+    let delete = [Scope::new("repository", "alice/app", &["delete"])];
+    assert_eq!(v.missing(&delete).len(), 1);
+    // Cached: the same answer again.
+    assert!(t.verify(&issued.token).is_ok());
+}
+
+#[test]
+fn star_covers_any_action_and_entries_merge() {
+    let (_d, key) = key();
+    let t = tokens(&key, "iss", "svc");
+    let issued = t
+        .issue(
+            "admin",
+            vec![
+                access("registry", "catalog", &["*"]),
+                access("repository", "a", &["pull"]),
+                access("repository", "a", &["push"]),
+            ],
+        )
+        .unwrap();
+    let v = t.verify(&issued.token).unwrap();
+    assert!(v
+        .missing(&[Scope::new("registry", "catalog", &["*"])])
+        .is_empty());
+    assert!(v
+        .missing(&[Scope::new("repository", "a", &["pull", "push"])])
+        .is_empty());
+}
+
+#[test]
+fn header_and_claims_are_what_registry_2_reads() {
+    let (_d, key) = key();
+    let t = tokens(&key, "Auth Service", "Docker registry");
+    let issued = t.issue("", vec![]).unwrap();
+    let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+    assert_eq!(header.x5c.as_ref().map(Vec::len), Some(1));
+    let payload = issued.token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let json: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["aud"], "Docker registry");
+    assert_eq!(json["iss"], "Auth Service");
+    assert_eq!(json["sub"], "");
+    assert!(json["exp"].is_u64() && json["nbf"].is_u64() && json["iat"].is_u64());
+    assert!(json["access"].is_array());
+    assert_eq!(json["jti"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn wrong_issuer_service_or_key_is_refused() {
+    let (_d, key) = key();
+    let (_d2, other_key) = key_pair();
+    let good = tokens(&key, "iss", "svc");
+    let token = good.issue("a", vec![]).unwrap().token;
+    assert!(tokens(&key, "other", "svc").verify(&token).is_err());
+    assert!(tokens(&key, "iss", "other").verify(&token).is_err());
+    assert!(matches!(
+        tokens(&other_key, "iss", "svc").verify(&token),
+        Err(TokenError::UnknownKey)
+    ));
+    assert!(good.verify("garbage").is_err());
+    assert!(good.verify("a.b.c").is_err());
+}
+
+fn key_pair() -> (tempfile::TempDir, Arc<SigningKey>) {
+    key()
+}
+
+#[test]
+fn expiry_honours_the_leeway() {
+    let (_d, key) = key();
+    let t = tokens(&key, "iss", "svc");
+    let sign = |exp: u64, nbf: u64| {
+        let claims = Claims {
+            iss: "iss".into(),
+            sub: "a".into(),
+            aud: "svc".into(),
+            exp,
+            nbf,
+            iat: nbf,
+            jti: "x".into(),
+            access: vec![],
+        };
+        jsonwebtoken::encode(&t.header, &claims, &key.encoding).unwrap()
+    };
+    let now = unix_now();
+    assert!(
+        t.verify(&sign(now - 30, now - 100)).is_ok(),
+        "within leeway"
+    );
+    assert!(t.verify(&sign(now - 90, now - 100)).is_err(), "expired");
+    assert!(
+        t.verify(&sign(now + 300, now + 30)).is_ok(),
+        "nbf within leeway"
+    );
+    assert!(
+        t.verify(&sign(now + 300, now + 90)).is_err(),
+        "not yet valid"
+    );
+}

@@ -1,0 +1,225 @@
+//! Who the caller is: the static `users` of a docker_auth config, bcrypt passwords, and a
+//! cache of verified credentials so bcrypt runs once per user and password per interval.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acl::Labels;
+
+use super::Secret;
+
+/// A bcrypt hash of nothing anyone knows, at the usual cost: checked against when the user
+/// does not exist, so an unknown user costs the same time as a wrong password.
+const DUMMY_HASH: &str = "$2y$10$anBp7B2A9q1pD2RH5HNv.urpHrlEejsIuxO4vSNsVJ02mj9/kEfzi";
+
+#[derive(Clone)]
+pub struct User {
+    /// bcrypt (`$2a$`, `$2b$`, `$2y$`); `None` only for the anonymous `""` entry.
+    pub password_hash: Option<String>,
+    pub labels: Labels,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+/// An authenticated caller, as the ACL sees it. Anonymous is account `""`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthnError {
+    #[error("incorrect username or password")]
+    BadCredentials,
+    #[error("anonymous access is not enabled (no \"\" entry in users)")]
+    AnonymousDisabled,
+}
+
+pub struct Users {
+    users: HashMap<String, User>,
+    cache: moka::sync::Cache<[u8; 32], ()>,
+    cache_key: ring::hmac::Key,
+}
+
+impl Users {
+    pub fn new(users: HashMap<String, User>, cache_ttl: Duration) -> Users {
+        let rng = ring::rand::SystemRandom::new();
+        // If the OS has no randomness the key is still unique to the process run; it is
+        // only used to keep passwords out of the cache's keys.
+        let cache_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"regate"));
+        Users {
+            users,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(cache_ttl)
+                .build(),
+            cache_key,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
+    /// The anonymous caller, if `users` has docker_auth's `"": {}` entry.
+    pub fn anonymous(&self) -> Result<Identity, AuthnError> {
+        match self.users.get("") {
+            Some(user) => Ok(Identity {
+                account: String::new(),
+                labels: user.labels.clone(),
+            }),
+            None => Err(AuthnError::AnonymousDisabled),
+        }
+    }
+
+    /// Checks a user name and password. bcrypt runs on the blocking pool, and only when
+    /// the same user, password and stored hash were not verified within the cache TTL.
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        name: &str,
+        password: &Secret,
+    ) -> Result<Identity, AuthnError> {
+        if name.is_empty() {
+            return self.anonymous();
+        }
+        let user = self.users.get(name);
+        let hash = user
+            .and_then(|u| u.password_hash.clone())
+            .unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let key = self.cache_key(name, password, &hash);
+        let ok = if self.cache.contains_key(&key) {
+            true
+        } else {
+            let password = password.clone();
+            let checked = hash.clone();
+            let verified = tokio::task::spawn_blocking(move || {
+                bcrypt::verify(password.expose(), &checked).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            verified && user.is_some()
+        };
+        match user {
+            Some(user) if ok => {
+                self.cache.insert(key, ());
+                Ok(Identity {
+                    account: name.to_owned(),
+                    labels: user.labels.clone(),
+                })
+            }
+            _ => Err(AuthnError::BadCredentials),
+        }
+    }
+
+    /// A keyed hash of the credential and the stored hash: a changed password, or a
+    /// reloaded hash, never hits an old entry, and no password is kept.
+    fn cache_key(&self, name: &str, password: &Secret, hash: &str) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.cache_key);
+        for part in [name, password.expose(), hash] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+}
+
+/// Whether `s` looks like a bcrypt hash bcrypt can check (`$2a$`/`$2b$`/`$2x$`/`$2y$`,
+/// cost, 53 characters of salt and hash).
+pub fn is_bcrypt(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 60
+        && s.starts_with("$2")
+        && matches!(b[2], b'a' | b'b' | b'x' | b'y')
+        && b[3] == b'$'
+        && b[4].is_ascii_digit()
+        && b[5].is_ascii_digit()
+        && b[6] == b'$'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Arc<Users> {
+        let mut map = HashMap::new();
+        map.insert(
+            "alice".to_owned(),
+            User {
+                password_hash: Some(bcrypt::hash("s3cret", 4).unwrap()),
+                labels: Labels::new(),
+            },
+        );
+        map.insert(
+            "htpasswd".to_owned(),
+            User {
+                // `htpasswd -nbB -C 4 htpasswd pw`
+                password_hash: Some(
+                    "$2y$04$lbf6dUbrVs3MM5pHTNE.d.ghq3xUYDHrwV/FFHTbrKP4VftsAMmO6".into(),
+                ),
+                labels: Labels::new(),
+            },
+        );
+        Arc::new(Users::new(map, Duration::from_secs(60)))
+    }
+
+    #[tokio::test]
+    async fn password_checks() {
+        let u = users();
+        let ok = u
+            .authenticate("alice", &Secret::new("s3cret"))
+            .await
+            .unwrap();
+        assert_eq!(ok.account, "alice");
+        // The second time comes from the cache.
+        assert!(u
+            .authenticate("alice", &Secret::new("s3cret"))
+            .await
+            .is_ok());
+        assert_eq!(
+            u.authenticate("alice", &Secret::new("wrong")).await,
+            Err(AuthnError::BadCredentials)
+        );
+        // htpasswd writes `$2y$`, which docker_auth users paste as they are.
+        assert!(u.authenticate("htpasswd", &Secret::new("pw")).await.is_ok());
+        assert_eq!(
+            u.authenticate("nobody", &Secret::new("s3cret")).await,
+            Err(AuthnError::BadCredentials)
+        );
+    }
+
+    #[tokio::test]
+    async fn anonymous_needs_the_empty_user() {
+        let u = users();
+        assert_eq!(u.anonymous(), Err(AuthnError::AnonymousDisabled));
+        assert_eq!(
+            u.authenticate("", &Secret::new("")).await,
+            Err(AuthnError::AnonymousDisabled)
+        );
+    }
+
+    #[test]
+    fn bcrypt_shapes() {
+        assert!(is_bcrypt(DUMMY_HASH));
+        assert!(!is_bcrypt("plaintext"));
+        assert!(!is_bcrypt("$1$abc"));
+    }
+}

@@ -1,0 +1,488 @@
+//! Loads a config file: raw serde structs (`raw.rs`) become a validated [`Config`]; every
+//! error names the file, line, column and key (`locate.rs` finds keys after parsing).
+
+mod locate;
+mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use locate::{display as display_path, Seg};
+use locate::{key, locate};
+use raw::{RawConfig, KNOWN_KEYS};
+
+use crate::acl::{Acl, Labels};
+use crate::auth::users::{is_bcrypt, User};
+
+/// A validated configuration. Loading it touches no file but the config itself; key and
+/// certificate files are read when the gateway is built from it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub tls13_only: bool,
+    pub hsts: bool,
+    pub real_ip: Option<RealIp>,
+    pub token: TokenConfig,
+    pub users: HashMap<String, User>,
+    pub acl: Arc<Acl>,
+    pub upstream: hyper::Uri,
+    pub data_dir: PathBuf,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// docker_auth's `real_ip_header` / `real_ip_pos`: the client address comes from a header
+/// a trusted proxy in front sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealIp {
+    pub header: String,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub service: String,
+    pub realm: Option<String>,
+    pub expiration: Duration,
+    /// The signing certificate and key; `None`: generated in `data_dir`.
+    pub key: Option<TlsFiles>,
+}
+
+/// What went wrong, and where: `file:line:column: key: message`, and a hint when one helps.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub position: Option<(usize, usize)>,
+    pub key: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Builds errors located in one source text.
+struct Errors<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+impl Errors<'_> {
+    fn at(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            position: locate(self.src, path),
+            key: (!path.is_empty()).then(|| display_path(path)),
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: None,
+            message: format!("cannot read the config: {e}"),
+            hint: None,
+        })?;
+        Config::parse(path, &src)
+    }
+
+    /// Parses and validates `src` as the contents of `path` (relative paths in it are
+    /// resolved against `path`'s folder).
+    pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = if src.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml::from_str(src).map_err(|e| yaml_error(path, &e))?
+        };
+        validate(path, src, raw)
+    }
+}
+
+fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
+    let text = e.to_string();
+    // serde_yaml writes "path.to.key: message at line L column C".
+    let text = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    };
+    let (key, message) = match text.split_once(": ") {
+        Some((k, m)) if !k.contains(' ') => (Some(k.to_owned()), m.to_owned()),
+        _ => (None, text.clone()),
+    };
+    let hint = unknown_field_hint(key.as_deref(), &message);
+    ConfigError {
+        file: file.to_owned(),
+        position: e.location().map(|l| (l.line(), l.column())),
+        key,
+        message,
+        hint,
+    }
+}
+
+/// For "unknown field `x`": the closest known key, or the section `x` belongs to when it
+/// was found at the wrong level (a paste that lost its indentation).
+fn unknown_field_hint(section: Option<&str>, message: &str) -> Option<String> {
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let section = section.map(normalise_section).unwrap_or_default();
+    if let Some((_, keys)) = KNOWN_KEYS.iter().find(|(s, _)| *s == section) {
+        if let Some(best) = closest(field, keys) {
+            return Some(format!("did you mean `{best}`?"));
+        }
+    }
+    let home: Vec<&str> = KNOWN_KEYS
+        .iter()
+        .filter(|(s, keys)| *s != section && keys.contains(&field))
+        .map(|(s, _)| *s)
+        .collect();
+    if let Some(home) = home.first() {
+        let at = if section.is_empty() {
+            "the top level".to_owned()
+        } else {
+            format!("`{section}`")
+        };
+        return Some(format!(
+            "`{field}` is a key of `{home}`, but it stands at {at}: was the indentation lost? Keys of a section are indented under it"
+        ));
+    }
+    None
+}
+
+/// `acl[3].match` -> `acl[].match`, `users.bob` -> `users.<name>`.
+fn normalise_section(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '[' {
+            for d in chars.by_ref() {
+                if d == ']' {
+                    break;
+                }
+            }
+            out.push_str("[]");
+        } else {
+            out.push(c);
+        }
+    }
+    if out.starts_with("users.") {
+        return "users.<name>".to_owned();
+    }
+    out
+}
+
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+    let err = Errors { file: path, src };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut warnings = Vec::new();
+
+    if let Some(section) = raw.unsupported_sections().first() {
+        let mut e = err.at(
+            &[key(section)],
+            "this docker_auth section is not implemented by regate",
+        );
+        e.hint = Some(
+            "regate authenticates with the static `users` list and authorizes with the static `acl`; remove the section or keep docker_auth for it".into(),
+        );
+        return Err(e);
+    }
+
+    let server = raw.server.unwrap_or_default();
+    let srv = |k: &str| [key("server"), key(k)];
+    if let Some(net) = server.net.as_deref().filter(|n| *n != "tcp") {
+        return Err(err.at(
+            &srv("net"),
+            format!("`{net}` listeners are not supported; use tcp"),
+        ));
+    }
+    if server
+        .path_prefix
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && p != "/")
+    {
+        return Err(err.at(
+            &srv("path_prefix"),
+            "a path prefix is not supported: registry clients always use /v2/ at the root",
+        ));
+    }
+    if server.letsencrypt.is_some() {
+        return Err(err.at(
+            &srv("letsencrypt"),
+            "Let's Encrypt is not supported; give `certificate` and `key` (see `regate cert init`)",
+        ));
+    }
+    for ignored in [
+        (
+            "tls_curve_preferences",
+            server.tls_curve_preferences.is_some(),
+        ),
+        ("tls_cipher_suites", server.tls_cipher_suites.is_some()),
+    ] {
+        if ignored.1 {
+            warnings.push(format!(
+                "server.{} is ignored: rustls offers only modern curves and AEAD cipher suites",
+                ignored.0
+            ));
+        }
+    }
+    let addr = server.addr.as_deref().unwrap_or(":5000");
+    let listen = parse_listen(addr).map_err(|m| err.at(&srv("addr"), m))?;
+    let tls = match (&server.certificate, &server.key) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            certificate: resolve(c),
+            key: resolve(k),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(err.at(
+                &srv("certificate"),
+                "`certificate` is set but `key` is not; give both for HTTPS, or neither",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err.at(
+                &srv("key"),
+                "`key` is set but `certificate` is not; give both for HTTPS, or neither",
+            ))
+        }
+    };
+    let tls13_only = match server.tls_min_version.as_deref() {
+        None | Some("TLS12") | Some("tls12") | Some("1.2") => false,
+        Some("TLS13") | Some("tls13") | Some("1.3") => true,
+        Some(other) => return Err(err.at(
+            &srv("tls_min_version"),
+            format!(
+                "`{other}` is not a TLS version regate offers; use TLS12 (the default) or TLS13"
+            ),
+        )),
+    };
+    let real_ip = server.real_ip_header.map(|header| RealIp {
+        header,
+        position: server.real_ip_pos.unwrap_or(0),
+    });
+
+    let token = raw.token.unwrap_or_default();
+    let tok = |k: &str| [key("token"), key(k)];
+    if token.disable_legacy_key_id == Some(true) {
+        return Err(err.at(&tok("disable_legacy_key_id"), "RFC 7638 key IDs (registry v3) are not supported yet; tokens use libtrust key IDs and carry x5c, which registry 2.x and 3.x both accept"));
+    }
+    let expiration = match token.expiration {
+        None => 300,
+        Some(s) if s > 0 => s as u64,
+        Some(s) => {
+            return Err(err.at(
+                &tok("expiration"),
+                format!("{s} is not a positive number of seconds"),
+            ))
+        }
+    };
+    if expiration < 60 {
+        warnings.push(format!("token.expiration is {expiration}s: clients treat a token as valid for at least 60s (token spec)"));
+    }
+    let token_key = match (&token.certificate, &token.key) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            certificate: resolve(c),
+            key: resolve(k),
+        }),
+        (None, None) => tls.clone(), // docker_auth signs with the server's pair when token has none
+        (Some(_), None) => {
+            return Err(err.at(&tok("certificate"), "`certificate` is set but `key` is not"))
+        }
+        (None, Some(_)) => return Err(err.at(&tok("key"), "`key` is set but `certificate` is not")),
+    };
+    let service = token
+        .service
+        .unwrap_or_else(|| "Docker registry".to_owned());
+    if let Some(realm) = &token.realm {
+        let ok = realm
+            .parse::<hyper::Uri>()
+            .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
+        if !ok {
+            return Err(err.at(
+                &tok("realm"),
+                "the realm must be an absolute URL (clients do not resolve a relative one)",
+            ));
+        }
+    }
+    let token = TokenConfig {
+        issuer: token.issuer.unwrap_or_else(|| "regate".to_owned()),
+        service,
+        realm: token.realm,
+        expiration: Duration::from_secs(expiration),
+        key: token_key,
+    };
+
+    let mut users = HashMap::new();
+    for (name, user) in raw.users.unwrap_or_default() {
+        let user = user.unwrap_or_default();
+        let at = |k: &str| [key("users"), key(&name), key(k)];
+        let password_hash = match (name.is_empty(), user.password) {
+            (true, Some(_)) => {
+                return Err(err.at(
+                    &at("password"),
+                    "the anonymous entry \"\" takes no password",
+                ))
+            }
+            (true, None) => None,
+            (false, None) => {
+                let mut e = err.at(&[key("users"), key(&name)], "this user has no password");
+                e.hint = Some("docker_auth lets such a user in with any password; regate refuses. Add a bcrypt hash from `regate hash-password` or `htpasswd -nB`".into());
+                return Err(e);
+            }
+            (false, Some(p)) if is_bcrypt(&p) => Some(p),
+            (false, Some(_)) => {
+                let mut e = err.at(&at("password"), "not a bcrypt hash");
+                e.hint = Some("make one with `regate hash-password` or `htpasswd -nB USER`".into());
+                return Err(e);
+            }
+        };
+        users.insert(
+            name,
+            User {
+                password_hash,
+                labels: user.labels.unwrap_or_else(Labels::new),
+            },
+        );
+    }
+
+    let entries = raw.acl.unwrap_or_else(|| {
+        warnings.push("no `acl`: every request is denied".into());
+        Vec::new()
+    });
+    let acl = Acl::compile(&entries).map_err(|e| {
+        let mut path = vec![key("acl"), Seg::Index(e.index)];
+        path.extend(e.field.split('.').map(key));
+        err.at(&path, e.message.clone())
+    })?;
+
+    let up = raw.upstream.unwrap_or_default();
+    let Some(url) = up.url else {
+        let mut e = err.at(
+            &[key("upstream")],
+            "`upstream.url` is required: the registry:2 regate forwards to",
+        );
+        e.hint = Some("for example:\n    upstream:\n      url: http://127.0.0.1:5000".into());
+        return Err(e);
+    };
+    let upstream = parse_upstream(&url).map_err(|m| err.at(&[key("upstream"), key("url")], m))?;
+
+    let data_dir = raw
+        .data_dir
+        .as_deref()
+        .map(resolve)
+        .unwrap_or_else(|| base.join("data"));
+
+    Ok(Config {
+        path: path.to_owned(),
+        listen,
+        tls,
+        tls13_only,
+        hsts: server.hsts.unwrap_or(false),
+        real_ip,
+        token,
+        users,
+        acl: Arc::new(acl),
+        upstream,
+        data_dir,
+        warnings,
+    })
+}
+
+/// docker_auth's `addr`: `HOST:PORT`, or `:PORT` for every interface (Go's form).
+fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
+    let full = if addr.starts_with(':') {
+        format!("[::]{addr}")
+    } else {
+        addr.to_owned()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("`{addr}` is not HOST:PORT or :PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("`{addr}` resolves to no address"))
+}
+
+fn parse_upstream(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("an https upstream is not supported yet: run registry:2 on plain HTTP on a private network or loopback, behind regate".into()),
+        _ => return Err(format!("`{url}` needs a scheme: http://HOST:PORT")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "`{url}` has a path; registry:2 serves /v2/ at its root"
+        ));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests;

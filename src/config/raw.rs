@@ -1,0 +1,173 @@
+//! The config file as written: docker_auth's `auth_config.yml` keys, plus regate's own
+//! (`upstream`, `token.service`, `token.realm`, `data_dir`). Unknown keys are errors, so a
+//! misspelt or mis-indented key is reported instead of silently ignored (docker_auth's
+//! YAML parser ignores them).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::acl;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: Option<RawServer>,
+    pub token: Option<RawToken>,
+    pub users: Option<BTreeMap<String, Option<RawUser>>>,
+    pub acl: Option<Vec<acl::RawEntry>>,
+    pub upstream: Option<RawUpstream>,
+    pub data_dir: Option<String>,
+    // docker_auth sections regate does not implement: accepted by the parser only so the
+    // error can say exactly that, with the line.
+    pub ext_auth: Option<serde_yaml::Value>,
+    pub google_auth: Option<serde_yaml::Value>,
+    pub github_auth: Option<serde_yaml::Value>,
+    pub oidc_auth: Option<serde_yaml::Value>,
+    pub gitlab_auth: Option<serde_yaml::Value>,
+    pub ldap_auth: Option<serde_yaml::Value>,
+    pub mongo_auth: Option<serde_yaml::Value>,
+    pub xorm_auth: Option<serde_yaml::Value>,
+    pub plugin_authn: Option<serde_yaml::Value>,
+    pub acl_mongo: Option<serde_yaml::Value>,
+    pub acl_xorm: Option<serde_yaml::Value>,
+    pub ext_authz: Option<serde_yaml::Value>,
+    pub plugin_authz: Option<serde_yaml::Value>,
+    pub casbin_authz: Option<serde_yaml::Value>,
+}
+
+impl RawConfig {
+    /// The docker_auth sections present that regate does not implement.
+    pub fn unsupported_sections(&self) -> Vec<&'static str> {
+        let sections = [
+            ("ext_auth", self.ext_auth.is_some()),
+            ("google_auth", self.google_auth.is_some()),
+            ("github_auth", self.github_auth.is_some()),
+            ("oidc_auth", self.oidc_auth.is_some()),
+            ("gitlab_auth", self.gitlab_auth.is_some()),
+            ("ldap_auth", self.ldap_auth.is_some()),
+            ("mongo_auth", self.mongo_auth.is_some()),
+            ("xorm_auth", self.xorm_auth.is_some()),
+            ("plugin_authn", self.plugin_authn.is_some()),
+            ("acl_mongo", self.acl_mongo.is_some()),
+            ("acl_xorm", self.acl_xorm.is_some()),
+            ("ext_authz", self.ext_authz.is_some()),
+            ("plugin_authz", self.plugin_authz.is_some()),
+            ("casbin_authz", self.casbin_authz.is_some()),
+        ];
+        sections
+            .into_iter()
+            .filter(|(_, present)| *present)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub addr: Option<String>,
+    pub net: Option<String>,
+    pub path_prefix: Option<String>,
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    pub hsts: Option<bool>,
+    pub tls_min_version: Option<String>,
+    pub tls_curve_preferences: Option<serde_yaml::Value>,
+    pub tls_cipher_suites: Option<serde_yaml::Value>,
+    pub letsencrypt: Option<serde_yaml::Value>,
+    pub real_ip_header: Option<String>,
+    pub real_ip_pos: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub issuer: Option<String>,
+    pub expiration: Option<i64>,
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    pub disable_legacy_key_id: Option<bool>,
+    /// regate: the service name in challenges and the tokens' `aud`.
+    pub service: Option<String>,
+    /// regate: the realm URL in challenges; by default built from the request's host.
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub password: Option<String>,
+    pub labels: Option<acl::Labels>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+}
+
+/// Every key the file may hold, by section, for "did you mean" and "belongs under" hints.
+pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "server",
+            "token",
+            "users",
+            "acl",
+            "upstream",
+            "data_dir",
+            "ext_auth",
+            "google_auth",
+            "github_auth",
+            "oidc_auth",
+            "gitlab_auth",
+            "ldap_auth",
+            "mongo_auth",
+            "xorm_auth",
+            "plugin_authn",
+            "acl_mongo",
+            "acl_xorm",
+            "ext_authz",
+            "plugin_authz",
+            "casbin_authz",
+        ],
+    ),
+    (
+        "server",
+        &[
+            "addr",
+            "net",
+            "path_prefix",
+            "certificate",
+            "key",
+            "hsts",
+            "tls_min_version",
+            "tls_curve_preferences",
+            "tls_cipher_suites",
+            "letsencrypt",
+            "real_ip_header",
+            "real_ip_pos",
+        ],
+    ),
+    (
+        "token",
+        &[
+            "issuer",
+            "expiration",
+            "certificate",
+            "key",
+            "disable_legacy_key_id",
+            "service",
+            "realm",
+        ],
+    ),
+    ("users.<name>", &["password", "labels"]),
+    ("acl[]", &["match", "actions", "comment"]),
+    (
+        "acl[].match",
+        &["account", "type", "name", "service", "ip", "labels"],
+    ),
+    ("upstream", &["url"]),
+];

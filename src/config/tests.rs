@@ -1,0 +1,136 @@
+use super::*;
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/regate/config.yml"), src)
+}
+
+const HASH: &str = "$2y$05$GcKrd9lJ4a6c/MYWfU6a0OiwSoGcvf0pxjEKyVkrERsDfD3v1D7cG";
+
+fn seed() -> String {
+    format!(
+        r#"server:
+  addr: ":5001"
+  certificate: "/ssl/server.pem"
+  key: "/ssl/server.key"
+token:
+  issuer: "Auth Service"     # must equal the registry's auth.token.issuer
+  expiration: 900
+users:
+  "admin":
+    password: "{HASH}"
+  "hussein":
+    password: "{HASH}"
+  "": {{}}
+acl:
+  - match: {{account: "admin"}}
+    actions: ["*"]
+  - match: {{account: "hussien", name: "ubuntu"}}
+    actions: ["*"]
+  - match: {{account: "test"}}
+    actions: []
+  - match: {{account: "/.+/"}}
+    actions: ["pull"]
+  - match: {{account: "", name: "hello-world"}}
+    actions: ["pull"]
+upstream:
+  url: http://127.0.0.1:5000
+"#
+    )
+}
+
+#[test]
+fn the_seed_config_loads() {
+    let c = parse(&seed()).unwrap();
+    assert_eq!(c.listen.port(), 5001);
+    assert_eq!(c.token.issuer, "Auth Service");
+    assert_eq!(c.token.expiration, Duration::from_secs(900));
+    assert_eq!(c.token.service, "Docker registry");
+    assert_eq!(c.users.len(), 3);
+    assert_eq!(c.acl.len(), 5);
+    // No token key of its own: docker_auth signs with the server's pair.
+    assert_eq!(c.token.key, c.tls);
+    assert_eq!(c.data_dir, Path::new("/etc/regate/data"));
+}
+
+#[test]
+fn lost_indentation_points_at_the_line() {
+    let flat: String = seed()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let e = parse(&flat).unwrap_err();
+    assert_eq!(e.position, Some((2, 1)), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("/etc/regate/config.yml:2:1"), "{text}");
+    assert!(text.contains("unknown field `addr`"), "{text}");
+    assert!(text.contains("`addr` is a key of `server`"), "{text}");
+    assert!(text.contains("indentation"), "{text}");
+}
+
+#[test]
+fn unknown_keys_get_the_closest_known_one() {
+    let e = parse("server:\n  adr: \":5000\"\n").unwrap_err();
+    assert_eq!(e.position, Some((2, 3)));
+    assert_eq!(e.key.as_deref(), Some("server"));
+    assert!(e.to_string().contains("did you mean `addr`?"), "{e}");
+    let e = parse("acl:\n  - match: {acount: admin}\n    actions: []\n").unwrap_err();
+    assert!(e.to_string().contains("did you mean `account`?"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(2));
+}
+
+#[test]
+fn unimplemented_docker_auth_sections_say_so() {
+    let e = parse("upstream: {url: http://r:5000}\nldap_auth:\n  addr: ldap:389\n").unwrap_err();
+    assert_eq!(e.position, Some((2, 1)));
+    assert!(
+        e.to_string()
+            .contains("ldap_auth: this docker_auth section is not implemented"),
+        "{e}"
+    );
+}
+
+#[test]
+fn acl_errors_name_the_rule_and_field() {
+    let src = "upstream: {url: http://r:5000}\nacl:\n  - match: {account: admin}\n    actions: [\"*\"]\n  - match: {name: \"/[/\"}\n    actions: [pull]\n";
+    let e = parse(src).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("acl[1].match.name"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(5), "{e}");
+}
+
+#[test]
+fn passwords_must_be_bcrypt() {
+    let e = parse("upstream: {url: http://r:5000}\nusers:\n  bob:\n    password: hunter2\n")
+        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("users.bob.password"));
+    assert_eq!(e.position, Some((4, 5)));
+    assert!(
+        !e.to_string().contains("hunter2"),
+        "the error does not echo the value"
+    );
+    let e = parse("upstream: {url: http://r:5000}\nusers:\n  bob: {}\n").unwrap_err();
+    assert!(e.to_string().contains("no password"), "{e}");
+}
+
+#[test]
+fn upstream_is_required_and_checked() {
+    let e = parse("server: {addr: \":5000\"}\n").unwrap_err();
+    assert!(e.to_string().contains("upstream.url"), "{e}");
+    let e = parse("upstream: {url: \"127.0.0.1:5000\"}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("upstream.url"));
+    assert!(parse("upstream: {url: https://r}\n").is_err());
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let c = parse("server: {addr: \"127.0.0.1:0\", certificate: tls/s.crt, key: tls/s.key}\nupstream: {url: http://r:5000}\ndata_dir: state\n").unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.certificate, Path::new("/etc/regate/tls/s.crt"));
+    assert_eq!(c.data_dir, Path::new("/etc/regate/state"));
+}
+
+#[test]
+fn closest_and_distance() {
+    assert_eq!(edit_distance("hussien", "hussein"), 2);
+    assert_eq!(closest("adr", &["addr", "net"]), Some("addr"));
+    assert_eq!(closest("zzzzzz", &["addr", "net"]), None);
+}

@@ -1,0 +1,191 @@
+//! The registry's error vocabulary, and the one place an error becomes a response.
+//!
+//! Clients (docker, containerd, containers/image) parse `{"errors":[{code,message,detail}]}`
+//! and show `code: message`, so every error regate makes itself speaks that format, with the
+//! status registry:2 uses for the same code (distribution `registry/api/errcode`).
+
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::auth::challenge::Challenge;
+use crate::body::{self, Body};
+
+/// The registry's error codes regate emits (a subset of distribution's errcode registry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    Unauthorized,
+    Denied,
+    NameInvalid,
+    Unsupported,
+    TooManyRequests,
+    Unavailable,
+    Unknown,
+}
+
+impl Code {
+    fn status(self) -> StatusCode {
+        match self {
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Denied => StatusCode::FORBIDDEN,
+            Code::NameInvalid => StatusCode::BAD_REQUEST,
+            Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One access record in an `UNAUTHORIZED` detail, spelled as registry:2 spells it
+/// (`{"Type":"repository","Class":"","Name":"foo","Action":"pull"}`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccessDetail {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub class: String,
+    pub name: String,
+    pub action: String,
+}
+
+#[derive(Serialize)]
+struct WireError<'a> {
+    code: Code,
+    message: &'a str,
+    detail: &'a serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct WireErrors<'a> {
+    errors: [WireError<'a>; 1],
+    /// docker's token client prints `details` verbatim for a 401 from the realm
+    /// (distribution `registry/client/errors.go` parseHTTPErrorResponse); registry routes
+    /// leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a str>,
+}
+
+/// An error answered by regate itself, never forwarded.
+#[derive(Debug, Clone)]
+pub struct RegistryError {
+    pub code: Code,
+    pub message: String,
+    pub detail: serde_json::Value,
+    pub status: Option<StatusCode>,
+    pub challenge: Option<Box<Challenge>>,
+    /// Shown to token clients as `details` (see [`WireErrors`]).
+    pub details: Option<String>,
+}
+
+impl RegistryError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        RegistryError {
+            code,
+            message: message.into(),
+            detail: serde_json::Value::Null,
+            status: None,
+            challenge: None,
+            details: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    /// registry:2's 401: `UNAUTHORIZED` / "authentication required", one detail per needed
+    /// action, and the Bearer challenge.
+    pub fn unauthorized(challenge: Challenge) -> Self {
+        let detail: Vec<AccessDetail> = challenge
+            .scopes
+            .iter()
+            .flat_map(|s| {
+                s.actions.iter().map(move |a| AccessDetail {
+                    kind: s.resource_type.clone(),
+                    class: String::new(),
+                    name: s.name.clone(),
+                    action: a.clone(),
+                })
+            })
+            .collect();
+        let detail = if detail.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::to_value(detail).unwrap_or(serde_json::Value::Null)
+        };
+        RegistryError::new(Code::Unauthorized, "authentication required")
+            .with_detail(detail)
+            .with_challenge(challenge)
+    }
+
+    pub fn with_challenge(mut self, challenge: Challenge) -> Self {
+        self.challenge = Some(Box::new(challenge));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| self.code.status())
+    }
+
+    /// The only function that turns an error into a response.
+    pub fn into_response(self) -> Response<Body> {
+        let wire = WireErrors {
+            errors: [WireError {
+                code: self.code,
+                message: &self.message,
+                detail: &self.detail,
+            }],
+            details: self.details.as_deref(),
+        };
+        let mut json = serde_json::to_vec(&wire).unwrap_or_default();
+        json.push(b'\n');
+        let mut resp = Response::new(body::full(json));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if let Some(challenge) = &self.challenge {
+            if let Ok(v) = HeaderValue::from_str(&challenge.to_string()) {
+                headers.insert(hyper::header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}
+
+/// registry:2's answer to a path its router does not know: plain text, no challenge.
+pub fn not_found() -> Response<Body> {
+    let mut resp = Response::new(body::full(Bytes::from_static(b"404 page not found\n")));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A small JSON body (token responses, health).
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(body::full(json));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

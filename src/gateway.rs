@@ -1,0 +1,325 @@
+//! One request, start to finish: classify, authorize, then answer or forward.
+//!
+//! ```text
+//! route::classify
+//!   Token endpoint : auth::endpoint (users -> acl -> token::issue)
+//!   /v2 redirect   : 301 /v2/
+//!   Registry route : token::verify (cached) -> access covers route? -> proxy::forward
+//!                    missing/invalid -> 401 challenge; insufficient -> 401 insufficient_scope
+//!   every error    -> error::RegistryError::into_response
+//! ```
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::auth::challenge::{parse_authorization, Challenge, ChallengeError, Credential};
+use crate::auth::endpoint;
+use crate::auth::scope::Scope;
+use crate::body::{self, Body};
+use crate::error::{self, json_response, Code, RegistryError};
+use crate::proxy::{self, Origin, Upstream};
+use crate::route::{self, Classified, RepoKind, Route};
+use crate::Runtime;
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    upstream: Upstream,
+}
+
+impl Gateway {
+    pub fn new(runtime: Runtime) -> Gateway {
+        let upstream = Upstream::new(runtime.config.upstream.clone());
+        Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            upstream,
+        }
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Replaces users, rules and keys at once; requests already running keep the old set.
+    pub fn swap(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Conn,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let rt = self.runtime();
+        let client_ip = client_ip(&rt, &req, conn.peer.ip());
+        let classified = route::classify(req.uri().path(), req.uri().query());
+        let kind = classified.route.kind();
+        let path_for_log = req.uri().path().to_owned();
+        let mut resp = match self.dispatch(&rt, req, classified, conn, client_ip).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        };
+        let headers = resp.headers_mut();
+        if !headers.contains_key(&API_VERSION) {
+            headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        }
+        if rt.config.hsts && conn.https {
+            headers.insert(
+                hyper::header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+            );
+        }
+        tracing::debug!(
+            target: "regate::access",
+            client = %client_ip,
+            method = %method,
+            path = %path_for_log,
+            route = kind,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        Ok(resp)
+    }
+
+    async fn dispatch(
+        &self,
+        rt: &Runtime,
+        req: Request<Incoming>,
+        classified: Classified,
+        conn: Conn,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, RegistryError> {
+        match &classified.route {
+            Route::Token => return Ok(endpoint::handle(rt, req, client_ip).await),
+            Route::Redirect(location) => return Ok(redirect(location)),
+            Route::NotFound => return Ok(error::not_found()),
+            Route::BadRequest => {
+                return Err(
+                    RegistryError::new(Code::Unsupported, "malformed request path")
+                        .with_status(StatusCode::BAD_REQUEST),
+                )
+            }
+            Route::InvalidName(_) => {
+                return Err(RegistryError::new(
+                    Code::NameInvalid,
+                    "invalid repository name",
+                ))
+            }
+            Route::Root | Route::Healthz => {
+                return Ok(json_response(StatusCode::OK, &serde_json::json!({})))
+            }
+            Route::Readyz => return Ok(self.readiness().await),
+            Route::Metrics => return Ok(error::not_found()),
+            Route::Base | Route::Catalog | Route::Repository { .. } => {}
+        }
+        let method = req.method().clone();
+        refuse_form_bodies(&req)?;
+        let query = req.uri().query().map(str::to_owned);
+        let from = route::query_param(query.as_deref(), "from").map_err(|e| {
+            RegistryError::new(Code::Unsupported, e.to_string())
+                .with_status(StatusCode::BAD_REQUEST)
+        })?;
+        let from = from.filter(|f| !f.is_empty());
+        if let Some(f) = &from {
+            if !route::valid_name(f) {
+                return Err(RegistryError::new(
+                    Code::NameInvalid,
+                    "invalid repository name in `from`",
+                ));
+            }
+        }
+        let required = classified
+            .route
+            .required_access(&method, from.as_deref())
+            .unwrap_or_default();
+        let mut forward_query = query;
+
+        let challenge = |scopes: Vec<Scope>, error: Option<ChallengeError>| Challenge {
+            realm: realm(rt, &req, conn.https),
+            service: rt.tokens.service().to_owned(),
+            scopes,
+            error,
+        };
+        match parse_authorization(req.headers().get(hyper::header::AUTHORIZATION)) {
+            Credential::Bearer(token) => match rt.tokens.verify(token.expose()) {
+                Err(e) => {
+                    tracing::info!(client = %client_ip, error = %e, "token refused");
+                    return Err(RegistryError::unauthorized(challenge(
+                        required,
+                        Some(ChallengeError::InvalidToken),
+                    )));
+                }
+                Ok(verified) => {
+                    let missing = verified.missing(&required);
+                    if !missing.is_empty() {
+                        // A cross-repository mount the caller may not read from is a plain
+                        // upload (OCI distribution spec: "SHOULD return a 202"), instead
+                        // of registry:2's 401 for the whole request.
+                        let only_source = missing.len() == 1
+                            && from.as_ref().is_some_and(|f| missing[0].name == *f)
+                            && matches!(
+                                classified.route,
+                                Route::Repository {
+                                    kind: RepoKind::UploadStart,
+                                    ..
+                                }
+                            )
+                            && method == Method::POST;
+                        if only_source {
+                            forward_query = forward_query.map(|q| without_mount(&q));
+                        } else {
+                            tracing::info!(
+                                client = %client_ip,
+                                account = %verified.subject,
+                                missing = %missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
+                                "insufficient scope"
+                            );
+                            return Err(RegistryError::unauthorized(challenge(
+                                required,
+                                Some(ChallengeError::InsufficientScope),
+                            )));
+                        }
+                    }
+                }
+            },
+            Credential::None | Credential::Basic { .. } => {
+                return Err(RegistryError::unauthorized(challenge(required, None)));
+            }
+        }
+
+        let path_and_query = match forward_query.as_deref() {
+            Some(q) if !q.is_empty() => format!("{}?{q}", classified.path),
+            _ => classified.path.clone(),
+        };
+        let origin = Origin {
+            client_ip,
+            https: conn.https,
+        };
+        self.upstream.forward(req, &path_and_query, &origin).await
+    }
+
+    async fn readiness(&self) -> Response<Body> {
+        let addr = self
+            .upstream
+            .base()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let connect = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
+        match connect {
+            Ok(Ok(_)) => json_response(StatusCode::OK, &serde_json::json!({"upstream": "up"})),
+            _ => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"upstream": "down"}),
+            ),
+        }
+    }
+}
+
+/// The caller's address: the connection's, or docker_auth's `real_ip_header` when set.
+fn client_ip<B>(rt: &Runtime, req: &Request<B>, peer: IpAddr) -> IpAddr {
+    let Some(real) = &rt.config.real_ip else {
+        return peer;
+    };
+    let Some(value) = req
+        .headers()
+        .get(real.header.as_str())
+        .and_then(|v| v.to_str().ok())
+    else {
+        return peer;
+    };
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let index = if real.position < 0 {
+        parts.len() as i64 + real.position
+    } else {
+        real.position
+    };
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| parts.get(i))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(peer)
+}
+
+/// `token.realm`, or this gateway's own `/auth` at the host the client used.
+fn realm<B>(rt: &Runtime, req: &Request<B>, https: bool) -> String {
+    if let Some(realm) = &rt.config.token.realm {
+        return realm.clone();
+    }
+    let scheme = if https { "https" } else { "http" };
+    let host = proxy::request_host(req)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{scheme}://{host}/auth")
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+/// registry:2 reads `from` with Go's `FormValue`, which also parses url-encoded and
+/// multipart bodies: a form body could name a mount source regate never saw. No registry
+/// client sends one, so it is refused.
+fn refuse_form_bodies<B>(req: &Request<B>) -> Result<(), RegistryError> {
+    let Some(ct) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media == "application/x-www-form-urlencoded" || media == "multipart/form-data" {
+        return Err(RegistryError::new(
+            Code::Unsupported,
+            "form bodies are not accepted on registry routes",
+        )
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+    Ok(())
+}
+
+/// The query without `mount` and `from`, byte-exact otherwise.
+fn without_mount(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair);
+            let k = route::form_decode(k);
+            k.as_deref() != Some("mount") && k.as_deref() != Some("from")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}

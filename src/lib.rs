@@ -1,0 +1,166 @@
+//! regate: one binary in front of an unmodified registry:2. It terminates TLS, answers the
+//! Docker token-auth challenge, serves `/auth` tokens, enforces docker_auth-compatible ACLs
+//! and streams authorized traffic to the registry.
+//!
+//! [`start`] is the one entry point the binary and the tests share.
+#![forbid(unsafe_code)]
+
+pub mod acl;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use auth::keys::{KeyError, SigningKey};
+use auth::token::Tokens;
+use auth::users::Users;
+use config::Config;
+use gateway::Gateway;
+
+/// How long a verified password is remembered (as a keyed hash) before bcrypt runs again.
+const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("token key: {0}")]
+    Key(#[from] KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything a configuration becomes at run time; a reload builds a new one and swaps it
+/// in whole.
+pub struct Runtime {
+    pub config: Config,
+    pub users: Arc<Users>,
+    pub tokens: Tokens,
+    pub acl: Arc<acl::Acl>,
+}
+
+impl Runtime {
+    /// Loads (or, with no key configured, generates) the token key and builds the rest.
+    pub fn build(config: Config) -> Result<Runtime, Error> {
+        let key = match &config.token.key {
+            Some(files) => SigningKey::load(&files.certificate, &files.key)?,
+            None => {
+                let (key, made) = SigningKey::load_or_generate(&config.data_dir)?;
+                if made {
+                    tracing::info!(
+                        certificate = %key.certificate_path.display(),
+                        "generated a token signing key; a registry that checks tokens too needs this certificate as auth.token.rootcertbundle"
+                    );
+                }
+                key
+            }
+        };
+        let tokens = Tokens::new(
+            Arc::new(key),
+            &config.token.issuer,
+            &config.token.service,
+            config.token.expiration,
+        );
+        let users = Arc::new(Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL));
+        Ok(Runtime {
+            acl: config.acl.clone(),
+            users,
+            tokens,
+            config,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct Server {
+    local_addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to a limit), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Builds the runtime, binds `config.listen` and serves in the background.
+pub async fn start(config: Config) -> Result<Server, Error> {
+    let listen = config.listen;
+    let tls = match &config.tls {
+        Some(files) => {
+            let certs = tls::Certificates::new(tls::load_certified_key(files)?);
+            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+                certs,
+                config.tls13_only,
+            )))
+        }
+        None => None,
+    };
+    let runtime = Runtime::build(config)?;
+    let listener = bind(listen).await?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: listen,
+        source,
+    })?;
+    let gateway = Arc::new(Gateway::new(runtime));
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, tls, gateway.clone(), rx));
+    tracing::info!(addr = %local_addr, https = gateway.runtime().config.tls.is_some(), "regate listening");
+    Ok(Server {
+        local_addr,
+        gateway,
+        shutdown,
+        task,
+    })
+}
+
+/// Binds `addr`; `[::]` falls back to `0.0.0.0` where IPv6 is off.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            TcpListener::bind(v4)
+                .await
+                .map_err(|_| Error::Bind { addr, source: e })
+        }
+        Err(source) => Err(Error::Bind { addr, source }),
+    }
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let server = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

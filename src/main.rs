@@ -1,0 +1,181 @@
+//! The `regate` command: parse, load the config, set up logging, run until a signal.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use regate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Users, permissions and HTTPS in front of an unmodified registry:2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(
+            long,
+            short,
+            env = "REGATE_CONFIG",
+            default_value = "/config/regate.yml"
+        )]
+        config: PathBuf,
+    },
+    /// Load and validate a config; exit non-zero with file, line and key on an error.
+    Check {
+        #[arg(
+            long,
+            short,
+            env = "REGATE_CONFIG",
+            default_value = "/config/regate.yml"
+        )]
+        config: PathBuf,
+    },
+    /// Read a password on stdin and print its bcrypt hash for `users`.
+    HashPassword {
+        /// bcrypt cost (htpasswd -B uses 5; each step doubles the work).
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::HashPassword { cost } => hash_password(cost),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    init_tracing();
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(regate::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &config.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    // Key and certificate files are part of a config that works: read them too.
+    if let Some(tls) = &config.tls {
+        if let Err(e) = regate::tls::load_certified_key(tls) {
+            eprintln!("error: server TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match &config.token.key {
+        Some(files) => {
+            if let Err(e) = regate::auth::keys::SigningKey::load(&files.certificate, &files.key) {
+                eprintln!("error: token key: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None => println!(
+            "token key: none configured; `serve` uses (or generates) {}",
+            config.data_dir.join("token.crt").display()
+        ),
+    }
+    println!(
+        "{}: ok ({} users, {} ACL rules, upstream {})",
+        path.display(),
+        config.users.len(),
+        config.acl.len(),
+        config.upstream
+    );
+    ExitCode::SUCCESS
+}
+
+fn hash_password(cost: u32) -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("error: reading stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    // One trailing newline is the terminal's, not the password's.
+    let password = input.strip_suffix('\n').unwrap_or(&input);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::FAILURE;
+    }
+    match bcrypt::hash(password, cost) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! HTTPS: the rustls server configuration and a certificate that can be replaced while
+//! connections stay open (renewal without a restart).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::TlsFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: no PEM certificate in the file")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no private key in the file")]
+    NoKey { path: PathBuf },
+    #[error("{path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("the key {key} does not belong to the certificate {cert}")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+}
+
+/// Reads a certificate chain and its key, and checks that they belong together.
+pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
+    let read = |path: &Path| {
+        fs::read(path).map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(&files.certificate)?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: files.certificate.clone(),
+        });
+    }
+    let key_pem = read(&files.key)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::NoKey {
+            path: files.key.clone(),
+        })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified =
+        CertifiedKey::from_der(chain, key, &provider).map_err(|source| match source {
+            rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
+                cert: files.certificate.clone(),
+                key: files.key.clone(),
+            },
+            source => TlsError::Key {
+                path: files.key.clone(),
+                source,
+            },
+        })?;
+    Ok(certified)
+}
+
+/// Serves whichever certificate was loaded last; a reload swaps it for new handshakes only.
+#[derive(Debug)]
+pub struct Certificates {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl Certificates {
+    pub fn new(key: CertifiedKey) -> Arc<Certificates> {
+        Arc::new(Certificates {
+            current: ArcSwap::from_pointee(key),
+        })
+    }
+
+    pub fn replace(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// TLS 1.2 and 1.3 (or 1.3 only), ALPN `h2` then `http/1.1`.
+pub fn server_config(certs: Arc<Certificates>, tls13_only: bool) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
