@@ -312,12 +312,14 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
     let tls13_only = match server.tls_min_version.as_deref() {
         None | Some("TLS12") | Some("tls12") | Some("1.2") => false,
         Some("TLS13") | Some("tls13") | Some("1.3") => true,
-        Some(other) => return Err(err.at(
-            &srv("tls_min_version"),
-            format!(
+        Some(other) => {
+            return Err(err.at(
+                &srv("tls_min_version"),
+                format!(
                 "`{other}` is not a TLS version regate offers; use TLS12 (the default) or TLS13"
             ),
-        )),
+            ))
+        }
     };
     let real_ip = server.real_ip_header.map(|header| RealIp {
         header,

@@ -1,0 +1,432 @@
+//! Shared test parts: the real registry (Debian's `docker-registry`, distribution 2.8.2)
+//! on a free loopback port, regate in-process on port 0, a raw HTTP client, OCI images
+//! made on the fly, and skopeo.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tempfile::TempDir;
+
+pub const SERVICE: &str = "Docker registry";
+pub const ISSUER: &str = "Auth Service";
+
+/// A `docker-registry serve` child with its own storage; killed on drop.
+pub struct Registry {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    child: Child,
+}
+
+/// How the registry itself checks tokens, for the seed's layout.
+pub struct TokenAuth {
+    pub realm: String,
+    pub rootcertbundle: PathBuf,
+}
+
+impl Registry {
+    pub fn start(token_auth: Option<&TokenAuth>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        Registry::start_in(dir, token_auth, "127.0.0.1:0")
+    }
+
+    pub fn start_in(dir: TempDir, token_auth: Option<&TokenAuth>, addr: &str) -> Registry {
+        let storage = dir.path().join("storage");
+        let mut config = format!(
+            "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: \"{addr}\"\n  secret: regate-test-secret\n",
+            storage.display()
+        );
+        if let Some(auth) = token_auth {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: \"{}\"\n    service: \"{SERVICE}\"\n    issuer: \"{ISSUER}\"\n    rootcertbundle: {}\n",
+                auth.realm,
+                auth.rootcertbundle.display()
+            ));
+        }
+        let config_path = dir.path().join("registry.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker-registry is installed (apt-get install docker-registry)");
+        let stderr = child.stderr.take().unwrap();
+        let log = dir.path().join("registry.log");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(log).unwrap();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if !sent {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let addr = rest.split(['"', ' ']).next().unwrap_or("").to_owned();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("docker-registry reports its address");
+        Registry {
+            addr: addr.parse().unwrap(),
+            dir,
+            child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether the registry stored anything for `name`.
+    pub fn has_repository(&self, name: &str) -> bool {
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/repositories")
+            .join(name)
+            .exists()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn bcrypt(password: &str) -> String {
+    bcrypt::hash(password, 4).unwrap()
+}
+
+/// The seed's docker_auth config (../shared/seed/README.md), with hashes made here, a
+/// `${account}/*` namespace rule, and regate's `upstream`.
+pub fn seed_config(upstream: &str, data_dir: &Path) -> String {
+    format!(
+        r#"server:
+  addr: "127.0.0.1:0"
+token:
+  issuer: "{ISSUER}"
+  expiration: 900
+data_dir: "{data}"
+upstream:
+  url: "{upstream}"
+users:
+  "admin":
+    password: "{admin}"
+  "hussein":
+    password: "{hussein}"
+  "alice":
+    password: "{alice}"
+  "test":
+    password: "{test}"
+  "": {{}}
+acl:
+  - match: {{account: "admin"}}
+    actions: ["*"]
+    comment: "admin can do anything"
+  - match: {{account: "hussien", name: "ubuntu"}}
+    actions: ["*"]
+  - match: {{account: "test"}}
+    actions: []
+  - match: {{account: "/.+/", name: "${{account}}/*"}}
+    actions: ["*"]
+    comment: "each user owns a namespace"
+  - match: {{account: "/.+/"}}
+    actions: ["pull"]
+  - match: {{account: "", name: "hello-world"}}
+    actions: ["pull"]
+"#,
+        data = data_dir.display(),
+        admin = bcrypt("admin-pw"),
+        hussein = bcrypt("hussein-pw"),
+        alice = bcrypt("alice-pw"),
+        test = bcrypt("test-pw"),
+    )
+}
+
+/// regate running in this process.
+pub struct Gateway {
+    pub server: regate::Server,
+    pub dir: TempDir,
+}
+
+impl Gateway {
+    pub async fn start(config_yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        Gateway::start_in(dir, config_yaml).await
+    }
+
+    pub async fn start_in(dir: TempDir, config_yaml: &str) -> Gateway {
+        let path = dir.path().join("regate.yml");
+        std::fs::write(&path, config_yaml).unwrap();
+        let config = regate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let server = regate::start(config).await.unwrap();
+        Gateway { server, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// `host:port` as clients name it.
+    pub fn host(&self) -> String {
+        self.addr().to_string()
+    }
+}
+
+/// The seed's setup: a registry with no auth of its own, regate in front.
+pub struct Seed {
+    pub registry: Registry,
+    pub gateway: Gateway,
+}
+
+impl Seed {
+    pub async fn start() -> Seed {
+        let registry = Registry::start(None);
+        let dir = tempfile::tempdir().unwrap();
+        let config = seed_config(&registry.url(), &dir.path().join("data"));
+        let gateway = Gateway::start_in(dir, &config).await;
+        Seed { registry, gateway }
+    }
+
+    /// The seed's own layout: the registry checks regate's tokens too (same issuer and
+    /// service, regate's certificate as its `rootcertbundle`).
+    pub async fn start_token_checking() -> Seed {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (key, _) = regate::auth::keys::SigningKey::load_or_generate(&data).unwrap();
+        // regate's port is not known before it starts, and the registry's realm only
+        // matters to clients that talk to the registry directly, which none do here.
+        let auth = TokenAuth {
+            realm: "http://127.0.0.1:1/auth".into(),
+            rootcertbundle: key.certificate_path.clone(),
+        };
+        let registry = Registry::start(Some(&auth));
+        let config = seed_config(&registry.url(), &data);
+        let gateway = Gateway::start_in(dir, &config).await;
+        Seed { registry, gateway }
+    }
+}
+
+/// A response read whole.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+pub async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+        .await
+        .expect("no answer within 60 s")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    http(Method::GET, url, headers, Vec::new()).await
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {b64}")
+}
+
+/// A token from regate's `/auth` for these scopes (`None`: anonymous).
+pub async fn token(base: &str, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
+    let mut url = format!("{base}/auth?service=Docker%20registry");
+    for s in scopes {
+        url.push_str("&scope=");
+        url.push_str(s);
+    }
+    let auth = creds.map(|(u, p)| basic(u, p));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let resp = get(&url, &headers).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    resp.json()["token"].as_str().unwrap().to_owned()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A minimal ustar archive holding one file.
+pub fn tar_with_file(name: &str, contents: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |field: &mut [u8], value: u64| {
+        let s = format!("{:0width$o}", value, width = field.len() - 1);
+        field[..s.len()].copy_from_slice(s.as_bytes());
+    };
+    octal(&mut header[100..108], 0o644);
+    octal(&mut header[108..116], 0);
+    octal(&mut header[116..124], 0);
+    octal(&mut header[124..136], contents.len() as u64);
+    octal(&mut header[136..148], 1_700_000_000);
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    header[148..156].copy_from_slice(s.as_bytes());
+    let mut out = header.to_vec();
+    out.extend_from_slice(contents);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Pseudo-random bytes, different for each seed (xorshift; no dependency needed).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What an OCI layout written by [`oci_image`] holds.
+pub struct Image {
+    pub manifest: String,
+    pub config: String,
+}
+
+/// An OCI image layout in `dir` with `layers` layers.
+pub fn oci_image(dir: &Path, layers: usize, seed: u64) -> Image {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let hex = sha256_hex(data);
+        std::fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let mut layer_descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..layers {
+        let tar = tar_with_file(
+            &format!("file{i}"),
+            &noise(seed * 100 + i as u64, 64 * 1024 + i * 1000),
+        );
+        let (digest, size) = put(&tar);
+        diff_ids.push(digest.clone());
+        layer_descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": digest, "size": size
+        }));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {}
+    });
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": layer_descs
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let (manifest_digest, manifest_size) = put(&manifest_bytes);
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    Image {
+        manifest: manifest_digest,
+        config: config_digest,
+    }
+}
+
+/// The manifest digest an OCI layout's index names first.
+pub fn oci_manifest_digest(dir: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+/// Runs skopeo with its own auth file; returns (success, stderr).
+pub fn skopeo(authfile: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", authfile)
+        .env("HOME", authfile.parent().unwrap())
+        .output()
+        .expect("skopeo is installed (apt-get install skopeo)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs a blocking closure (a client process) off the async runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
