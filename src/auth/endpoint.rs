@@ -187,10 +187,12 @@ fn decide(rt: &Runtime, identity: &Identity, client_ip: IpAddr, scopes: &[Scope]
     scopes
         .iter()
         .map(|scope| {
-            // A request for `*` (skopeo delete) is a request for everything: ask the ACL
-            // for each action so a rule listing pull, push and delete grants them.
+            // A request for `*` on a repository (skopeo delete) is a request for
+            // everything: ask the ACL for each action too, so a rule listing pull, push
+            // and delete grants them. `registry:catalog:*` stays literal: registry:2
+            // wants the `*` itself there.
             let mut requested = scope.actions.clone();
-            if requested.iter().any(|a| a == "*") {
+            if scope.resource_type == "repository" && requested.iter().any(|a| a == "*") {
                 for a in ["pull", "push", "delete"] {
                     if !requested.iter().any(|r| r == a) {
                         requested.push(a.to_owned());
