@@ -24,6 +24,8 @@ use crate::auth::users::{is_bcrypt, User};
 pub struct Config {
     pub path: PathBuf,
     pub listen: SocketAddr,
+    /// A plain-HTTP listener that redirects everything to HTTPS.
+    pub redirect_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
     pub tls13_only: bool,
     pub hsts: bool,
@@ -309,6 +311,16 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             ))
         }
     };
+    let redirect_listen = match &server.http_redirect_addr {
+        None => None,
+        Some(_) if tls.is_none() => {
+            return Err(err.at(
+                &srv("http_redirect_addr"),
+                "redirecting to HTTPS needs HTTPS: set `certificate` and `key`",
+            ))
+        }
+        Some(a) => Some(parse_listen(a).map_err(|m| err.at(&srv("http_redirect_addr"), m))?),
+    };
     let tls13_only = match server.tls_min_version.as_deref() {
         None | Some("TLS12") | Some("tls12") | Some("1.2") => false,
         Some("TLS13") | Some("tls13") | Some("1.3") => true,
@@ -440,6 +452,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
     Ok(Config {
         path: path.to_owned(),
         listen,
+        redirect_listen,
         tls,
         tls13_only,
         hsts: server.hsts.unwrap_or(false),

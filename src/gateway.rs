@@ -275,6 +275,38 @@ fn realm<B>(rt: &Runtime, req: &Request<B>, https: bool) -> String {
     format!("{scheme}://{host}/auth")
 }
 
+/// The plain-HTTP listener's only answer: the same URL on HTTPS (308 keeps the method).
+pub async fn redirect_to_https(
+    req: Request<Incoming>,
+    https_port: u16,
+) -> Result<Response<Body>, Infallible> {
+    let host = proxy::request_host(&req)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
+    // Drop the port the client used for HTTP: `[::1]:80` -> `[::1]`, `host:80` -> `host`.
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host.as_str(),
+    };
+    let authority = if https_port == 443 {
+        name.to_owned()
+    } else {
+        format!("{name}:{https_port}")
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut resp = redirect(&format!("https://{authority}{path}"));
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    }
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    Ok(resp)
+}
+
 fn redirect(location: &str) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;

@@ -8,10 +8,12 @@
 pub mod acl;
 pub mod auth;
 pub mod body;
+pub mod certs;
 pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod tls;
@@ -28,6 +30,7 @@ use auth::token::Tokens;
 use auth::users::Users;
 use config::Config;
 use gateway::Gateway;
+use reload::{ReloadError, Reloader};
 
 /// How long a verified password is remembered (as a keyed hash) before bcrypt runs again.
 const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -90,9 +93,12 @@ impl Runtime {
 /// A running gateway.
 pub struct Server {
     local_addr: SocketAddr,
+    redirect_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
+    reloader: Arc<Reloader>,
+    hup: watch::Sender<()>,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -100,45 +106,95 @@ impl Server {
         self.local_addr
     }
 
+    /// The plain-HTTP redirect listener's address, when configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Loads the config (and certificate) files again now, and says whether it worked.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// Asks the watcher for a reload, as SIGHUP does; the outcome goes to the log.
+    pub fn request_reload(&self) {
+        let _ = self.hup.send(());
     }
 
     /// Stops accepting, lets requests in flight finish (up to a limit), and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
-/// Builds the runtime, binds `config.listen` and serves in the background.
+/// Builds the runtime, binds the listeners and serves in the background.
 pub async fn start(config: Config) -> Result<Server, Error> {
     let listen = config.listen;
-    let tls = match &config.tls {
-        Some(files) => {
-            let certs = tls::Certificates::new(tls::load_certified_key(files)?);
-            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
-                certs,
-                config.tls13_only,
-            )))
-        }
+    let redirect = config.redirect_listen;
+    let certs = match &config.tls {
+        Some(files) => Some(tls::Certificates::new(tls::load_certified_key(files)?)),
         None => None,
     };
+    let acceptor = certs
+        .as_ref()
+        .map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), config.tls13_only)));
     let runtime = Runtime::build(config)?;
     let listener = bind(listen).await?;
-    let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: listen,
-        source,
-    })?;
+    let local_addr = local_addr_of(&listener, listen)?;
     let gateway = Arc::new(Gateway::new(runtime));
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, tls, gateway.clone(), rx));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (hup, hup_rx) = watch::channel(());
+    let reloader = Arc::new(Reloader::new(gateway.clone(), certs));
+
+    let handler = {
+        let gateway = gateway.clone();
+        move |req, conn| gateway.clone().handle(req, conn)
+    };
+    let mut tasks = vec![tokio::spawn(server::serve(
+        listener,
+        acceptor,
+        handler,
+        shutdown_rx.clone(),
+    ))];
+    let mut redirect_addr = None;
+    if let Some(addr) = redirect {
+        let listener = bind(addr).await?;
+        redirect_addr = Some(local_addr_of(&listener, addr)?);
+        let https_port = local_addr.port();
+        let handler = move |req, _conn| gateway::redirect_to_https(req, https_port);
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            None,
+            handler,
+            shutdown_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(
+        Reloader::clone(&reloader).run(hup_rx, shutdown_rx),
+    ));
     tracing::info!(addr = %local_addr, https = gateway.runtime().config.tls.is_some(), "regate listening");
     Ok(Server {
         local_addr,
+        redirect_addr,
         gateway,
+        reloader,
+        hup,
         shutdown,
-        task,
+        tasks,
+    })
+}
+
+fn local_addr_of(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, Error> {
+    listener.local_addr().map_err(|source| Error::Bind {
+        addr: asked,
+        source,
     })
 }
 

@@ -40,11 +40,36 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Certificates for trusted HTTPS.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Read a password on stdin and print its bcrypt hash for `users`.
     HashPassword {
         /// bcrypt cost (htpasswd -B uses 5; each step doubles the work).
         #[arg(long, default_value_t = 10)]
         cost: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make a private CA, a server certificate signed by it, and the token signing pair,
+    /// and print where each goes.
+    Init {
+        /// A DNS name or IP address clients use to reach regate (repeat for several).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// The folder to write into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Replace files that exist already.
+        #[arg(long)]
+        force: bool,
+        /// How many days the server certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
     },
 }
 
@@ -54,6 +79,20 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
         Command::HashPassword { cost } => hash_password(cost),
+        Command::Cert {
+            command:
+                CertCommand::Init {
+                    hosts,
+                    out,
+                    force,
+                    days,
+                },
+        } => cert_init(regate::certs::Options {
+            hosts,
+            out,
+            force,
+            days,
+        }),
     }
 }
 
@@ -88,13 +127,45 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(regate::run(config, shutdown_signal())) {
+    match runtime.block_on(serve_until_signal(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Serves; SIGHUP reloads the config, SIGINT or SIGTERM stop gracefully.
+async fn serve_until_signal(config: Config) -> Result<(), regate::Error> {
+    let server = regate::start(config).await?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut stopped = false;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        server.request_reload();
+                    }
+                    _ = &mut stop => {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if !stopped {
+        stop.await;
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -174,6 +245,19 @@ fn hash_password(cost: u32) -> ExitCode {
     match bcrypt::hash(password, cost) {
         Ok(h) => {
             println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cert_init(opts: regate::certs::Options) -> ExitCode {
+    match regate::certs::init(&opts) {
+        Ok(()) => {
+            print!("{}", regate::certs::instructions(&opts));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,11 +1,15 @@
 //! Listening: accept, TLS handshake (with a timeout), HTTP/1.1 and HTTP/2 on one port,
 //! graceful shutdown. All server knobs live in [`connection_builder`].
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -13,7 +17,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::{Conn, Gateway};
+use crate::body::Body;
+use crate::gateway::Conn;
+
+/// What answers the requests of one connection.
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static;
+    fn call(&self, req: Request<Incoming>, conn: Conn) -> Self::Future;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request<Incoming>, Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    type Future = Fut;
+    fn call(&self, req: Request<Incoming>, conn: Conn) -> Fut {
+        self(req, conn)
+    }
+}
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,7 +69,7 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    gateway: Arc<Gateway>,
+    handler: impl Handler,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder());
@@ -74,12 +96,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
-        let gateway = gateway.clone();
+        let handler = handler.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, tls, gateway, &builder, watcher).await;
+            serve_connection(stream, peer, tls, handler, &builder, watcher).await;
         });
     }
     drop(listener);
@@ -95,7 +117,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    gateway: Arc<Gateway>,
+    handler: impl Handler,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
@@ -103,7 +125,7 @@ async fn serve_connection(
         peer,
         https: tls.is_some(),
     };
-    let service = service_fn(move |req| gateway.clone().handle(req, conn));
+    let service = service_fn(move |req| handler.call(req, conn));
     let result = match tls {
         Some(acceptor) => {
             let stream =

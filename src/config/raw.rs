@@ -78,6 +78,8 @@ pub struct RawServer {
     pub letsencrypt: Option<serde_yaml::Value>,
     pub real_ip_header: Option<String>,
     pub real_ip_pos: Option<i64>,
+    /// regate: a plain-HTTP listener that only redirects to HTTPS.
+    pub http_redirect_addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,133 @@
+//! Live changes: the config file, the server certificate and the token key are watched
+//! (and SIGHUP forces a look). A change is loaded and validated in full, then swapped in at
+//! once; open connections and transfers in flight keep going. A change that fails to load
+//! is refused with a log line, and what was serving keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::tls::{self, Certificates};
+use crate::Runtime;
+
+/// How often the watched files are looked at: a few `stat` calls.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] crate::Error),
+    #[error("server certificate: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// What the files looked like when last loaded.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp(paths: &[PathBuf]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}
+
+/// The files whose change means a reload.
+fn watched(config: &Config) -> Vec<PathBuf> {
+    let mut paths = vec![config.path.clone()];
+    for files in [&config.tls, &config.token.key].into_iter().flatten() {
+        paths.push(files.certificate.clone());
+        paths.push(files.key.clone());
+    }
+    paths
+}
+
+#[derive(Clone)]
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    certs: Option<Arc<Certificates>>,
+}
+
+impl Reloader {
+    pub fn new(gateway: Arc<Gateway>, certs: Option<Arc<Certificates>>) -> Reloader {
+        Reloader { gateway, certs }
+    }
+
+    /// Loads the config file again and swaps everything in, or changes nothing.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let current = self.gateway.runtime();
+        let config = Config::load(&current.config.path)?;
+        let old = &current.config;
+        for (what, changed) in [
+            ("server.addr", config.listen != old.listen),
+            ("upstream.url", config.upstream != old.upstream),
+            ("HTTPS on or off", config.tls.is_some() != old.tls.is_some()),
+        ] {
+            if changed {
+                tracing::warn!("{what} changed: that takes a restart; the rest is reloaded");
+            }
+        }
+        // Both halves are loaded before either is swapped in.
+        let new_cert = match (&config.tls, &self.certs) {
+            (Some(files), Some(_)) => Some(tls::load_certified_key(files)?),
+            _ => None,
+        };
+        let runtime = Runtime::build(config)?;
+        if let (Some(cert), Some(certs)) = (new_cert, &self.certs) {
+            certs.replace(cert);
+        }
+        for w in &runtime.config.warnings {
+            tracing::warn!("{}: {w}", runtime.config.path.display());
+        }
+        self.gateway.swap(runtime);
+        Ok(())
+    }
+
+    /// Polls the watched files until shutdown; `hup` asks for a reload now.
+    pub async fn run(self, mut hup: watch::Receiver<()>, mut shutdown: watch::Receiver<bool>) {
+        let mut last = stamp(&watched(&self.gateway.runtime().config));
+        let mut ticker = tokio::time::interval(POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = ticker.tick() => false,
+                r = hup.changed() => r.is_ok(),
+                _ = shutdown.changed() => return,
+            };
+            let paths = watched(&self.gateway.runtime().config);
+            let now = stamp(&paths);
+            if !forced && now == last {
+                continue;
+            }
+            let path = display(&paths[0]);
+            last = match self.reload() {
+                Ok(()) => {
+                    tracing::info!(config = %path, "configuration reloaded");
+                    // The new config may watch other files.
+                    stamp(&watched(&self.gateway.runtime().config))
+                }
+                Err(e) => {
+                    tracing::error!(
+                        config = %path,
+                        "configuration NOT reloaded, the previous one keeps serving: {e}"
+                    );
+                    // Reported once, not every second; retried when a file changes again.
+                    now
+                }
+            };
+        }
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

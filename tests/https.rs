@@ -1,0 +1,356 @@
+//! HTTPS: `regate cert init`, a client that trusts only the CA it made, HTTP/2 and
+//! HTTP/1.1 by ALPN, blob streaming over HTTP/2, certificate renewal without a restart,
+//! the plain-HTTP redirect listener, HSTS, and no TLS below 1.2.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+fn cert_init(out: &Path, hosts: &[&str], force: bool) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+    cmd.args(["cert", "init", "--out"]).arg(out);
+    for h in hosts {
+        cmd.args(["--host", h]);
+    }
+    if force {
+        cmd.arg("--force");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/etc/docker/certs.d/"), "{text}");
+}
+
+fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+struct Tls {
+    alpn: Option<Vec<u8>>,
+    leaf: CertificateDer<'static>,
+    sender: Sender,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One TLS connection to `addr` as `name`, trusting only `ca`.
+async fn connect(
+    addr: std::net::SocketAddr,
+    name: &str,
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> Result<Tls, std::io::Error> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config(ca, alpn));
+    let stream = connector
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await?;
+    let (_, session) = stream.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let leaf = session.peer_certificates().unwrap()[0].clone().into_owned();
+    let io = TokioIo::new(stream);
+    let sender = if alpn.as_deref() == Some(b"h2") {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Sender::H2(send)
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        Sender::H1(send)
+    };
+    Ok(Tls { alpn, leaf, sender })
+}
+
+impl Tls {
+    async fn send(
+        &mut self,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Resp {
+        let h2 = matches!(self.sender, Sender::H2(_));
+        let uri = if h2 {
+            format!("https://{host}{path}")
+        } else {
+            path.to_owned()
+        };
+        let mut req = Request::builder().method(method).uri(uri);
+        if !h2 {
+            req = req.header("host", host);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let resp = match &mut self.sender {
+            Sender::H1(s) => s.send_request(req).await.unwrap(),
+            Sender::H2(s) => s.send_request(req).await.unwrap(),
+        };
+        let (parts, body) = resp.into_parts();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+}
+
+async fn https_gateway(certs: &Path, extra: &str) -> (Registry, Gateway) {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(&registry.url(), &dir.path().join("data")).replace(
+        "server:\n  addr: \"127.0.0.1:0\"\n",
+        &format!(
+            "server:\n  addr: \"127.0.0.1:0\"\n  certificate: \"{}\"\n  key: \"{}\"\n{extra}",
+            certs.join("server.crt").display(),
+            certs.join("server.key").display()
+        ),
+    );
+    let gw = Gateway::start_in(dir, &config).await;
+    (registry, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_only_the_ca_over_h2_and_http1() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["registry.test", "127.0.0.1"], false);
+    let (_registry, gw) = https_gateway(certs.path(), "  hsts: true\n").await;
+    let ca = certs.path().join("ca.crt");
+    let host = format!("registry.test:{}", gw.addr().port());
+
+    for (alpn, want) in [
+        (&[&b"h2"[..], b"http/1.1"][..], &b"h2"[..]),
+        (&[&b"http/1.1"[..]][..], b"http/1.1"),
+    ] {
+        let mut c = connect(gw.addr(), "registry.test", &ca, alpn)
+            .await
+            .unwrap();
+        assert_eq!(c.alpn.as_deref(), Some(want));
+        let r = c.send(Method::GET, &host, "/v2/", &[], Vec::new()).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(
+                format!("Bearer realm=\"https://{host}/auth\",service=\"Docker registry\"")
+                    .as_str()
+            )
+        );
+        assert!(r.header("strict-transport-security").is_some());
+    }
+    // The IP SAN works too; a name not in the certificate does not.
+    assert!(connect(gw.addr(), "127.0.0.1", &ca, &[b"h2"]).await.is_ok());
+    assert!(connect(gw.addr(), "other.test", &ca, &[b"h2"])
+        .await
+        .is_err());
+
+    // A blob up and down over HTTP/2.
+    let mut c = connect(gw.addr(), "registry.test", &ca, &[b"h2"])
+        .await
+        .unwrap();
+    let r = c
+        .send(
+            Method::GET,
+            &host,
+            "/auth?service=Docker%20registry&scope=repository:h2/blob:pull,push",
+            &[("authorization", &basic("admin", "admin-pw"))],
+            Vec::new(),
+        )
+        .await;
+    let bearer = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    let r = c
+        .send(
+            Method::POST,
+            &host,
+            "/v2/h2/blob/blobs/uploads/",
+            &[("authorization", &bearer)],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let location = r.header("location").unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("https://{host}/")),
+        "{location}"
+    );
+    let data = noise(9, 8 << 20);
+    let digest = format!("sha256:{}", sha256_hex(&data));
+    let path = location.trim_start_matches(&format!("https://{host}"));
+    let r = c
+        .send(
+            Method::PUT,
+            &host,
+            &format!("{path}&digest={digest}"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/octet-stream"),
+            ],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = c
+        .send(
+            Method::GET,
+            &host,
+            &format!("/v2/h2/blob/blobs/{digest}"),
+            &[("authorization", &bearer)],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewed_certificates_are_served_without_a_restart() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["registry.test"], false);
+    let (_registry, gw) = https_gateway(certs.path(), "").await;
+    let ca = certs.path().join("ca.crt");
+    let host = format!("registry.test:{}", gw.addr().port());
+    let mut old = connect(gw.addr(), "registry.test", &ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+
+    // Renew: a new CA and pair; the open connection keeps working, new ones get the new
+    // certificate.
+    let renewed = tempfile::tempdir().unwrap();
+    cert_init(renewed.path(), &["registry.test"], false);
+    for f in ["server.key", "server.crt"] {
+        std::fs::copy(renewed.path().join(f), certs.path().join(f)).unwrap();
+    }
+    let new_ca = renewed.path().join("ca.crt");
+    let mut served_new = false;
+    for _ in 0..50 {
+        if connect(gw.addr(), "registry.test", &new_ca, &[b"h2"])
+            .await
+            .is_ok()
+        {
+            served_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served_new, "the renewed certificate is served");
+    let r = old.send(Method::GET, &host, "/v2/", &[], Vec::new()).await;
+    assert_eq!(
+        r.status, 401,
+        "the connection opened before the renewal still works"
+    );
+
+    // A broken pair (the key of another certificate) is refused; the last good one stays.
+    let other = tempfile::tempdir().unwrap();
+    cert_init(other.path(), &["registry.test"], false);
+    std::fs::copy(
+        other.path().join("server.key"),
+        certs.path().join("server.key"),
+    )
+    .unwrap();
+    gw.server
+        .reload()
+        .expect_err("a mismatched pair does not load");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = connect(gw.addr(), "registry.test", &new_ca, &[b"h2"])
+        .await
+        .unwrap();
+    let before = connect(gw.addr(), "registry.test", &new_ca, &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(c.leaf, before.leaf);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_listener_only_redirects() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["registry.test"], false);
+    let (_registry, gw) =
+        https_gateway(certs.path(), "  http_redirect_addr: \"127.0.0.1:0\"\n").await;
+    let plain = gw.server.redirect_addr().unwrap();
+    let r = get(
+        &format!("http://{plain}/v2/x/tags/list?n=1"),
+        &[("host", "registry.test")],
+    )
+    .await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some(
+            format!(
+                "https://registry.test:{}/v2/x/tags/list?n=1",
+                gw.addr().port()
+            )
+            .as_str()
+        )
+    );
+    let r = http(
+        Method::PUT,
+        &format!("http://{plain}/v2/x/manifests/1"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 308, "a redirect that keeps the method");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_tls_below_1_2() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["registry.test"], false);
+    let (_registry, gw) = https_gateway(certs.path(), "").await;
+    let addr = gw.addr().to_string();
+    let s_client = |flag: &'static str| {
+        let addr = addr.clone();
+        blocking(move || {
+            Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr,
+                    flag,
+                    "-cipher",
+                    "DEFAULT:@SECLEVEL=0",
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+                .status
+                .success()
+        })
+    };
+    assert!(s_client("-tls1_2").await);
+    assert!(s_client("-tls1_3").await);
+    assert!(!s_client("-tls1_1").await);
+}
