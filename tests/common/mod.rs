@@ -430,3 +430,178 @@ pub fn skopeo(authfile: &Path, args: &[&str]) -> (bool, String) {
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
+
+/// The DNS name the HTTPS tests reach regate by. It resolves to `::1` only (see
+/// [`ensure_hosts_entry`]): docker treats every registry whose host resolves into
+/// 127.0.0.0/8 as insecure and skips certificate checks, so 127.0.0.1 would prove nothing.
+pub const TLS_HOST: &str = "regate-test.internal";
+
+/// Makes `/etc/hosts` map `name` to `::1`, adding the line once (needs root).
+pub fn ensure_hosts_entry(name: &str) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let addrs: Vec<Option<&str>> = hosts
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+            let addr = words.next();
+            words.any(|w| w == name).then_some(addr)
+        })
+        .collect();
+    assert!(
+        addrs.iter().all(|a| *a == Some("::1")),
+        "/etc/hosts maps {name} to something else than ::1: {addrs:?}"
+    );
+    if addrs.is_empty() {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/etc/hosts")
+            .unwrap_or_else(|e| panic!("cannot add `::1 {name}` to /etc/hosts (root?): {e}"));
+        let sep = if hosts.is_empty() || hosts.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        writeln!(file, "{sep}::1 {name}").unwrap();
+    }
+}
+
+/// `regate cert init --host ... --out DIR`: the CA, server and token pairs in `out`.
+pub fn cert_init(out: &Path, hosts: &[&str]) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+    cmd.args(["cert", "init", "--out"]).arg(out);
+    for h in hosts {
+        cmd.args(["--host", h]);
+    }
+    let result = cmd.output().unwrap();
+    assert!(
+        result.status.success(),
+        "regate cert init: {}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// [`seed_config`] serving HTTPS on `addr` with this certificate and key.
+pub fn seed_config_tls(
+    upstream: &str,
+    data_dir: &Path,
+    addr: &str,
+    cert: &Path,
+    key: &Path,
+) -> String {
+    let plain = seed_config(upstream, data_dir);
+    let server = format!(
+        "server:\n  addr: \"{addr}\"\n  certificate: \"{}\"\n  key: \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let tls = plain.replacen("server:\n  addr: \"127.0.0.1:0\"\n", &server, 1);
+    assert_ne!(tls, plain, "seed_config's server section changed");
+    tls
+}
+
+/// A config's `token:` section given a signing pair of its own.
+pub fn with_token_pair(config: &str, cert: &Path, key: &Path) -> String {
+    let pair = format!(
+        "token:\n  certificate: \"{}\"\n  key: \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let out = config.replacen("token:\n", &pair, 1);
+    assert_ne!(out, config, "no token section");
+    out
+}
+
+/// The seed's layout over trusted HTTPS: `regate cert init` for [`TLS_HOST`] and `::1`,
+/// regate on `[::1]:0` with the server pair and the token pair.
+pub struct TlsSeed {
+    pub seed: Seed,
+    /// What `regate cert init` wrote: `ca.crt`, `server.crt`, `token.crt`, ...
+    pub certs: PathBuf,
+}
+
+impl TlsSeed {
+    pub async fn start() -> TlsSeed {
+        ensure_hosts_entry(TLS_HOST);
+        let registry = Registry::start(None);
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        cert_init(&certs, &[TLS_HOST, "::1"]);
+        let config = seed_config_tls(
+            &registry.url(),
+            &dir.path().join("data"),
+            "[::1]:0",
+            &certs.join("server.crt"),
+            &certs.join("server.key"),
+        );
+        let config = with_token_pair(&config, &certs.join("token.crt"), &certs.join("token.key"));
+        let gateway = Gateway::start_in(dir, &config).await;
+        TlsSeed {
+            seed: Seed { registry, gateway },
+            certs,
+        }
+    }
+
+    /// `regate-test.internal:PORT`, as clients write it in image names.
+    pub fn host(&self) -> String {
+        format!("{TLS_HOST}:{}", self.seed.gateway.addr().port())
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.certs.join("ca.crt")
+    }
+}
+
+/// A folder holding only the CA, for `--cert-dir` style options.
+pub fn ca_only_dir(ca: &Path) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(ca, dir.path().join("ca.crt")).unwrap();
+    dir
+}
+
+/// Runs a command with a deadline; returns (success, stdout + stderr). A command still
+/// running at the deadline is killed and the test fails with what it printed.
+pub fn run_with_deadline(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> (bool, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => (status.success(), text),
+        None => panic!("{cmd:?} still running after {timeout:?}; it printed: {text}"),
+    }
+}
