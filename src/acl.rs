@@ -93,6 +93,8 @@ pub struct Explanation {
 #[derive(Debug)]
 pub struct Acl {
     rules: Vec<Rule>,
+    /// The entries as written, for `regate check` and `regate explain`.
+    entries: Vec<RawEntry>,
     /// Patterns with placeholders become new regexes per request; the same few recur.
     regexes: RegexCache,
 }
@@ -106,6 +108,7 @@ impl Acl {
             .collect::<Result<_, _>>()?;
         Ok(Acl {
             rules,
+            entries: entries.to_vec(),
             regexes: RegexCache::default(),
         })
     }
@@ -116,6 +119,11 @@ impl Acl {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The entries as written in the config, in order (index `i` is `acl[i]`).
+    pub fn entries(&self) -> &[RawEntry] {
+        &self.entries
     }
 
     pub fn comment(&self, index: usize) -> Option<&str> {
@@ -255,9 +263,16 @@ impl Rule {
         let ip = match &m.ip {
             Some(raw) => {
                 let net = IpNet::parse(raw).ok_or_else(|| {
+                    // docker_auth expands no placeholder in `ip`: say so rather than
+                    // leave the reader to wonder why `${labels:net}` is not an address.
+                    let why = if raw.contains("${") {
+                        "; placeholders are not expanded in `ip`"
+                    } else {
+                        ""
+                    };
                     error(
                         "match.ip".to_owned(),
-                        format!("{raw:?} is neither an IP address nor a CIDR like 10.0.0.0/8"),
+                        format!("{raw:?} is neither an IP address nor a CIDR like 10.0.0.0/8{why}"),
                     )
                 })?;
                 Some((raw.clone(), net))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use locate::{display as display_path, Seg};
-use locate::{key, locate};
+pub(crate) use locate::{key, locate};
 use raw::{RawConfig, KNOWN_KEYS};
 
 use crate::acl::{Acl, Labels};
@@ -35,7 +35,17 @@ pub struct Config {
     pub acl: Arc<Acl>,
     pub upstream: hyper::Uri,
     pub data_dir: PathBuf,
+    pub audit_log: AuditLog,
     pub warnings: Vec<String>,
+}
+
+/// Where the audit log (one JSON line per token decision and per write) goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditLog {
+    Stdout,
+    Stderr,
+    Off,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +458,12 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         .as_deref()
         .map(resolve)
         .unwrap_or_else(|| base.join("data"));
+    let audit_log = match raw.audit_log.as_deref() {
+        None | Some("stdout") => AuditLog::Stdout,
+        Some("stderr") => AuditLog::Stderr,
+        Some("off") => AuditLog::Off,
+        Some(path) => AuditLog::File(resolve(path)),
+    };
 
     Ok(Config {
         path: path.to_owned(),
@@ -462,6 +478,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         acl: Arc::new(acl),
         upstream,
         data_dir,
+        audit_log,
         warnings,
     })
 }

@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,7 +73,11 @@ impl Gateway {
         let classified = route::classify(req.uri().path(), req.uri().query());
         let kind = classified.route.kind();
         let path_for_log = req.uri().path().to_owned();
-        let mut resp = match self.dispatch(&rt, req, classified, conn, client_ip).await {
+        let mut account = None;
+        let mut resp = match self
+            .dispatch(&rt, req, classified, conn, client_ip, &mut account)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -86,17 +91,27 @@ impl Gateway {
                 HeaderValue::from_static("max-age=63072000; includeSubDomains"),
             );
         }
-        tracing::debug!(
-            target: "regate::access",
-            client = %client_ip,
-            method = %method,
-            path = %path_for_log,
-            route = kind,
-            status = resp.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
-        Ok(resp)
+        let status = resp.status().as_u16();
+        rt.metrics.request(kind, status);
+        // Logged when the body is done, so bytes and duration are the transfer's own.
+        let metrics = rt.metrics.clone();
+        Ok(resp.map(|body| {
+            body.on_end(move |bytes| {
+                metrics.bytes_to_clients.fetch_add(bytes, Relaxed);
+                tracing::info!(
+                    target: "regate::access",
+                    client = %client_ip,
+                    account = account.as_deref().unwrap_or("-"),
+                    method = %method,
+                    path = %path_for_log,
+                    route = kind,
+                    status,
+                    bytes,
+                    millis = started.elapsed().as_millis() as u64,
+                    "request"
+                );
+            })
+        }))
     }
 
     async fn dispatch(
@@ -106,9 +121,10 @@ impl Gateway {
         classified: Classified,
         conn: Conn,
         client_ip: IpAddr,
+        account: &mut Option<String>,
     ) -> Result<Response<Body>, RegistryError> {
         match &classified.route {
-            Route::Token => return Ok(endpoint::handle(rt, req, client_ip).await),
+            Route::Token => return Ok(endpoint::handle(rt, req, client_ip, account).await),
             Route::Redirect(location) => return Ok(redirect(location)),
             Route::NotFound => return Ok(error::not_found()),
             Route::BadRequest => {
@@ -127,7 +143,7 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, &serde_json::json!({})))
             }
             Route::Readyz => return Ok(self.readiness().await),
-            Route::Metrics => return Ok(error::not_found()),
+            Route::Metrics => return Ok(metrics_response(rt)),
             Route::Base | Route::Catalog | Route::Repository { .. } => {}
         }
         let method = req.method().clone();
@@ -168,6 +184,7 @@ impl Gateway {
                     )));
                 }
                 Ok(verified) => {
+                    *account = Some(verified.subject.clone());
                     let missing = verified.missing(&required);
                     if !missing.is_empty() {
                         // A cross-repository mount the caller may not read from is a plain
@@ -213,7 +230,31 @@ impl Gateway {
             client_ip,
             https: conn.https,
         };
-        self.upstream.forward(req, &path_and_query, &origin).await
+        let write = audited_write(&method, &classified.route);
+        let resp = self
+            .upstream
+            .forward(req, &path_and_query, &origin, &rt.metrics)
+            .await?;
+        if let Some((action, repository, reference)) = write {
+            let digest = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(reference);
+            tracing::info!(
+                target: "regate::audit",
+                event = "write",
+                client = %client_ip,
+                account = account.as_deref().unwrap_or(""),
+                action,
+                repository,
+                reference,
+                digest,
+                status = resp.status().as_u16(),
+                "write forwarded"
+            );
+        }
+        Ok(resp)
     }
 
     async fn readiness(&self) -> Response<Body> {
@@ -236,6 +277,34 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// Registry writes worth an audit line: a manifest put (a tag or digest published) and
+/// any delete.
+fn audited_write<'a>(
+    method: &Method,
+    route: &'a Route,
+) -> Option<(&'static str, &'a str, &'a str)> {
+    let Route::Repository { name, kind } = route else {
+        return None;
+    };
+    match (method, kind) {
+        (&Method::PUT, RepoKind::Manifest(reference)) => Some(("push_manifest", name, reference)),
+        (&Method::DELETE, RepoKind::Manifest(reference)) => {
+            Some(("delete_manifest", name, reference))
+        }
+        (&Method::DELETE, RepoKind::Blob(digest)) => Some(("delete_blob", name, digest)),
+        _ => None,
+    }
+}
+
+fn metrics_response(rt: &Runtime) -> Response<Body> {
+    let mut resp = Response::new(body::full(rt.metrics.render()));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 /// The caller's address: the connection's, or docker_auth's `real_ip_header` when set.

@@ -12,6 +12,7 @@ pub mod certs;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod route;
@@ -56,11 +57,13 @@ pub struct Runtime {
     pub users: Arc<Users>,
     pub tokens: Tokens,
     pub acl: Arc<acl::Acl>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Runtime {
     /// Loads (or, with no key configured, generates) the token key and builds the rest.
-    pub fn build(config: Config) -> Result<Runtime, Error> {
+    /// `metrics` carries over from the runtime this one replaces.
+    pub fn build(config: Config, metrics: Arc<metrics::Metrics>) -> Result<Runtime, Error> {
         let key = match &config.token.key {
             Some(files) => SigningKey::load(&files.certificate, &files.key)?,
             None => {
@@ -79,13 +82,19 @@ impl Runtime {
             &config.token.issuer,
             &config.token.service,
             config.token.expiration,
+            metrics.clone(),
         );
-        let users = Arc::new(Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL));
+        let users = Arc::new(Users::new(
+            config.users.clone(),
+            CREDENTIAL_CACHE_TTL,
+            metrics.clone(),
+        ));
         Ok(Runtime {
             acl: config.acl.clone(),
             users,
             tokens,
             config,
+            metrics,
         })
     }
 }
@@ -145,7 +154,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let acceptor = certs
         .as_ref()
         .map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), config.tls13_only)));
-    let runtime = Runtime::build(config)?;
+    let runtime = Runtime::build(config, Arc::default())?;
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
     let gateway = Arc::new(Gateway::new(runtime));

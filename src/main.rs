@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use regate::config::Config;
+use regate::config::{AuditLog, Config};
 
 #[derive(Parser)]
 #[command(
@@ -96,17 +96,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+/// Logs go to stderr as text (`REGATE_LOG` filters them, e.g. `info,regate::access=off`);
+/// audit lines go, as JSON, where the config says.
+fn init_tracing(audit: &AuditLog) -> Result<(), String> {
+    use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+    use tracing_subscriber::prelude::*;
+
+    const AUDIT: &str = "regate::audit";
+    let env = EnvFilter::try_from_env("REGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(env.and(filter_fn(|m| m.target() != AUDIT)));
+    let only_audit = || filter_fn(|m| m.target() == AUDIT);
+    let json = || tracing_subscriber::fmt::layer().json().flatten_event(true);
+    let audit_layer = match audit {
+        AuditLog::Off => None,
+        AuditLog::Stdout => Some(
+            json()
+                .with_writer(std::io::stdout)
+                .with_filter(only_audit())
+                .boxed(),
+        ),
+        AuditLog::Stderr => Some(
+            json()
+                .with_writer(std::io::stderr)
+                .with_filter(only_audit())
+                .boxed(),
+        ),
+        AuditLog::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+            Some(
+                json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_audit())
+                    .boxed(),
+            )
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(audit_layer)
         .init();
+    Ok(())
 }
 
 fn serve(path: PathBuf) -> ExitCode {
-    init_tracing();
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -114,6 +153,10 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = init_tracing(&config.audit_log) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     for w in &config.warnings {
         tracing::warn!("{}: {w}", path.display());
     }

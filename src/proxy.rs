@@ -2,7 +2,9 @@
 //! through as they arrive, both ways: a blob of any size costs a few buffers of memory.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
@@ -13,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::error::{Code, RegistryError};
+use crate::metrics::Metrics;
 
 /// A TCP connect to the registry that takes longer than this fails the request with 503
 /// instead of hanging it.
@@ -46,7 +49,7 @@ pub struct Origin {
 }
 
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Body>,
     base: Uri,
 }
 
@@ -72,10 +75,17 @@ impl Upstream {
     /// registry's response with its body streaming.
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         path_and_query: &str,
         origin: &Origin,
+        metrics: &Arc<Metrics>,
     ) -> Result<Response<Body>, RegistryError> {
+        let counted = metrics.clone();
+        let mut req = req.map(|b| {
+            body::stream(b).on_end(move |n| {
+                counted.bytes_from_clients.fetch_add(n, Relaxed);
+            })
+        });
         let host = request_host(&req);
         let uri = Uri::builder()
             .scheme(self.base.scheme_str().unwrap_or("http"))
@@ -108,10 +118,12 @@ impl Upstream {
             headers.insert(HeaderName::from_static("x-real-ip"), ip);
         }
 
+        let started = Instant::now();
         let resp = self.client.request(req).await.map_err(|e| {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
             upstream_error(&e)
         })?;
+        metrics.upstream(started.elapsed());
         let (mut parts, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))

@@ -81,7 +81,7 @@ impl Reloader {
             (Some(files), Some(_)) => Some(tls::load_certified_key(files)?),
             _ => None,
         };
-        let runtime = Runtime::build(config)?;
+        let runtime = Runtime::build(config, current.metrics.clone())?;
         if let (Some(cert), Some(certs)) = (new_cert, &self.certs) {
             certs.replace(cert);
         }

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,43 +45,6 @@ impl Body for Generated {
     }
 }
 
-struct Regate {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Regate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_regate(config: &std::path::Path) -> Regate {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("REGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("regate exited").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            if line.contains("listening") {
-                break rest.split(' ').next().unwrap().to_owned();
-            }
-        }
-    };
-    // Keep draining the log so regate never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Regate { child, addr }
-}
-
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -103,8 +64,8 @@ async fn a_gib_blob_streams_both_ways_in_constant_memory() {
         seed_config(&registry.url(), &dir.path().join("data")),
     )
     .unwrap();
-    let regate = start_regate(&config);
-    let base = format!("http://{}", regate.addr);
+    let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
+    let base = regate.url();
     let t = token(
         &base,
         Some(("admin", "admin-pw")),

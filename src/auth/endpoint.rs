@@ -4,6 +4,7 @@
 //! `insufficient_scope` later, which is what clients expect.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -83,8 +84,14 @@ fn bad_request(message: &str) -> RegistryError {
         .with_details(message)
 }
 
-pub async fn handle(rt: &Runtime, req: Request<Incoming>, client_ip: IpAddr) -> Response<Body> {
-    match serve(rt, req, client_ip).await {
+/// Answers a token request; `account` is set to whoever was authenticated.
+pub async fn handle(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+    account: &mut Option<String>,
+) -> Response<Body> {
+    match serve(rt, req, client_ip, account).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -94,6 +101,7 @@ async fn serve(
     rt: &Runtime,
     req: Request<Incoming>,
     client_ip: IpAddr,
+    account: &mut Option<String>,
 ) -> Result<Response<Body>, RegistryError> {
     let credential = parse_authorization(req.headers().get(hyper::header::AUTHORIZATION));
     let params = match *req.method() {
@@ -151,6 +159,7 @@ async fn serve(
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
+            rt.metrics.auth_failures.fetch_add(1, Relaxed);
             tracing::info!(
                 target: "regate::audit",
                 client = %client_ip,
@@ -163,11 +172,13 @@ async fn serve(
         }
     };
 
+    *account = Some(identity.account.clone());
     let access = decide(rt, &identity, client_ip, &scopes);
     let issued = rt.tokens.issue(&identity.account, access).map_err(|e| {
         tracing::error!(error = %e, "signing a token failed");
         RegistryError::new(Code::Unknown, "could not sign the token")
     })?;
+    rt.metrics.tokens_issued.fetch_add(1, Relaxed);
     let issued_at = rfc3339(issued.issued_at);
     Ok(json_response(
         StatusCode::OK,
@@ -231,6 +242,12 @@ fn decide(rt: &Runtime, identity: &Identity, client_ip: IpAddr, scopes: &[Scope]
                 rule = %rule,
                 "token decision"
             );
+            let counter = if decision.actions.is_empty() {
+                &rt.metrics.scopes_denied
+            } else {
+                &rt.metrics.scopes_granted
+            };
+            counter.fetch_add(1, Relaxed);
             Access {
                 resource_type: scope.resource_type.clone(),
                 name: scope.name.clone(),

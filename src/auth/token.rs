@@ -3,6 +3,7 @@
 //! verified the way registry:2 verifies them, with verified tokens cached.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::SigningKey;
 use super::scope::Scope;
+use crate::metrics::Metrics;
 
 /// registry:2 allows this much clock skew on `exp` and `nbf` (`token.go` `Leeway`).
 pub const LEEWAY_SECS: u64 = 60;
@@ -95,6 +97,7 @@ pub struct Tokens {
     validation: Validation,
     header: Header,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    metrics: Arc<Metrics>,
 }
 
 struct UntilExpiry;
@@ -121,7 +124,13 @@ pub fn unix_now() -> u64 {
 }
 
 impl Tokens {
-    pub fn new(key: Arc<SigningKey>, issuer: &str, service: &str, expiration: Duration) -> Tokens {
+    pub fn new(
+        key: Arc<SigningKey>,
+        issuer: &str,
+        service: &str,
+        expiration: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Tokens {
         // An allow-list of exactly the signing key's algorithm: never `none`, never HS*,
         // never an RS/ES swap.
         let mut validation = Validation::new(key.algorithm);
@@ -144,6 +153,7 @@ impl Tokens {
                 .max_capacity(100_000)
                 .expire_after(UntilExpiry)
                 .build(),
+            metrics,
         }
     }
 
@@ -185,9 +195,11 @@ impl Tokens {
         if let Some(hit) = self.cache.get(&key) {
             // The cache may hold an entry a moment past its expiry; never serve one.
             if unix_now() <= hit.expires_at + LEEWAY_SECS {
+                self.metrics.token_cache_hits.fetch_add(1, Relaxed);
                 return Ok(hit);
             }
         }
+        self.metrics.token_cache_misses.fetch_add(1, Relaxed);
         let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
         if header.kid.as_deref() != Some(self.key.kid.as_str()) {
             return Err(TokenError::UnknownKey);

@@ -2,10 +2,12 @@
 //! cache of verified credentials so bcrypt runs once per user and password per interval.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acl::Labels;
+use crate::metrics::Metrics;
 
 use super::Secret;
 
@@ -51,10 +53,11 @@ pub struct Users {
     users: HashMap<String, User>,
     cache: moka::sync::Cache<[u8; 32], ()>,
     cache_key: ring::hmac::Key,
+    metrics: Arc<Metrics>,
 }
 
 impl Users {
-    pub fn new(users: HashMap<String, User>, cache_ttl: Duration) -> Users {
+    pub fn new(users: HashMap<String, User>, cache_ttl: Duration, metrics: Arc<Metrics>) -> Users {
         let rng = ring::rand::SystemRandom::new();
         // If the OS has no randomness the key is still unique to the process run; it is
         // only used to keep passwords out of the cache's keys.
@@ -67,6 +70,7 @@ impl Users {
                 .time_to_live(cache_ttl)
                 .build(),
             cache_key,
+            metrics,
         }
     }
 
@@ -105,8 +109,10 @@ impl Users {
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
         let key = self.cache_key(name, password, &hash);
         let ok = if self.cache.contains_key(&key) {
+            self.metrics.credential_cache_hits.fetch_add(1, Relaxed);
             true
         } else {
+            self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
             let password = password.clone();
             let checked = hash.clone();
             let verified = tokio::task::spawn_blocking(move || {
@@ -178,7 +184,7 @@ mod tests {
                 labels: Labels::new(),
             },
         );
-        Arc::new(Users::new(map, Duration::from_secs(60)))
+        Arc::new(Users::new(map, Duration::from_secs(60), Arc::default()))
     }
 
     #[tokio::test]

@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub acl: Option<Vec<acl::RawEntry>>,
     pub upstream: Option<RawUpstream>,
     pub data_dir: Option<String>,
+    /// regate: where audit lines (JSON) go: `stdout` (default), `stderr`, `off`, or a file.
+    pub audit_log: Option<String>,
     // docker_auth sections regate does not implement: accepted by the parser only so the
     // error can say exactly that, with the line.
     pub ext_auth: Option<serde_yaml::Value>,
@@ -120,6 +122,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "acl",
             "upstream",
             "data_dir",
+            "audit_log",
             "ext_auth",
             "google_auth",
             "github_auth",

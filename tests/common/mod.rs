@@ -605,3 +605,56 @@ pub fn run_with_deadline(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> 
         None => panic!("{cmd:?} still running after {timeout:?}; it printed: {text}"),
     }
 }
+
+/// The `regate` binary as a child process, its log (stderr) in a file; killed on drop.
+pub struct RegateProcess {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl RegateProcess {
+    pub fn start(config: &Path, log: PathBuf) -> RegateProcess {
+        let file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("REGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter(|l| l.contains("regate listening"))
+                .find_map(|l| l.split("addr=").nth(1))
+                .map(|rest| rest.split(' ').next().unwrap_or("").to_owned());
+            if let Some(addr) = found {
+                return RegateProcess { child, addr, log };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "regate did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RegateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,7 +7,13 @@ fn key() -> (tempfile::TempDir, Arc<SigningKey>) {
 }
 
 fn tokens(key: &Arc<SigningKey>, issuer: &str, service: &str) -> Tokens {
-    Tokens::new(key.clone(), issuer, service, Duration::from_secs(300))
+    Tokens::new(
+        key.clone(),
+        issuer,
+        service,
+        Duration::from_secs(300),
+        Arc::default(),
+    )
 }
 
 fn access(kind: &str, name: &str, actions: &[&str]) -> Access {
