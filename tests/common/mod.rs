@@ -635,10 +635,11 @@ impl RegateProcess {
             if let Some(addr) = found {
                 return RegateProcess { child, addr, log };
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "regate did not start:\n{text}"
-            );
+            if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("regate did not start:\n{text}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
