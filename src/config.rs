@@ -1,6 +1,7 @@
 //! Loads a config file: raw serde structs (`raw.rs`) become a validated [`Config`]; every
 //! error names the file, line, column and key (`locate.rs` finds keys after parsing).
 
+mod env;
 mod locate;
 mod raw;
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub acl: Arc<Acl>,
     pub upstream: hyper::Uri,
     pub data_dir: PathBuf,
+    /// A registry:2-style htpasswd file of more users (bcrypt only).
+    pub htpasswd: Option<PathBuf>,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
 }
@@ -129,18 +132,36 @@ impl Config {
             message: format!("cannot read the config: {e}"),
             hint: None,
         })?;
-        Config::parse(path, &src)
+        Config::parse_with_env(path, &src, std::env::vars())
     }
 
     /// Parses and validates `src` as the contents of `path` (relative paths in it are
-    /// resolved against `path`'s folder).
+    /// resolved against `path`'s folder), without environment overrides.
     pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = if src.trim().is_empty() {
+        Config::parse_with_env(path, src, std::iter::empty())
+    }
+
+    /// As [`Config::parse`], with `REGATE_*` overrides from `vars`.
+    pub fn parse_with_env(
+        path: &Path,
+        src: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = if src.trim().is_empty() {
             RawConfig::default()
         } else {
             serde_yaml::from_str(src).map_err(|e| yaml_error(path, &e))?
         };
-        validate(path, src, raw)
+        let env_warnings = env::apply(&mut raw, vars).map_err(|(var, message)| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: Some(format!("environment {var}")),
+            message,
+            hint: None,
+        })?;
+        let mut config = validate(path, src, raw)?;
+        config.warnings.extend(env_warnings);
+        Ok(config)
     }
 }
 
@@ -432,6 +453,17 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         );
     }
 
+    let htpasswd = raw.htpasswd.as_deref().map(resolve);
+    if let Some(file) = &htpasswd {
+        for (name, hash) in read_htpasswd(file)? {
+            // A user in `users` wins over the same name in the file (it has labels).
+            users.entry(name).or_insert(User {
+                password_hash: Some(hash),
+                labels: Labels::new(),
+            });
+        }
+    }
+
     let entries = raw.acl.unwrap_or_else(|| {
         warnings.push("no `acl`: every request is denied".into());
         Vec::new()
@@ -478,9 +510,44 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         acl: Arc::new(acl),
         upstream,
         data_dir,
+        htpasswd,
         audit_log,
         warnings,
     })
+}
+
+/// `user:hash` lines, as `htpasswd -B` writes and registry:2's htpasswd auth reads;
+/// blank lines and `#` comments skipped. Errors name the file and line.
+fn read_htpasswd(file: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let fail = |line: Option<usize>, message: String| ConfigError {
+        file: file.to_owned(),
+        position: line.map(|l| (l, 1)),
+        key: None,
+        message,
+        hint: None,
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| fail(None, format!("cannot read the htpasswd file: {e}")))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, hash)) = line.split_once(':') else {
+            return Err(fail(Some(i + 1), "not a `user:hash` line".into()));
+        };
+        if name.is_empty() {
+            return Err(fail(Some(i + 1), "empty user name".into()));
+        }
+        if !is_bcrypt(hash) {
+            let mut e = fail(Some(i + 1), format!("the hash of `{name}` is not bcrypt"));
+            e.hint = Some("registry:2 and regate take bcrypt only: `htpasswd -B`".into());
+            return Err(e);
+        }
+        out.push((name.to_owned(), hash.to_owned()));
+    }
+    Ok(out)
 }
 
 /// docker_auth's `addr`: `HOST:PORT`, or `:PORT` for every interface (Go's form).

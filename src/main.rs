@@ -45,6 +45,16 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Health check for images without a shell: exit 0 if URL answers 2xx.
+    Probe {
+        url: String,
+        /// Do not verify an https certificate (for the gateway's own loopback port).
+        #[arg(long)]
+        insecure: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Read a password on stdin and print its bcrypt hash for `users`.
     HashPassword {
         /// bcrypt cost (htpasswd -B uses 5; each step doubles the work).
@@ -79,6 +89,11 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
         Command::HashPassword { cost } => hash_password(cost),
+        Command::Probe {
+            url,
+            insecure,
+            timeout,
+        } => probe(&url, insecure, timeout),
         Command::Cert {
             command:
                 CertCommand::Init {
@@ -305,6 +320,31 @@ fn cert_init(opts: regate::certs::Options) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(url: &str, insecure: bool, timeout: u64) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(timeout);
+    match runtime.block_on(regate::probe::probe(url, insecure, timeout)) {
+        Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -44,6 +44,7 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 /// The files whose change means a reload.
 fn watched(config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config.path.clone()];
+    paths.extend(config.htpasswd.clone());
     for files in [&config.tls, &config.token.key].into_iter().flatten() {
         paths.push(files.certificate.clone());
         paths.push(files.key.clone());

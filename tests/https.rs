@@ -354,3 +354,29 @@ async fn no_tls_below_1_2() {
     assert!(s_client("-tls1_3").await);
     assert!(!s_client("-tls1_1").await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_for_images_without_a_shell() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["registry.test"], false);
+    let (_registry, gw) = https_gateway(certs.path(), "").await;
+    let url = format!("https://127.0.0.1:{}/healthz", gw.addr().port());
+    let probe = |args: Vec<String>| {
+        blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_regate"))
+                .arg("probe")
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        })
+    };
+    assert!(probe(vec!["--insecure".into(), url.clone()]).await);
+    assert!(
+        !probe(vec![url.clone()]).await,
+        "verification is on by default"
+    );
+    let down = format!("http://127.0.0.1:{}/healthz", _registry.addr.port() + 1);
+    assert!(!probe(vec!["--timeout".into(), "2".into(), down]).await);
+}

@@ -172,3 +172,23 @@ async fn config_changes_apply_live_under_a_running_push() {
     .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn htpasswd_users_are_reloaded_too() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("carol:{}\n", bcrypt("carol-pw"))).unwrap();
+    let config = format!(
+        "server: {{addr: \"127.0.0.1:0\"}}\nupstream: {{url: \"{}\"}}\nhtpasswd: htpasswd\nacl:\n  - match: {{account: \"/.+/\"}}\n    actions: [pull]\n",
+        registry.url()
+    );
+    let gw = Gateway::start_in(dir, &config).await;
+    let base = gw.url();
+    assert_eq!(status_of_token(&base, "carol", "carol-pw").await, 200);
+    assert_eq!(status_of_token(&base, "dave", "dave-pw").await, 401);
+    let mut text = std::fs::read_to_string(&htpasswd).unwrap();
+    text.push_str(&format!("dave:{}\n", bcrypt("dave-pw")));
+    std::fs::write(&htpasswd, text).unwrap();
+    assert!(eventually(async || status_of_token(&base, "dave", "dave-pw").await == 200).await);
+}

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub data_dir: Option<String>,
     /// regate: where audit lines (JSON) go: `stdout` (default), `stderr`, `off`, or a file.
     pub audit_log: Option<String>,
+    /// regate: a file of `user:bcrypt` lines, as registry:2's htpasswd auth reads.
+    pub htpasswd: Option<String>,
     // docker_auth sections regate does not implement: accepted by the parser only so the
     // error can say exactly that, with the line.
     pub ext_auth: Option<serde_yaml::Value>,
@@ -123,6 +125,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "upstream",
             "data_dir",
             "audit_log",
+            "htpasswd",
             "ext_auth",
             "google_auth",
             "github_auth",

@@ -134,3 +134,59 @@ fn closest_and_distance() {
     assert_eq!(closest("adr", &["addr", "net"]), Some("addr"));
     assert_eq!(closest("zzzzzz", &["addr", "net"]), None);
 }
+
+#[test]
+fn htpasswd_users_join_the_users_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("htpasswd");
+    let h = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "# registry users\ncarol:{}\n\nadmin:{}\n",
+            h("c"),
+            h("other")
+        ),
+    )
+    .unwrap();
+    let src = format!("upstream: {{url: http://r:5000}}\nhtpasswd: htpasswd\nusers:\n  admin:\n    password: \"{HASH}\"\n    labels: {{team: [ops]}}\n");
+    let c = Config::parse(&dir.path().join("regate.yml"), &src).unwrap();
+    assert_eq!(c.htpasswd.as_deref(), Some(file.as_path()));
+    assert!(c.users.contains_key("carol"));
+    // `users` wins: admin keeps its hash and labels.
+    assert_eq!(c.users["admin"].password_hash.as_deref(), Some(HASH));
+    assert_eq!(c.users["admin"].labels["team"], ["ops"]);
+
+    std::fs::write(&file, "carol:plaintext\n").unwrap();
+    let e = Config::parse(&dir.path().join("regate.yml"), &src).unwrap_err();
+    assert_eq!(e.file, file);
+    assert_eq!(e.position, Some((1, 1)));
+    assert!(e.to_string().contains("not bcrypt"), "{e}");
+}
+
+#[test]
+fn environment_overrides() {
+    let vars = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    };
+    let c = Config::parse_with_env(
+        Path::new("/etc/regate/config.yml"),
+        "token: {issuer: file}\n",
+        vars(&[
+            ("REGATE_TOKEN_ISSUER", "env"),
+            ("REGATE_UPSTREAM_URL", "http://registry:5000"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.token.issuer, "env");
+    assert_eq!(c.upstream.to_string(), "http://registry:5000/");
+    let e = Config::parse_with_env(
+        Path::new("/etc/regate/config.yml"),
+        "upstream: {url: http://r:5000}\n",
+        vars(&[("REGATE_TOKEN_EXPIRATION", "later")]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("REGATE_TOKEN_EXPIRATION"), "{e}");
+}
