@@ -61,12 +61,21 @@ pub struct Runtime {
     pub tokens: Tokens,
     pub acl: Arc<acl::Acl>,
     pub metrics: Arc<metrics::Metrics>,
+    pub throttle: Arc<auth::throttle::Throttle>,
+}
+
+/// What a reload carries over from the runtime it replaces.
+#[derive(Clone, Default)]
+pub struct Lasting {
+    pub metrics: Arc<metrics::Metrics>,
+    pub throttle: Arc<auth::throttle::Throttle>,
 }
 
 impl Runtime {
     /// Loads (or, with no key configured, generates) the token key and builds the rest.
-    /// `metrics` carries over from the runtime this one replaces.
-    pub fn build(config: Config, metrics: Arc<metrics::Metrics>) -> Result<Runtime, Error> {
+    /// `lasting` carries over from the runtime this one replaces.
+    pub fn build(config: Config, lasting: Lasting) -> Result<Runtime, Error> {
+        let Lasting { metrics, throttle } = lasting;
         let key = match &config.token.key {
             Some(files) => SigningKey::load(&files.certificate, &files.key)?,
             None => {
@@ -98,7 +107,15 @@ impl Runtime {
             tokens,
             config,
             metrics,
+            throttle,
         })
+    }
+
+    pub fn lasting(&self) -> Lasting {
+        Lasting {
+            metrics: self.metrics.clone(),
+            throttle: self.throttle.clone(),
+        }
     }
 }
 
@@ -157,7 +174,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let acceptor = certs
         .as_ref()
         .map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), config.tls13_only)));
-    let runtime = Runtime::build(config, Arc::default())?;
+    let runtime = Runtime::build(config, Lasting::default())?;
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
     let gateway = Arc::new(Gateway::new(runtime));

@@ -82,7 +82,7 @@ impl Reloader {
             (Some(files), Some(_)) => Some(tls::load_certified_key(files)?),
             _ => None,
         };
-        let runtime = Runtime::build(config, current.metrics.clone())?;
+        let runtime = Runtime::build(config, current.lasting())?;
         if let (Some(cert), Some(certs)) = (new_cert, &self.certs) {
             certs.replace(cert);
         }

@@ -484,3 +484,63 @@ async fn a_mount_source_the_caller_cannot_read_becomes_a_plain_upload() {
     assert_eq!(r.status, 401);
     assert!(!registry.has_repository("secret/app"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_guessing_is_slow_and_blind() {
+    let seed = Seed::start().await;
+    let base = seed.gateway.url();
+    let auth_url = format!("{base}/auth?service=Docker%20registry");
+    let try_login = |pw: &'static str| {
+        let url = auth_url.clone();
+        async move { get(&url, &[("authorization", &basic("alice", pw))]).await }
+    };
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+
+    // An unknown user costs a bcrypt check like a wrong password does.
+    let m = String::from_utf8_lossy(&get(&format!("{base}/metrics"), &[]).await.body).into_owned();
+    let before = metric(&m, "regate_credential_cache_misses_total");
+    let r = get(&auth_url, &[("authorization", &basic("no-such-user", "x"))]).await;
+    assert_eq!(r.status, 401);
+    let m = String::from_utf8_lossy(&get(&format!("{base}/metrics"), &[]).await.body).into_owned();
+    assert_eq!(
+        metric(&m, "regate_credential_cache_misses_total"),
+        before + 1
+    );
+
+    // Five typos are fine; then each failure locks the account for a doubling time.
+    for _ in 0..6 {
+        assert_eq!(try_login("wrong").await.status, 401);
+    }
+    let r = try_login("wrong").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["errors"][0]["code"], "TOO_MANY_REQUESTS");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        try_login("alice-pw").await.status,
+        429,
+        "even the right password waits"
+    );
+    // Other accounts are not locked by alice's guesser.
+    assert_eq!(
+        get(&auth_url, &[("authorization", &basic("admin", "admin-pw"))])
+            .await
+            .status,
+        200
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        try_login("alice-pw").await.status,
+        200,
+        "a right password after the lock works"
+    );
+    assert_eq!(try_login("wrong").await.status, 401, "and clears the count");
+    let m = String::from_utf8_lossy(&get(&format!("{base}/metrics"), &[]).await.body).into_owned();
+    assert!(metric(&m, "regate_throttled_total") >= 2);
+}

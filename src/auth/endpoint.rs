@@ -152,14 +152,34 @@ async fn serve(
             return Err(bad_request("user and account are not the same"));
         }
     }
+    if let Some(user) = name.as_deref().filter(|u| !u.is_empty()) {
+        if let Some(wait) = rt.throttle.check(user, client_ip) {
+            rt.metrics.throttled.fetch_add(1, Relaxed);
+            tracing::info!(
+                target: "regate::audit",
+                client = %client_ip,
+                account = user,
+                outcome = "throttled",
+                retry_after_secs = wait.as_secs() + 1,
+                "token refused"
+            );
+            return Ok(throttled(wait));
+        }
+    }
     let identity = match &name {
         Some(user) => rt.users.authenticate(user, &password).await,
         None => rt.users.anonymous(),
     };
     let identity = match identity {
-        Ok(identity) => identity,
+        Ok(identity) => {
+            rt.throttle.succeeded(&identity.account);
+            identity
+        }
         Err(e) => {
             rt.metrics.auth_failures.fetch_add(1, Relaxed);
+            if let Some(user) = name.as_deref().filter(|u| !u.is_empty()) {
+                rt.throttle.failed(user, client_ip);
+            }
             tracing::info!(
                 target: "regate::audit",
                 client = %client_ip,
@@ -264,6 +284,17 @@ async fn read_form(req: Request<Incoming>) -> Result<String, RegistryError> {
         .map_err(|_| bad_request("the form body is unreadable or larger than 64 KiB"))?;
     let bytes: Bytes = body.to_bytes();
     String::from_utf8(bytes.to_vec()).map_err(|_| bad_request("the form body is not UTF-8"))
+}
+
+fn throttled(wait: std::time::Duration) -> Response<Body> {
+    let message = "too many failed logins; try again later";
+    let mut resp = RegistryError::new(Code::TooManyRequests, message)
+        .with_details(message)
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 fn authn_failed(e: AuthnError, service: &str) -> Response<Body> {
