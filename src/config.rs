@@ -17,7 +17,7 @@ pub(crate) use locate::{key, locate};
 use raw::{RawConfig, KNOWN_KEYS};
 
 use crate::acl::{Acl, Labels};
-use crate::auth::users::{is_bcrypt, User};
+use crate::auth::users::{is_bcrypt, Robot, User};
 
 /// A validated configuration. Loading it touches no file but the config itself; key and
 /// certificate files are read when the gateway is built from it.
@@ -71,6 +71,7 @@ pub struct TokenConfig {
     pub service: String,
     pub realm: Option<String>,
     pub expiration: Duration,
+    pub refresh_expiration: Duration,
     /// The signing certificate and key; `None`: generated in `data_dir`.
     pub key: Option<TlsFiles>,
 }
@@ -384,6 +385,16 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             ))
         }
     };
+    let refresh_expiration = match token.refresh_expiration {
+        None => 30 * 24 * 3600,
+        Some(s) if s > 0 => s as u64,
+        Some(s) => {
+            return Err(err.at(
+                &tok("refresh_expiration"),
+                format!("{s} is not a positive number of seconds"),
+            ))
+        }
+    };
     if expiration < 60 {
         warnings.push(format!("token.expiration is {expiration}s: clients treat a token as valid for at least 60s (token spec)"));
     }
@@ -417,6 +428,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         service,
         realm: token.realm,
         expiration: Duration::from_secs(expiration),
+        refresh_expiration: Duration::from_secs(refresh_expiration),
         key: token_key,
     };
 
@@ -449,6 +461,61 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             User {
                 password_hash,
                 labels: user.labels.unwrap_or_else(Labels::new),
+                robot: None,
+            },
+        );
+    }
+
+    for (name, robot) in raw.robots.unwrap_or_default() {
+        let at = |k: &str| vec![key("robots"), key(&name), key(k)];
+        if users.contains_key(&name) {
+            return Err(err.at(&[key("robots"), key(&name)], "a user has this name already"));
+        }
+        let secret = match robot.secret {
+            Some(s) if is_bcrypt(&s) => s,
+            Some(_) => {
+                return Err(err.at(
+                    &at("secret"),
+                    "not a bcrypt hash (make one with `regate hash-password`)",
+                ))
+            }
+            None => {
+                return Err(err.at(
+                    &[key("robots"), key(&name)],
+                    "a robot needs a `secret` (bcrypt)",
+                ))
+            }
+        };
+        let expires = match robot.expires.as_deref() {
+            None => None,
+            Some(text) => Some(parse_expiry(text).ok_or_else(|| {
+                err.at(
+                    &at("expires"),
+                    format!("`{text}` is not YYYY-MM-DD or an RFC 3339 time"),
+                )
+            })?),
+        };
+        let entries = robot.acl.unwrap_or_default();
+        let acl = Acl::compile(&entries).map_err(|e| {
+            let mut path = at("acl");
+            path.push(Seg::Index(e.index));
+            path.extend(e.field.split('.').map(key));
+            err.at(&path, e.message.clone())
+        })?;
+        if entries.is_empty() {
+            warnings.push(format!(
+                "robot {name} has no `acl`: it can log in but is granted nothing"
+            ));
+        }
+        users.insert(
+            name,
+            User {
+                password_hash: Some(secret),
+                labels: robot.labels.unwrap_or_default(),
+                robot: Some(Robot {
+                    expires,
+                    acl: Arc::new(acl),
+                }),
             },
         );
     }
@@ -460,6 +527,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             users.entry(name).or_insert(User {
                 password_hash: Some(hash),
                 labels: Labels::new(),
+                robot: None,
             });
         }
     }
@@ -514,6 +582,23 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         audit_log,
         warnings,
     })
+}
+
+/// A robot's end: through the given day (UTC), or at an exact RFC 3339 time.
+fn parse_expiry(text: &str) -> Option<std::time::SystemTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t.into());
+    }
+    let mut parts = text.splitn(3, '-').map(|p| p.parse::<i32>().ok());
+    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let day = time::Date::from_calendar_date(y, month, u8::try_from(d).ok()?).ok()?;
+    let end = day.next_day()?.midnight().assume_utc();
+    Some(end.into())
 }
 
 /// `user:hash` lines, as `htpasswd -B` writes and registry:2's htpasswd auth reads;

@@ -94,6 +94,7 @@ impl Runtime {
             &config.token.issuer,
             &config.token.service,
             config.token.expiration,
+            config.token.refresh_expiration,
             metrics.clone(),
         );
         let users = Arc::new(Users::new(

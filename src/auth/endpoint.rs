@@ -14,15 +14,14 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::acl;
 use crate::body::Body;
 use crate::error::{json_response, Code, RegistryError};
 use crate::Runtime;
 
+use super::authorize::{decide, identify, Login, Refused};
 use super::challenge::{parse_authorization, Credential};
 use super::scope::Scope;
-use super::token::Access;
-use super::users::{AuthnError, Identity};
+use super::users::AuthnError;
 use super::Secret;
 
 /// A form body larger than this is not a token request.
@@ -35,6 +34,11 @@ struct TokenResponse<'a> {
     access_token: &'a str,
     expires_in: u64,
     issued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    /// OAuth2: the scope granted (POST only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 /// The parameters of a token request, from the query (GET) or the form (POST).
@@ -46,6 +50,9 @@ struct Params {
     grant_type: Option<String>,
     username: Option<String>,
     password: Option<Secret>,
+    refresh_token: Option<Secret>,
+    /// `offline_token=true` (GET) or `access_type=offline` (POST).
+    offline: bool,
 }
 
 impl Params {
@@ -63,6 +70,9 @@ impl Params {
                 "grant_type" => p.grant_type = Some(v),
                 "username" => p.username = Some(v),
                 "password" => p.password = Some(Secret::new(v)),
+                "refresh_token" => p.refresh_token = Some(Secret::new(v)),
+                "offline_token" => p.offline |= v == "true",
+                "access_type" => p.offline |= v == "offline",
                 _ => {}
             }
         }
@@ -104,21 +114,10 @@ async fn serve(
     account: &mut Option<String>,
 ) -> Result<Response<Body>, RegistryError> {
     let credential = parse_authorization(req.headers().get(hyper::header::AUTHORIZATION));
+    let post = *req.method() == Method::POST;
     let params = match *req.method() {
         Method::GET | Method::HEAD => Params::parse(req.uri().query().unwrap_or("")),
-        Method::POST => {
-            let form = read_form(req).await?;
-            let params = Params::parse(&form);
-            // OAuth2 (oauth.md): only the password grant is served; clients that get a 400
-            // here (containerd) fall back to GET with Basic credentials.
-            if params.grant_type.as_deref() != Some("password") {
-                return Ok(oauth_error(
-                    "unsupported_grant_type",
-                    "only grant_type=password is supported",
-                ));
-            }
-            params
-        }
+        Method::POST => Params::parse(&read_form(req).await?),
         _ => {
             return Err(RegistryError::new(
                 Code::Unsupported,
@@ -137,144 +136,109 @@ async fn serve(
             "this token service is {service:?}, not {asked:?}"
         )));
     }
-
-    let (name, password) = match (&credential, &params.username) {
-        (Credential::Basic { user, password }, _) => (Some(user.clone()), password.clone()),
-        (_, Some(user)) => (
-            Some(user.clone()),
-            params.password.clone().unwrap_or_else(|| Secret::new("")),
-        ),
-        _ => (None, Secret::new("")),
+    let login = match login(post, &params, credential) {
+        Ok(login) => login,
+        Err(resp) => return Ok(resp),
     };
     // docker_auth: an `account` that is not the authenticated user is refused.
-    if let (Some(account), Some(user)) = (&params.account, &name) {
-        if account != user {
+    if let (Some(asked), Login::Password { user, .. }) = (&params.account, &login) {
+        if asked != user {
             return Err(bad_request("user and account are not the same"));
         }
     }
-    if let Some(user) = name.as_deref().filter(|u| !u.is_empty()) {
-        if let Some(wait) = rt.throttle.check(user, client_ip) {
-            rt.metrics.throttled.fetch_add(1, Relaxed);
-            tracing::info!(
-                target: "regate::audit",
-                client = %client_ip,
-                account = user,
-                outcome = "throttled",
-                retry_after_secs = wait.as_secs() + 1,
-                "token refused"
-            );
-            return Ok(throttled(wait));
+    let identity = match identify(rt, &login, client_ip).await {
+        Ok(identity) => identity,
+        Err(Refused::Throttled(wait)) => return Ok(throttled(wait)),
+        Err(Refused::Authn(AuthnError::StaleRefresh)) if post => {
+            return Ok(oauth_error(
+                "invalid_grant",
+                &AuthnError::StaleRefresh.to_string(),
+            ))
         }
-    }
-    let identity = match &name {
-        Some(user) => rt.users.authenticate(user, &password).await,
-        None => rt.users.anonymous(),
-    };
-    let identity = match identity {
-        Ok(identity) => {
-            rt.throttle.succeeded(&identity.account);
-            identity
-        }
-        Err(e) => {
-            rt.metrics.auth_failures.fetch_add(1, Relaxed);
-            if let Some(user) = name.as_deref().filter(|u| !u.is_empty()) {
-                rt.throttle.failed(user, client_ip);
-            }
-            tracing::info!(
-                target: "regate::audit",
-                client = %client_ip,
-                account = name.as_deref().unwrap_or(""),
-                outcome = "authentication_failed",
-                reason = %e,
-                "token refused"
-            );
-            return Ok(authn_failed(e, service));
-        }
+        Err(Refused::Authn(e)) => return Ok(authn_failed(e, service)),
     };
 
     *account = Some(identity.account.clone());
     let access = decide(rt, &identity, client_ip, &scopes);
+    let granted: Vec<String> = access
+        .iter()
+        .filter(|a| !a.actions.is_empty())
+        .map(|a| format!("{}:{}:{}", a.resource_type, a.name, a.actions.join(",")))
+        .collect();
     let issued = rt.tokens.issue(&identity.account, access).map_err(|e| {
         tracing::error!(error = %e, "signing a token failed");
         RegistryError::new(Code::Unknown, "could not sign the token")
     })?;
     rt.metrics.tokens_issued.fetch_add(1, Relaxed);
-    let issued_at = rfc3339(issued.issued_at);
+
+    // Offline access: docker login asks with `offline_token=true` and then keeps only the
+    // refresh token; OAuth2 clients ask with `access_type=offline`. A refresh grant gets
+    // the same refresh token back (oauth.md).
+    let refresh_token = match &login {
+        Login::Refresh(token) if params.offline => Some(token.expose().to_owned()),
+        Login::Password { .. } if params.offline && !identity.account.is_empty() => rt
+            .users
+            .fingerprint(&identity.account)
+            .and_then(|fpr| rt.tokens.issue_refresh(&identity.account, &fpr).ok()),
+        _ => None,
+    };
     Ok(json_response(
         StatusCode::OK,
         &TokenResponse {
             token: &issued.token,
             access_token: &issued.token,
             expires_in: issued.expires_in,
-            issued_at,
+            issued_at: rfc3339(issued.issued_at),
+            refresh_token: refresh_token.as_deref(),
+            scope: post.then(|| granted.join(" ")),
         },
     ))
 }
 
-/// One ACL decision per requested scope; every scope is listed in the token, with no
-/// actions where denied (docker_auth does the same).
-fn decide(rt: &Runtime, identity: &Identity, client_ip: IpAddr, scopes: &[Scope]) -> Vec<Access> {
-    let service = rt.tokens.service();
-    scopes
-        .iter()
-        .map(|scope| {
-            // A request for `*` on a repository (skopeo delete) is a request for
-            // everything: ask the ACL for each action too, so a rule listing pull, push
-            // and delete grants them. `registry:catalog:*` stays literal: registry:2
-            // wants the `*` itself there.
-            let mut requested = scope.actions.clone();
-            if scope.resource_type == "repository" && requested.iter().any(|a| a == "*") {
-                for a in ["pull", "push", "delete"] {
-                    if !requested.iter().any(|r| r == a) {
-                        requested.push(a.to_owned());
-                    }
+/// Which grant a request makes. GET: Basic credentials or none (an empty user name with
+/// a refresh token as password is containerd's fallback for identity tokens). POST
+/// (OAuth2): `grant_type` says.
+fn login(post: bool, params: &Params, credential: Credential) -> Result<Login, Response<Body>> {
+    let basic = match credential {
+        Credential::Basic { user, password } => Some((user, password)),
+        _ => None,
+    };
+    if !post {
+        return Ok(match basic {
+            Some((user, password)) if user.is_empty() && password.expose().contains('.') => {
+                Login::Refresh(password)
+            }
+            Some((user, password)) => Login::Password { user, password },
+            None => Login::Anonymous,
+        });
+    }
+    match params.grant_type.as_deref() {
+        Some("password") => {
+            let (user, password) = match (&params.username, basic) {
+                (Some(user), _) => (
+                    user.clone(),
+                    params.password.clone().unwrap_or_else(|| Secret::new("")),
+                ),
+                (None, Some(b)) => b,
+                (None, None) => {
+                    return Err(oauth_error(
+                        "invalid_request",
+                        "username and password are required",
+                    ))
                 }
-            }
-            let request = acl::Request {
-                account: &identity.account,
-                labels: &identity.labels,
-                ip: Some(client_ip),
-                service,
-                resource_type: &scope.resource_type,
-                name: &scope.name,
-                actions: &requested,
             };
-            let explanation = rt.acl.explain(&request);
-            let decision = explanation.decision;
-            let rule = decision
-                .rule
-                .map(|i| {
-                    format!(
-                        "acl[{i}]{}",
-                        rt.acl
-                            .comment(i)
-                            .map(|c| format!(" ({c})"))
-                            .unwrap_or_default()
-                    )
-                })
-                .unwrap_or_else(|| "no rule matched".to_owned());
-            tracing::info!(
-                target: "regate::audit",
-                client = %client_ip,
-                account = %identity.account,
-                scope = %scope,
-                granted = %decision.actions.join(","),
-                rule = %rule,
-                "token decision"
-            );
-            let counter = if decision.actions.is_empty() {
-                &rt.metrics.scopes_denied
-            } else {
-                &rt.metrics.scopes_granted
-            };
-            counter.fetch_add(1, Relaxed);
-            Access {
-                resource_type: scope.resource_type.clone(),
-                name: scope.name.clone(),
-                actions: decision.actions,
-            }
-        })
-        .collect()
+            Ok(Login::Password { user, password })
+        }
+        Some("refresh_token") => match &params.refresh_token {
+            Some(token) => Ok(Login::Refresh(token.clone())),
+            None => Err(oauth_error("invalid_request", "refresh_token is required")),
+        },
+        // Clients that get a 400 here (containerd) fall back to GET; never 405.
+        _ => Err(oauth_error(
+            "unsupported_grant_type",
+            "grant_type must be password or refresh_token",
+        )),
+    }
 }
 
 async fn read_form(req: Request<Incoming>) -> Result<String, RegistryError> {

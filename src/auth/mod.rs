@@ -1,6 +1,7 @@
 //! Who is asking and what they may do: credentials, the scope grammar, the challenge,
 //! tokens, and the token endpoint that ties them together.
 
+pub mod authorize;
 pub mod challenge;
 pub mod endpoint;
 pub mod keys;

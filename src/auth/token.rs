@@ -43,6 +43,27 @@ struct Claims {
     access: Vec<Access>,
 }
 
+/// A refresh token (OAuth2 `offline` access): a JWT of ours whose audience is not the
+/// registry's service, so neither regate's routes nor a token-checking registry:2 take it
+/// as an access token.
+#[derive(Debug, Serialize, Deserialize)]
+struct RefreshClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    iat: u64,
+    jti: String,
+    /// The fingerprint of the account's secret when the token was made.
+    fpr: String,
+}
+
+/// What a verified refresh token says.
+pub struct Refresh {
+    pub account: String,
+    pub fingerprint: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("signing the token: {0}")]
@@ -95,6 +116,8 @@ pub struct Tokens {
     service: String,
     expiration: Duration,
     validation: Validation,
+    refresh_validation: Validation,
+    refresh_expiration: Duration,
     header: Header,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     metrics: Arc<Metrics>,
@@ -129,6 +152,7 @@ impl Tokens {
         issuer: &str,
         service: &str,
         expiration: Duration,
+        refresh_expiration: Duration,
         metrics: Arc<Metrics>,
     ) -> Tokens {
         // An allow-list of exactly the signing key's algorithm: never `none`, never HS*,
@@ -139,6 +163,8 @@ impl Tokens {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let mut refresh_validation = validation.clone();
+        refresh_validation.set_audience(&[refresh_audience(service)]);
         let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
         header.x5c = Some(key.x5c.clone());
@@ -148,6 +174,8 @@ impl Tokens {
             service: service.to_owned(),
             expiration,
             validation,
+            refresh_validation,
+            refresh_expiration,
             header,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -221,6 +249,45 @@ impl Tokens {
         });
         self.cache.insert(key, verified.clone());
         Ok(verified)
+    }
+}
+
+fn refresh_audience(service: &str) -> String {
+    format!("{service} (refresh)")
+}
+
+impl Tokens {
+    /// A refresh token for `account`, valid until the refresh expiration or until the
+    /// account's secret changes (`fingerprint`).
+    pub fn issue_refresh(&self, account: &str, fingerprint: &str) -> Result<String, TokenError> {
+        let now = unix_now();
+        let claims = RefreshClaims {
+            iss: self.issuer.clone(),
+            sub: account.to_owned(),
+            aud: refresh_audience(&self.service),
+            exp: now + self.refresh_expiration.as_secs(),
+            iat: now,
+            jti: random_id(),
+            fpr: fingerprint.to_owned(),
+        };
+        jsonwebtoken::encode(&self.header, &claims, &self.key.encoding).map_err(TokenError::Sign)
+    }
+
+    pub fn verify_refresh(&self, token: &str) -> Result<Refresh, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
+        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
+            return Err(TokenError::UnknownKey);
+        }
+        let data = jsonwebtoken::decode::<RefreshClaims>(
+            token,
+            &self.key.decoding,
+            &self.refresh_validation,
+        )
+        .map_err(TokenError::Invalid)?;
+        Ok(Refresh {
+            account: data.claims.sub,
+            fingerprint: data.claims.fpr,
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::acl::Labels;
+use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
 use super::Secret;
@@ -20,6 +20,17 @@ pub struct User {
     /// bcrypt (`$2a$`, `$2b$`, `$2y$`); `None` only for the anonymous `""` entry.
     pub password_hash: Option<String>,
     pub labels: Labels,
+    /// Set for a robot account: a credential for CI with its own rules and an end.
+    pub robot: Option<Robot>,
+}
+
+/// What makes a robot account different from a user.
+#[derive(Clone)]
+pub struct Robot {
+    /// After this, its secret no longer logs in.
+    pub expires: Option<std::time::SystemTime>,
+    /// The only rules it is ever judged by (the global `acl` is not consulted).
+    pub acl: Arc<Acl>,
 }
 
 impl std::fmt::Debug for User {
@@ -30,15 +41,28 @@ impl std::fmt::Debug for User {
                 &self.password_hash.as_ref().map(|_| "<redacted>"),
             )
             .field("labels", &self.labels)
+            .field("robot", &self.robot.is_some())
             .finish()
     }
 }
 
 /// An authenticated caller, as the ACL sees it. Anonymous is account `""`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub account: String,
     pub labels: Labels,
+    /// A robot's own rules, used instead of the global ACL.
+    pub acl: Option<Arc<Acl>>,
+}
+
+impl Identity {
+    fn of(name: &str, user: &User) -> Identity {
+        Identity {
+            account: name.to_owned(),
+            labels: user.labels.clone(),
+            acl: user.robot.as_ref().map(|r| r.acl.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +71,10 @@ pub enum AuthnError {
     BadCredentials,
     #[error("anonymous access is not enabled (no \"\" entry in users)")]
     AnonymousDisabled,
+    #[error("this robot account has expired")]
+    Expired,
+    #[error("the refresh token is no longer valid; log in again")]
+    StaleRefresh,
 }
 
 pub struct Users {
@@ -85,10 +113,7 @@ impl Users {
     /// The anonymous caller, if `users` has docker_auth's `"": {}` entry.
     pub fn anonymous(&self) -> Result<Identity, AuthnError> {
         match self.users.get("") {
-            Some(user) => Ok(Identity {
-                account: String::new(),
-                labels: user.labels.clone(),
-            }),
+            Some(user) => Ok(Identity::of("", user)),
             None => Err(AuthnError::AnonymousDisabled),
         }
     }
@@ -125,13 +150,35 @@ impl Users {
         match user {
             Some(user) if ok => {
                 self.cache.insert(key, ());
-                Ok(Identity {
-                    account: name.to_owned(),
-                    labels: user.labels.clone(),
-                })
+                check_expiry(user)?;
+                Ok(Identity::of(name, user))
             }
             _ => Err(AuthnError::BadCredentials),
         }
+    }
+
+    /// A fingerprint of the account's stored secret, carried in refresh tokens: a
+    /// changed password (or a removed user) makes every earlier refresh token stale.
+    pub fn fingerprint(&self, name: &str) -> Option<String> {
+        let hash = self.users.get(name)?.password_hash.as_ref()?;
+        let d = ring::digest::digest(&ring::digest::SHA256, hash.as_bytes());
+        Some(
+            d.as_ref()[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// The identity a refresh token stands for, if its account still exists with the
+    /// same secret (and, for a robot, has not expired).
+    pub fn refresh_identity(&self, name: &str, fingerprint: &str) -> Result<Identity, AuthnError> {
+        let user = self.users.get(name).ok_or(AuthnError::StaleRefresh)?;
+        if self.fingerprint(name).as_deref() != Some(fingerprint) {
+            return Err(AuthnError::StaleRefresh);
+        }
+        check_expiry(user)?;
+        Ok(Identity::of(name, user))
     }
 
     /// A keyed hash of the credential and the stored hash: a changed password, or a
@@ -146,6 +193,18 @@ impl Users {
         out.copy_from_slice(ctx.sign().as_ref());
         out
     }
+}
+
+fn check_expiry(user: &User) -> Result<(), AuthnError> {
+    let expired = user
+        .robot
+        .as_ref()
+        .and_then(|r| r.expires)
+        .is_some_and(|t| std::time::SystemTime::now() > t);
+    if expired {
+        return Err(AuthnError::Expired);
+    }
+    Ok(())
 }
 
 /// Whether `s` looks like a bcrypt hash bcrypt can check (`$2a$`/`$2b$`/`$2x$`/`$2y$`,
@@ -172,6 +231,7 @@ mod tests {
             User {
                 password_hash: Some(bcrypt::hash("s3cret", 4).unwrap()),
                 labels: Labels::new(),
+                robot: None,
             },
         );
         map.insert(
@@ -182,6 +242,7 @@ mod tests {
                     "$2y$04$lbf6dUbrVs3MM5pHTNE.d.ghq3xUYDHrwV/FFHTbrKP4VftsAMmO6".into(),
                 ),
                 labels: Labels::new(),
+                robot: None,
             },
         );
         Arc::new(Users::new(map, Duration::from_secs(60), Arc::default()))
@@ -200,26 +261,26 @@ mod tests {
             .authenticate("alice", &Secret::new("s3cret"))
             .await
             .is_ok());
-        assert_eq!(
+        assert!(matches!(
             u.authenticate("alice", &Secret::new("wrong")).await,
             Err(AuthnError::BadCredentials)
-        );
+        ));
         // htpasswd writes `$2y$`, which docker_auth users paste as they are.
         assert!(u.authenticate("htpasswd", &Secret::new("pw")).await.is_ok());
-        assert_eq!(
+        assert!(matches!(
             u.authenticate("nobody", &Secret::new("s3cret")).await,
             Err(AuthnError::BadCredentials)
-        );
+        ));
     }
 
     #[tokio::test]
     async fn anonymous_needs_the_empty_user() {
         let u = users();
-        assert_eq!(u.anonymous(), Err(AuthnError::AnonymousDisabled));
-        assert_eq!(
+        assert!(matches!(u.anonymous(), Err(AuthnError::AnonymousDisabled)));
+        assert!(matches!(
             u.authenticate("", &Secret::new("")).await,
             Err(AuthnError::AnonymousDisabled)
-        );
+        ));
     }
 
     #[test]

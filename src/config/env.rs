@@ -93,6 +93,14 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
         token(r).service = Some(v.into());
         Ok(())
     }),
+    (
+        "REGATE_TOKEN_REFRESH_EXPIRATION",
+        "token.refresh_expiration",
+        |r, v| {
+            token(r).refresh_expiration = Some(integer(v)?);
+            Ok(())
+        },
+    ),
     ("REGATE_TOKEN_REALM", "token.realm", |r, v| {
         token(r).realm = Some(v.into());
         Ok(())

@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub server: Option<RawServer>,
     pub token: Option<RawToken>,
     pub users: Option<BTreeMap<String, Option<RawUser>>>,
+    /// regate: robot accounts for CI, each with its own rules and an expiry date.
+    pub robots: Option<BTreeMap<String, RawRobot>>,
     pub acl: Option<Vec<acl::RawEntry>>,
     pub upstream: Option<RawUpstream>,
     pub data_dir: Option<String>,
@@ -98,6 +100,8 @@ pub struct RawToken {
     pub service: Option<String>,
     /// regate: the realm URL in challenges; by default built from the request's host.
     pub realm: Option<String>,
+    /// regate: seconds a refresh token (docker login's identity token) stays valid.
+    pub refresh_expiration: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +109,17 @@ pub struct RawToken {
 pub struct RawUser {
     pub password: Option<String>,
     pub labels: Option<acl::Labels>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRobot {
+    /// bcrypt of the robot's secret.
+    pub secret: Option<String>,
+    /// `YYYY-MM-DD` (valid through that day, UTC) or an RFC 3339 time.
+    pub expires: Option<String>,
+    pub labels: Option<acl::Labels>,
+    pub acl: Option<Vec<acl::RawEntry>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +136,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "server",
             "token",
             "users",
+            "robots",
             "acl",
             "upstream",
             "data_dir",
@@ -169,9 +185,11 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "disable_legacy_key_id",
             "service",
             "realm",
+            "refresh_expiration",
         ],
     ),
     ("users.<name>", &["password", "labels"]),
+    ("robots.<name>", &["secret", "expires", "labels", "acl"]),
     ("acl[]", &["match", "actions", "comment"]),
     (
         "acl[].match",

@@ -12,6 +12,7 @@ fn tokens(key: &Arc<SigningKey>, issuer: &str, service: &str) -> Tokens {
         issuer,
         service,
         Duration::from_secs(300),
+        Duration::from_secs(3600),
         Arc::default(),
     )
 }
@@ -145,5 +146,24 @@ fn expiry_honours_the_leeway() {
     assert!(
         t.verify(&sign(now + 300, now + 90)).is_err(),
         "not yet valid"
+    );
+}
+
+#[test]
+fn refresh_tokens_are_not_access_tokens() {
+    let (_d, key) = key();
+    let t = tokens(&key, "iss", "svc");
+    let refresh = t.issue_refresh("alice", "fp1").unwrap();
+    let r = t.verify_refresh(&refresh).unwrap();
+    assert_eq!(r.account, "alice");
+    assert_eq!(r.fingerprint, "fp1");
+    assert!(
+        t.verify(&refresh).is_err(),
+        "a refresh token opens no registry route"
+    );
+    let access = t.issue("alice", vec![]).unwrap().token;
+    assert!(
+        t.verify_refresh(&access).is_err(),
+        "an access token refreshes nothing"
     );
 }

@@ -1,0 +1,160 @@
+//! Who is asking, and what they get: shared by the token endpoint and by Basic
+//! credentials on registry routes. Throttling, the audit lines and the counters live here
+//! so every way in is judged the same.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::acl;
+use crate::Runtime;
+
+use super::scope::Scope;
+use super::token::Access;
+use super::users::{AuthnError, Identity};
+use super::Secret;
+
+/// How a caller proves who it is.
+pub enum Login {
+    Anonymous,
+    Password {
+        user: String,
+        password: Secret,
+    },
+    /// A refresh token from an earlier offline login (docker's identity token).
+    Refresh(Secret),
+}
+
+#[derive(Debug)]
+pub enum Refused {
+    /// Too many failures for this account or address; wait this long.
+    Throttled(Duration),
+    Authn(AuthnError),
+}
+
+/// Authenticates a login, with throttling, audit lines and counters.
+pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<Identity, Refused> {
+    let claimed = match login {
+        Login::Password { user, .. } if !user.is_empty() => Some(user.as_str()),
+        _ => None,
+    };
+    if let Some(user) = claimed {
+        if let Some(wait) = rt.throttle.check(user, client_ip) {
+            rt.metrics.throttled.fetch_add(1, Relaxed);
+            tracing::info!(
+                target: "regate::audit",
+                client = %client_ip,
+                account = user,
+                outcome = "throttled",
+                retry_after_secs = wait.as_secs() + 1,
+                "login refused"
+            );
+            return Err(Refused::Throttled(wait));
+        }
+    }
+    let result = match login {
+        Login::Anonymous => rt.users.anonymous(),
+        Login::Password { user, password } => rt.users.authenticate(user, password).await,
+        Login::Refresh(token) => match rt.tokens.verify_refresh(token.expose()) {
+            Ok(r) => rt.users.refresh_identity(&r.account, &r.fingerprint),
+            Err(_) => Err(AuthnError::StaleRefresh),
+        },
+    };
+    match result {
+        Ok(identity) => {
+            if claimed.is_some() {
+                rt.throttle.succeeded(&identity.account);
+            }
+            Ok(identity)
+        }
+        Err(e) => {
+            rt.metrics.auth_failures.fetch_add(1, Relaxed);
+            if let Some(user) = claimed {
+                rt.throttle.failed(user, client_ip);
+            }
+            tracing::info!(
+                target: "regate::audit",
+                client = %client_ip,
+                account = claimed.unwrap_or(""),
+                outcome = "authentication_failed",
+                reason = %e,
+                "login refused"
+            );
+            Err(Refused::Authn(e))
+        }
+    }
+}
+
+/// One ACL decision per requested scope; every scope is listed in the result, with no
+/// actions where denied (docker_auth does the same). A robot is judged by its own rules.
+pub fn decide(
+    rt: &Runtime,
+    identity: &Identity,
+    client_ip: IpAddr,
+    scopes: &[Scope],
+) -> Vec<Access> {
+    let service = rt.tokens.service();
+    let rules = identity.acl.as_deref().unwrap_or(&rt.acl);
+    scopes
+        .iter()
+        .map(|scope| {
+            // A request for `*` on a repository (skopeo delete) is a request for
+            // everything: ask the ACL for each action too, so a rule listing pull, push
+            // and delete grants them. `registry:catalog:*` stays literal: registry:2
+            // wants the `*` itself there.
+            let mut requested = scope.actions.clone();
+            if scope.resource_type == "repository" && requested.iter().any(|a| a == "*") {
+                for a in ["pull", "push", "delete"] {
+                    if !requested.iter().any(|r| r == a) {
+                        requested.push(a.to_owned());
+                    }
+                }
+            }
+            let request = acl::Request {
+                account: &identity.account,
+                labels: &identity.labels,
+                ip: Some(client_ip),
+                service,
+                resource_type: &scope.resource_type,
+                name: &scope.name,
+                actions: &requested,
+            };
+            let decision = rules.explain(&request).decision;
+            let source = if identity.acl.is_some() {
+                "robot acl"
+            } else {
+                "acl"
+            };
+            let rule = decision
+                .rule
+                .map(|i| {
+                    let comment = rules
+                        .comment(i)
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
+                    format!("{source}[{i}]{comment}")
+                })
+                .unwrap_or_else(|| "no rule matched".to_owned());
+            tracing::info!(
+                target: "regate::audit",
+                client = %client_ip,
+                account = %identity.account,
+                scope = %scope,
+                granted = %decision.actions.join(","),
+                rule = %rule,
+                "token decision"
+            );
+            let counter = if decision.actions.is_empty() {
+                &rt.metrics.scopes_denied
+            } else {
+                &rt.metrics.scopes_granted
+            };
+            counter.fetch_add(1, Relaxed);
+            Access {
+                resource_type: scope.resource_type.clone(),
+                name: scope.name.clone(),
+                actions: decision.actions,
+            }
+        })
+        .collect()
+}
