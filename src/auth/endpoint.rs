@@ -138,7 +138,7 @@ async fn serve(
     }
     let login = match login(post, &params, credential) {
         Ok(login) => login,
-        Err(resp) => return Ok(resp),
+        Err((code, description)) => return Ok(oauth_error(code, description)),
     };
     // docker_auth: an `account` that is not the authenticated user is refused.
     if let (Some(asked), Login::Password { user, .. }) = (&params.account, &login) {
@@ -198,7 +198,10 @@ async fn serve(
 /// Which grant a request makes. GET: Basic credentials or none (an empty user name with
 /// a refresh token as password is containerd's fallback for identity tokens). POST
 /// (OAuth2): `grant_type` says.
-fn login(post: bool, params: &Params, credential: Credential) -> Result<Login, Response<Body>> {
+/// An OAuth2 error: `error` and `error_description`.
+type OAuthError = (&'static str, &'static str);
+
+fn login(post: bool, params: &Params, credential: Credential) -> Result<Login, OAuthError> {
     let basic = match credential {
         Credential::Basic { user, password } => Some((user, password)),
         _ => None,
@@ -221,20 +224,17 @@ fn login(post: bool, params: &Params, credential: Credential) -> Result<Login, R
                 ),
                 (None, Some(b)) => b,
                 (None, None) => {
-                    return Err(oauth_error(
-                        "invalid_request",
-                        "username and password are required",
-                    ))
+                    return Err(("invalid_request", "username and password are required"))
                 }
             };
             Ok(Login::Password { user, password })
         }
         Some("refresh_token") => match &params.refresh_token {
             Some(token) => Ok(Login::Refresh(token.clone())),
-            None => Err(oauth_error("invalid_request", "refresh_token is required")),
+            None => Err(("invalid_request", "refresh_token is required")),
         },
         // Clients that get a 400 here (containerd) fall back to GET; never 405.
-        _ => Err(oauth_error(
+        _ => Err((
             "unsupported_grant_type",
             "grant_type must be password or refresh_token",
         )),
