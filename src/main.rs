@@ -31,6 +31,7 @@ enum Command {
         config: PathBuf,
     },
     /// Load and validate a config; exit non-zero with file, line and key on an error.
+    /// Warnings (file, line and key too) point at rules that cannot work as written.
     Check {
         #[arg(
             long,
@@ -39,7 +40,13 @@ enum Command {
             default_value = "/config/regate.yml"
         )]
         config: PathBuf,
+        /// Exit non-zero on warnings too.
+        #[arg(long)]
+        strict: bool,
     },
+    /// For an account and scopes: which ACL rule decides each scope, what it grants, and
+    /// why every earlier rule did not match.
+    Explain(ExplainArgs),
     /// Certificates for trusted HTTPS.
     Cert {
         #[command(subcommand)]
@@ -61,6 +68,35 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         cost: u32,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    #[arg(
+        long,
+        short,
+        env = "REGATE_CONFIG",
+        default_value = "/config/regate.yml"
+    )]
+    config: PathBuf,
+    /// The account asking; "" for anonymous.
+    #[arg(long)]
+    account: String,
+    /// Read the account's password on stdin and say whether it is right.
+    #[arg(long)]
+    password_stdin: bool,
+    /// The client address, for rules with `ip`.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// A label KEY=VALUE (repeat for several); replaces the user's labels from `users`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Docker scopes, e.g. repository:alice/app:pull,push or registry:catalog:*.
+    #[arg(required = true, value_name = "SCOPE")]
+    scopes: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -87,7 +123,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Check { config } => check(config),
+        Command::Check { config, strict } => check(config, strict),
+        Command::Explain(args) => explain(args),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Probe {
             url,
@@ -247,8 +284,8 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn check(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+fn check(path: PathBuf, strict: bool) -> ExitCode {
+    let (config, lints) = match regate::lint::load_and_lint(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -258,6 +295,10 @@ fn check(path: PathBuf) -> ExitCode {
     for w in &config.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
+    for w in &lints {
+        eprintln!("warning: {w}");
+    }
+    let warnings = config.warnings.len() + lints.len();
     // Key and certificate files are part of a config that works: read them too.
     if let Some(tls) = &config.tls {
         if let Err(e) = regate::tls::load_certified_key(tls) {
@@ -277,13 +318,86 @@ fn check(path: PathBuf) -> ExitCode {
             config.data_dir.join("token.crt").display()
         ),
     }
+    if strict && warnings > 0 {
+        eprintln!(
+            "error: {}: {warnings} warning(s), which --strict makes errors",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     println!(
-        "{}: ok ({} users, {} ACL rules, upstream {})",
+        "{}: ok ({} users, {} ACL rules, upstream {}, {warnings} warning(s))",
         path.display(),
         config.users.len(),
         config.acl.len(),
         config.upstream
     );
+    ExitCode::SUCCESS
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut scopes = Vec::new();
+    for s in &args.scopes {
+        match regate::auth::scope::Scope::parse_list(s) {
+            Ok(list) => scopes.extend(list),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let labels = if args.labels.is_empty() {
+        None
+    } else {
+        match regate::explain::parse_labels(&args.labels) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let password = if args.password_stdin {
+        let mut input = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+            eprintln!("error: reading stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        // One trailing newline is the terminal's, not the password's.
+        let password = input.strip_suffix('\n').unwrap_or(&input);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        Some(regate::auth::Secret::new(password))
+    } else {
+        None
+    };
+    let report = regate::explain::explain(
+        &config,
+        &regate::explain::Input {
+            account: &args.account,
+            password: password.as_ref(),
+            ip: args.ip,
+            labels: labels.as_ref(),
+            scopes: &scopes,
+        },
+    );
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.to_text());
+    }
     ExitCode::SUCCESS
 }
 

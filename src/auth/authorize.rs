@@ -85,6 +85,22 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
     }
 }
 
+/// The actions to ask the ACL about. A request for `*` on a repository (skopeo delete)
+/// is a request for everything: ask for each action too, so a rule listing pull, push
+/// and delete grants them. `registry:catalog:*` stays literal: registry:2 wants the `*`
+/// itself there.
+pub fn requested_actions(scope: &Scope) -> Vec<String> {
+    let mut requested = scope.actions.clone();
+    if scope.resource_type == "repository" && requested.iter().any(|a| a == "*") {
+        for a in ["pull", "push", "delete"] {
+            if !requested.iter().any(|r| r == a) {
+                requested.push(a.to_owned());
+            }
+        }
+    }
+    requested
+}
+
 /// One ACL decision per requested scope; every scope is listed in the result, with no
 /// actions where denied (docker_auth does the same). A robot is judged by its own rules.
 pub fn decide(
@@ -98,18 +114,7 @@ pub fn decide(
     scopes
         .iter()
         .map(|scope| {
-            // A request for `*` on a repository (skopeo delete) is a request for
-            // everything: ask the ACL for each action too, so a rule listing pull, push
-            // and delete grants them. `registry:catalog:*` stays literal: registry:2
-            // wants the `*` itself there.
-            let mut requested = scope.actions.clone();
-            if scope.resource_type == "repository" && requested.iter().any(|a| a == "*") {
-                for a in ["pull", "push", "delete"] {
-                    if !requested.iter().any(|r| r == a) {
-                        requested.push(a.to_owned());
-                    }
-                }
-            }
+            let requested = requested_actions(scope);
             let request = acl::Request {
                 account: &identity.account,
                 labels: &identity.labels,
@@ -119,12 +124,21 @@ pub fn decide(
                 name: &scope.name,
                 actions: &requested,
             };
-            let decision = rules.explain(&request).decision;
-            let source = if identity.acl.is_some() {
-                "robot acl"
-            } else {
-                "acl"
+            let explanation = rules.explain(&request);
+            let list = match identity.acl {
+                Some(_) => format!("robots.{}.acl", identity.account),
+                None => "acl".to_owned(),
             };
+            if explanation.decision.actions.is_empty() {
+                tracing::info!(
+                    client = %client_ip,
+                    account = %identity.account,
+                    scope = %scope,
+                    "denied: {}",
+                    crate::explain::denial_reason(&explanation, rules, &list)
+                );
+            }
+            let decision = explanation.decision;
             let rule = decision
                 .rule
                 .map(|i| {
@@ -132,7 +146,7 @@ pub fn decide(
                         .comment(i)
                         .map(|c| format!(" ({c})"))
                         .unwrap_or_default();
-                    format!("{source}[{i}]{comment}")
+                    format!("{list}[{i}]{comment}")
                 })
                 .unwrap_or_else(|| "no rule matched".to_owned());
             tracing::info!(

@@ -41,7 +41,14 @@ pub enum KeyError {
 /// The key regate signs tokens with, and everything a token header says about it.
 pub struct SigningKey {
     pub algorithm: Algorithm,
+    /// The `kid` tokens carry: the libtrust key ID, or the RFC 7638 thumbprint.
     pub kid: String,
+    /// registry 2.x looks the verifying certificate up by this.
+    pub libtrust_kid: String,
+    /// RFC 7638 JWK thumbprint: registry v3 looks keys up by this.
+    pub thumbprint: String,
+    /// The public key as a JWK (RFC 7517), without `kid`.
+    pub jwk: serde_json::Map<String, serde_json::Value>,
     /// The certificate chain, base64 DER, for the `x5c` header.
     pub x5c: Vec<String>,
     pub encoding: EncodingKey,
@@ -87,32 +94,63 @@ impl SigningKey {
         let unsupported = || KeyError::Unsupported {
             path: cert_path.to_owned(),
         };
-        let (algorithm, decoding) = match spki.parsed() {
-            Ok(x509_parser::public_key::PublicKey::RSA(_)) => (
-                Algorithm::RS256,
-                DecodingKey::from_rsa_der(&spki.subject_public_key.data),
-            ),
+        let b64u = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (algorithm, decoding, jwk) = match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+                let unsigned = |b: &[u8]| {
+                    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+                    b64u.encode(&b[start..])
+                };
+                // RFC 7638 member order: e, kty, n.
+                let jwk = serde_json::json!({
+                    "e": unsigned(rsa.exponent),
+                    "kty": "RSA",
+                    "n": unsigned(rsa.modulus),
+                });
+                (
+                    Algorithm::RS256,
+                    DecodingKey::from_rsa_der(&spki.subject_public_key.data),
+                    jwk,
+                )
+            }
             Ok(x509_parser::public_key::PublicKey::EC(_)) => {
                 let curve = spki
                     .algorithm
                     .parameters
                     .as_ref()
                     .and_then(|p| p.as_oid().ok());
-                let algorithm = match curve {
-                    Some(oid) if oid == x509_parser::oid_registry::OID_EC_P256 => Algorithm::ES256,
+                let (algorithm, crv, size) = match curve {
+                    Some(oid) if oid == x509_parser::oid_registry::OID_EC_P256 => {
+                        (Algorithm::ES256, "P-256", 32)
+                    }
                     Some(oid) if oid == x509_parser::oid_registry::OID_NIST_EC_P384 => {
-                        Algorithm::ES384
+                        (Algorithm::ES384, "P-384", 48)
                     }
                     _ => return Err(unsupported()),
                 };
-                (
-                    algorithm,
-                    DecodingKey::from_ec_der(&spki.subject_public_key.data),
-                )
+                // The key's own point (uncompressed: 04 || X || Y, each of the field
+                // size), not the curve's generator that registry v3.0.0 hashed.
+                let point = &spki.subject_public_key.data;
+                if point.len() != 1 + 2 * size || point[0] != 4 {
+                    return Err(unsupported());
+                }
+                // RFC 7638 member order: crv, kty, x, y.
+                let jwk = serde_json::json!({
+                    "crv": crv,
+                    "kty": "EC",
+                    "x": b64u.encode(&point[1..1 + size]),
+                    "y": b64u.encode(&point[1 + size..]),
+                });
+                (algorithm, DecodingKey::from_ec_der(point), jwk)
             }
             _ => return Err(unsupported()),
         };
-        let kid = libtrust_key_id(spki.raw);
+        let libtrust_kid = libtrust_key_id(spki.raw);
+        let thumbprint = jwk_thumbprint(&jwk);
+        let jwk = match jwk {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
         let encoding = load_private_key(key_path, algorithm)?;
 
         // A key that does not match its certificate would sign tokens nobody accepts;
@@ -137,7 +175,10 @@ impl SigningKey {
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(SigningKey {
             algorithm,
-            kid,
+            kid: libtrust_kid.clone(),
+            libtrust_kid,
+            thumbprint,
+            jwk,
             x5c: chain.iter().map(|c| b64.encode(c)).collect(),
             encoding,
             decoding,
@@ -155,6 +196,41 @@ impl SigningKey {
         }
         generate(dir, &cert, &key)?;
         Ok((SigningKey::load(&cert, &key)?, true))
+    }
+}
+
+/// Which key ID tokens carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KidFormat {
+    /// libtrust's (registry 2.x, docker_auth's default).
+    #[default]
+    Libtrust,
+    /// The RFC 7638 JWK thumbprint (registry v3, and JWKS documents).
+    Rfc7638,
+}
+
+impl SigningKey {
+    pub fn with_kid_format(mut self, format: KidFormat) -> SigningKey {
+        self.kid = match format {
+            KidFormat::Libtrust => self.libtrust_kid.clone(),
+            KidFormat::Rfc7638 => self.thumbprint.clone(),
+        };
+        self
+    }
+
+    /// The public key as a JWKS document (RFC 7517), in the form registry v3's
+    /// `auth.token.jwks` reads.
+    pub fn jwks(&self) -> serde_json::Value {
+        let mut jwk = self.jwk.clone();
+        jwk.insert("kid".into(), self.kid.clone().into());
+        jwk.insert("use".into(), "sig".into());
+        let alg = match self.algorithm {
+            Algorithm::ES384 => "ES384",
+            Algorithm::RS256 => "RS256",
+            _ => "ES256",
+        };
+        jwk.insert("alg".into(), alg.into());
+        serde_json::json!({ "keys": [jwk] })
     }
 }
 
@@ -259,6 +335,14 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(content);
     out
+}
+
+/// RFC 7638: SHA-256 of the JWK's required members, sorted, without whitespace, in
+/// base64url. serde_json's map keeps keys sorted, which is exactly that canonical form.
+pub fn jwk_thumbprint(jwk: &serde_json::Value) -> String {
+    let canonical = serde_json::to_vec(jwk).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 /// libtrust's key ID (docker/libtrust `util.go` `keyIDFromCryptoKey`): SHA-256 of the DER

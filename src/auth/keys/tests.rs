@@ -105,3 +105,46 @@ fn openssl_key_formats_load() {
     let err = SigningKey::load(&d.join("ec.crt"), &d.join("other.key")).unwrap_err();
     assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
 }
+
+#[test]
+fn rfc7638_thumbprint_vector() {
+    // RFC 7638 section 3.1.
+    let jwk = serde_json::json!({
+        "kty": "RSA",
+        "e": "AQAB",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+    });
+    assert_eq!(
+        jwk_thumbprint(&jwk),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+}
+
+#[test]
+fn jwks_verifies_tokens_signed_with_the_thumbprint_kid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = SigningKey::load_or_generate(dir.path()).unwrap();
+    let key = key.with_kid_format(KidFormat::Rfc7638);
+    assert_eq!(key.kid, key.thumbprint);
+    assert_ne!(key.thumbprint, key.libtrust_kid);
+    // EC thumbprints come from the key's own point: two keys never share one.
+    let other = tempfile::tempdir().unwrap();
+    let (other, _) = SigningKey::load_or_generate(other.path()).unwrap();
+    assert_ne!(other.thumbprint, key.thumbprint);
+
+    let mut header = jsonwebtoken::Header::new(key.algorithm);
+    header.kid = Some(key.kid.clone());
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "x", "exp": u32::MAX}),
+        &key.encoding,
+    )
+    .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(key.jwks()).unwrap();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).expect("the token's kid is in the JWKS");
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(key.algorithm);
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+}

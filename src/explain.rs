@@ -1,0 +1,356 @@
+//! `regate explain`: for an account and some scopes, which rule decides each scope, what it
+//! grants, and why every earlier rule did not match; and [`denial_reason`], the same
+//! reason in one line for the token endpoint's log.
+//!
+//! Everything here is pure (bcrypt aside): the binary parses arguments and prints.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::acl::{self, Acl, Explanation, Labels};
+use crate::auth::scope::Scope;
+use crate::auth::Secret;
+use crate::config::Config;
+
+#[cfg(test)]
+mod tests;
+
+/// What to explain.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// `""` for anonymous.
+    pub account: &'a str,
+    /// Checked against the user's bcrypt hash when given.
+    pub password: Option<&'a Secret>,
+    /// The client address; `None` and rules with `ip` do not match.
+    pub ip: Option<IpAddr>,
+    /// Labels to use instead of the user's own (`--label`).
+    pub labels: Option<&'a Labels>,
+    pub scopes: &'a [Scope],
+}
+
+/// Who the account is, as the token endpoint would see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Account {
+    /// A named entry in `users` (or the htpasswd file).
+    User,
+    /// A robot in `robots`: judged by its own rules only.
+    Robot,
+    /// A robot past its `expires`: a token request gets 401.
+    RobotExpired,
+    /// Not in `users`: a token request gets 401.
+    Unknown,
+    /// `""` with the `"": {}` entry.
+    Anonymous,
+    /// `""` without it: a request without credentials gets 401.
+    AnonymousDisabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Password {
+    Correct,
+    Wrong,
+    /// No such user, so nothing to check against.
+    NoUser,
+    /// Anonymous requests carry none.
+    Anonymous,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub account: String,
+    pub status: Account,
+    /// The rules that judge the account: `acl`, or `robots.NAME.acl` for a robot.
+    pub acl: String,
+    pub labels: Labels,
+    /// `users`, `--label`, or `none` (an unknown account without `--label`).
+    pub labels_from: &'static str,
+    /// `None` when no password was given.
+    pub password: Option<Password>,
+    pub ip: Option<IpAddr>,
+    pub service: String,
+    pub scopes: Vec<ScopeReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScopeReport {
+    /// As asked, e.g. `repository:alice/app:pull,push`.
+    pub scope: String,
+    /// The actions the ACL is asked for (a repository `*` adds pull, push and delete).
+    pub requested: Vec<String>,
+    /// The deciding rule, `None` when no rule matched.
+    pub rule: Option<usize>,
+    pub comment: Option<String>,
+    /// The deciding rule's `actions` as written.
+    pub rule_actions: Option<Vec<String>>,
+    pub granted: Vec<String>,
+    pub denied: Vec<String>,
+    /// Every rule before the deciding one (or all, when none matched), with why it did not.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub rule: usize,
+    pub comment: Option<String>,
+    pub reason: String,
+}
+
+/// `--label k=v` arguments; a key given twice has both values.
+pub fn parse_labels(args: &[String]) -> Result<Labels, String> {
+    let mut labels = Labels::new();
+    for arg in args {
+        let (k, v) = arg
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| format!("label {arg:?} is not KEY=VALUE"))?;
+        labels.entry(k.to_owned()).or_default().push(v.to_owned());
+    }
+    Ok(labels)
+}
+
+/// Decides each scope as the token endpoint would, and says why.
+pub fn explain(config: &Config, input: &Input<'_>) -> Report {
+    let user = config.users.get(input.account);
+    let robot = user.and_then(|u| u.robot.as_ref());
+    let status = match (input.account.is_empty(), user.is_some(), robot) {
+        (false, _, Some(r)) if r.expires.is_some_and(|t| t <= SystemTime::now()) => {
+            Account::RobotExpired
+        }
+        (false, _, Some(_)) => Account::Robot,
+        (false, true, None) => Account::User,
+        (false, false, None) => Account::Unknown,
+        (true, true, _) => Account::Anonymous,
+        (true, false, _) => Account::AnonymousDisabled,
+    };
+    // As the token endpoint does: a robot is judged by its own rules only.
+    let (rules, acl_key): (&Acl, String) = match robot {
+        Some(r) => (&r.acl, format!("robots.{}.acl", input.account)),
+        None => (&config.acl, "acl".to_owned()),
+    };
+    let (labels, labels_from) = match (input.labels, user) {
+        (Some(l), _) => (l.clone(), "--label"),
+        (None, Some(u)) => (u.labels.clone(), "users"),
+        (None, None) => (Labels::new(), "none"),
+    };
+    let password = input.password.map(|p| match (status, user) {
+        (Account::Anonymous | Account::AnonymousDisabled, _) => Password::Anonymous,
+        (_, Some(u)) => {
+            let ok = u
+                .password_hash
+                .as_deref()
+                .is_some_and(|h| bcrypt::verify(p.expose(), h).unwrap_or(false));
+            if ok {
+                Password::Correct
+            } else {
+                Password::Wrong
+            }
+        }
+        (_, None) => Password::NoUser,
+    });
+    let service = config.token.service.clone();
+    let scopes = input
+        .scopes
+        .iter()
+        .map(|scope| {
+            let requested = crate::auth::authorize::requested_actions(scope);
+            let explanation = rules.explain(&acl::Request {
+                account: input.account,
+                labels: &labels,
+                ip: input.ip,
+                service: &service,
+                resource_type: &scope.resource_type,
+                name: &scope.name,
+                actions: &requested,
+            });
+            scope_report(rules, scope, requested, explanation)
+        })
+        .collect();
+    Report {
+        account: input.account.to_owned(),
+        status,
+        acl: acl_key,
+        labels,
+        labels_from,
+        password,
+        ip: input.ip,
+        service,
+        scopes,
+    }
+}
+
+fn scope_report(
+    acl: &Acl,
+    scope: &Scope,
+    requested: Vec<String>,
+    explanation: Explanation,
+) -> ScopeReport {
+    let decision = explanation.decision;
+    let granted = decision.actions;
+    // A repository `*` stands for the three actions it was expanded to: report those.
+    let star_expanded = requested.len() > scope.actions.len();
+    let denied = requested
+        .iter()
+        .filter(|a| !(star_expanded && *a == "*"))
+        .filter(|a| !granted.contains(a))
+        .cloned()
+        .collect();
+    ScopeReport {
+        scope: scope.to_string(),
+        rule: decision.rule,
+        comment: decision
+            .rule
+            .and_then(|i| acl.comment(i))
+            .map(str::to_owned),
+        rule_actions: decision
+            .rule
+            .and_then(|i| acl.entries().get(i))
+            .map(|e| e.actions.clone()),
+        granted,
+        denied,
+        skipped: explanation
+            .skipped
+            .into_iter()
+            .map(|(rule, reason)| Skipped {
+                rule,
+                comment: acl.comment(rule).map(str::to_owned),
+                reason,
+            })
+            .collect(),
+        requested,
+    }
+}
+
+/// `acl[3] "comment"`, or `robots.ci.acl[3]`.
+fn rule_name(list: &str, rule: usize, comment: Option<&str>) -> String {
+    match comment {
+        Some(c) => format!("{list}[{rule}] {c:?}"),
+        None => format!("{list}[{rule}]"),
+    }
+}
+
+fn list(actions: &[String]) -> String {
+    if actions.is_empty() {
+        "(none)".to_owned()
+    } else {
+        actions.join(",")
+    }
+}
+
+impl Report {
+    /// Plain text: one fact a line, `key: value`, each scope's lines indented under it.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let account = &self.account;
+        let who = match self.status {
+            Account::User => format!("account: {account:?}: a user in `users`"),
+            Account::Robot => format!("account: {account:?}: a robot in `robots`, judged only by its own rules ({})", self.acl),
+            Account::RobotExpired => format!("account: {account:?}: a robot past its `expires`: a token request gets 401 (this robot account has expired); its rules are explained anyway"),
+            Account::Unknown => format!("account: {account:?}: no such user in `users`: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
+            Account::Anonymous => "account: \"\" (anonymous): allowed by the \"\" entry in `users`".to_owned(),
+            Account::AnonymousDisabled => "account: \"\" (anonymous): `users` has no \"\" entry, so a request without credentials gets 401 before the ACL; the ACL is explained anyway".to_owned(),
+        };
+        let _ = writeln!(out, "{who}");
+        let labels = if self.labels.is_empty() {
+            "(none)".to_owned()
+        } else {
+            self.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.join("|")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(out, "labels: {labels} (from {})", self.labels_from);
+        if let Some(p) = self.password {
+            let text = match p {
+                Password::Correct => "correct",
+                Password::Wrong => {
+                    "wrong: a token request gets 401 (incorrect username or password)"
+                }
+                Password::NoUser => "not checked: no such user",
+                Password::Anonymous => "not checked: anonymous requests carry no password",
+            };
+            let _ = writeln!(out, "password: {text}");
+        }
+        match self.ip {
+            Some(ip) => {
+                let _ = writeln!(out, "ip: {ip}");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "ip: (none given: rules with `ip` do not match; use --ip)"
+                );
+            }
+        }
+        let _ = writeln!(out, "service: {:?}", self.service);
+        for s in &self.scopes {
+            let _ = writeln!(out, "\nscope: {}", s.scope);
+            let _ = writeln!(out, "  asks: {}", list(&s.requested));
+            for k in &s.skipped {
+                let name = rule_name(&self.acl, k.rule, k.comment.as_deref());
+                let _ = writeln!(out, "  {name}: no match: {}", k.reason);
+            }
+            match (s.rule, &s.rule_actions) {
+                (Some(rule), Some(actions)) => {
+                    let name = rule_name(&self.acl, rule, s.comment.as_deref());
+                    let _ = writeln!(out, "  {name}: decides: actions {actions:?}");
+                }
+                _ => {
+                    let _ = writeln!(out, "  no rule matched: denied by default");
+                }
+            }
+            let _ = writeln!(out, "  granted: {}", list(&s.granted));
+            let _ = writeln!(out, "  denied: {}", list(&s.denied));
+        }
+        out
+    }
+}
+
+/// How many skipped rules a log line names before it says "and N more".
+const LOG_SKIPPED: usize = 10;
+
+/// One line for the log of a denied (or partly denied) scope: the deciding rule and what
+/// it allows, or that none matched, and why the rules before it did not match. `list`
+/// names the rules in `acl` as the config does: `acl`, or `robots.NAME.acl` for a robot.
+pub fn denial_reason(explanation: &Explanation, acl: &Acl, list: &str) -> String {
+    let mut out = match explanation.decision.rule {
+        Some(i) => {
+            let allows = acl
+                .entries()
+                .get(i)
+                .map(|e| format!("{:?}", e.actions))
+                .unwrap_or_default();
+            format!(
+                "{} decided, allowing {allows}",
+                rule_name(list, i, acl.comment(i))
+            )
+        }
+        None if acl.is_empty() => "the ACL is empty (denied by default)".to_owned(),
+        None => "no rule matched (denied by default)".to_owned(),
+    };
+    let skipped = &explanation.skipped;
+    if !skipped.is_empty() {
+        let before = if explanation.decision.rule.is_some() {
+            "; before it"
+        } else {
+            ""
+        };
+        let _ = write!(out, "{before}: ");
+        let shown: Vec<String> = skipped
+            .iter()
+            .take(LOG_SKIPPED)
+            .map(|(i, why)| format!("{list}[{i}] {why}"))
+            .collect();
+        out.push_str(&shown.join("; "));
+        if skipped.len() > LOG_SKIPPED {
+            let _ = write!(out, "; and {} more", skipped.len() - LOG_SKIPPED);
+        }
+    }
+    out
+}

@@ -1,0 +1,590 @@
+//! `regate check`'s lints: things a config that loads may still get wrong. Each finding is
+//! a [`Warning`] located like a [`ConfigError`] (`file:line:column: key: message`).
+//!
+//! Every lint must be provable from the config alone: a warning that is sometimes wrong
+//! teaches operators to ignore warnings. So shadowing is reported only when an earlier rule
+//! provably matches everything a later one matches, and patterns with placeholders are
+//! compared only when written identically.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::acl::{Acl, Labels, RawEntry, RawMatch, Request};
+use crate::auth::users::User;
+use crate::config::{display_path, edit_distance, key, locate, Config, ConfigError, Seg};
+
+#[cfg(test)]
+mod tests;
+
+/// One finding: `file:line:column: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: PathBuf,
+    pub position: Option<(usize, usize)>,
+    /// e.g. `acl[1].match.account`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ": {}: {}", self.key, self.message)
+    }
+}
+
+/// Reads and validates the config at `path`, then lints it.
+pub fn load_and_lint(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        position: None,
+        key: None,
+        message: format!("cannot read the config: {e}"),
+        hint: None,
+    })?;
+    let config = Config::parse(path, &src)?;
+    let warnings = lint(&config, &src);
+    Ok((config, warnings))
+}
+
+/// Lints a loaded config; `src` is the text it was parsed from (for line and column).
+/// Warnings come in file order.
+pub fn lint(config: &Config, src: &str) -> Vec<Warning> {
+    // The global `acl` judges every account but robots; a robot only its own rules.
+    let people: Vec<(&String, &User)> = config
+        .users
+        .iter()
+        .filter(|(_, u)| u.robot.is_none())
+        .collect();
+    let mut out = Linter::new(
+        config,
+        src,
+        vec![key("acl")],
+        &config.acl,
+        None,
+        people.iter().map(|(n, _)| n.to_string()).collect(),
+        people
+            .iter()
+            .flat_map(|(_, u)| u.labels.keys().cloned())
+            .collect(),
+    )
+    .run();
+    let mut robots: Vec<(&String, &User)> = config
+        .users
+        .iter()
+        .filter(|(_, u)| u.robot.is_some())
+        .collect();
+    robots.sort_by_key(|(n, _)| *n);
+    for (name, user) in robots {
+        let Some(robot) = &user.robot else { continue };
+        out.extend(
+            Linter::new(
+                config,
+                src,
+                vec![key("robots"), key(name), key("acl")],
+                &robot.acl,
+                Some(name),
+                vec![name.to_string()],
+                user.labels.keys().cloned().collect(),
+            )
+            .run(),
+        );
+    }
+    out.sort_by_key(|w| w.position.unwrap_or((usize::MAX, usize::MAX)));
+    out
+}
+
+const FIELDS: [&str; 4] = ["account", "type", "name", "service"];
+const ACTIONS: [&str; 4] = ["pull", "push", "delete", "*"];
+
+/// Lints one list of rules: the global `acl`, or one robot's.
+struct Linter<'a> {
+    config: &'a Config,
+    src: &'a str,
+    /// Where the list is: `acl`, or `robots.NAME.acl`.
+    prefix: Vec<Seg>,
+    acl: &'a Acl,
+    /// The robot whose rules these are.
+    robot: Option<&'a str>,
+    /// The accounts these rules can judge.
+    accounts: Vec<String>,
+    /// The label keys those accounts have.
+    label_keys: BTreeSet<String>,
+    /// `probe` results: the same pattern meets the same value once per pair of rules.
+    probes: RefCell<HashMap<(String, String, String), bool>>,
+    /// Per rule: it matches every request.
+    match_all: Vec<bool>,
+    out: Vec<Warning>,
+}
+
+fn field_raw<'m>(m: &'m RawMatch, field: &str) -> Option<&'m str> {
+    match field {
+        "account" => m.account.as_deref(),
+        "type" => m.type_.as_deref(),
+        "name" => m.name.as_deref(),
+        "service" => m.service.as_deref(),
+        _ => None,
+    }
+}
+
+impl<'a> Linter<'a> {
+    fn new(
+        config: &'a Config,
+        src: &'a str,
+        prefix: Vec<Seg>,
+        acl: &'a Acl,
+        robot: Option<&'a str>,
+        mut accounts: Vec<String>,
+        label_keys: BTreeSet<String>,
+    ) -> Linter<'a> {
+        accounts.sort();
+        Linter {
+            config,
+            src,
+            prefix,
+            acl,
+            robot,
+            accounts,
+            label_keys,
+            probes: RefCell::default(),
+            match_all: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn run(mut self) -> Vec<Warning> {
+        let entries = self.acl.entries();
+        self.match_all = entries.iter().map(|e| self.matches_all(e)).collect();
+        for (i, entry) in entries.iter().enumerate() {
+            self.accounts(i, entry);
+            self.service(i, entry);
+            self.label_conditions(i, entry);
+            self.placeholders(i, entry);
+            self.actions(i, entry);
+            self.reachability(i, entries);
+        }
+        self.out
+    }
+
+    /// `acl[i]` followed by `rest`.
+    fn path(&self, i: usize, rest: &[&str]) -> Vec<Seg> {
+        let mut path = self.prefix.clone();
+        path.push(Seg::Index(i));
+        path.extend(rest.iter().map(|k| key(k)));
+        path
+    }
+
+    /// `acl[i]`, `robots.ci.acl[i]`.
+    fn name(&self, i: usize) -> String {
+        display_path(&self.path(i, &[]))
+    }
+
+    fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.out.push(Warning {
+            file: self.config.path.clone(),
+            position: locate(self.src, path),
+            key: display_path(path),
+            message: message.into(),
+        });
+    }
+
+    fn line_of(&self, i: usize) -> Option<usize> {
+        locate(self.src, &self.path(i, &[])).map(|(line, _)| line)
+    }
+
+    /// A rule for an account nobody can authenticate as never applies.
+    fn accounts(&mut self, i: usize, entry: &RawEntry) {
+        let Some(raw) = entry.match_.account.as_deref() else {
+            return;
+        };
+        let path = self.path(i, &["match", "account"]);
+        if raw.contains("${") {
+            return; // depends on the request; the placeholder lints look at it
+        }
+        let literal = self.acl.literal_accounts().any(|(r, _)| r == i);
+        if let Some(robot) = self.robot {
+            if !self.probe(Probe::Field("account"), raw, robot) {
+                self.warn(&path, format!("{raw:?} does not match {robot:?}, the only account a robot's own rules judge; the rule never applies"));
+            }
+        } else if literal && raw.is_empty() {
+            if !self.config.users.contains_key("") {
+                self.warn(&path, "a rule for anonymous requests (\"\") never applies: `users` has no \"\" entry, so a request without credentials is refused (401) before the ACL is consulted; add `\"\": {}` to users to allow anonymous access");
+            }
+        } else if literal {
+            let robot = self
+                .config
+                .users
+                .get(raw)
+                .is_some_and(|u| u.robot.is_some());
+            if robot {
+                self.warn(&path, format!("{raw:?} is a robot account, judged only by its own rules (robots.{raw}.acl); the rule never applies"));
+            } else if !self.config.users.contains_key(raw) {
+                let message = match self.closest_user(raw) {
+                    Some(best) => format!("no user {raw:?}; did you mean {best:?}?"),
+                    None => format!("no user {raw:?}; the rule never applies"),
+                };
+                self.warn(&path, message);
+            }
+        } else if !self
+            .accounts
+            .iter()
+            .any(|a| self.probe(Probe::Field("account"), raw, a))
+        {
+            self.warn(
+                &path,
+                format!("{raw:?} matches no user in `users`; the rule never applies"),
+            );
+        }
+    }
+
+    fn closest_user(&self, name: &str) -> Option<&str> {
+        self.accounts
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| (edit_distance(name, a), a.as_str()))
+            .filter(|(d, a)| *d <= 2.max(a.chars().count() / 3))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, a)| a)
+    }
+
+    /// Every token request carries this gateway's `token.service`; another never matches.
+    fn service(&mut self, i: usize, entry: &RawEntry) {
+        let Some(raw) = entry.match_.service.as_deref() else {
+            return;
+        };
+        if raw.contains("${") {
+            return;
+        }
+        let service = &self.config.token.service;
+        if !self.probe(Probe::Field("service"), raw, service) {
+            self.warn(
+                &self.path(i, &["match", "service"]),
+                format!("{raw:?} does not match this gateway's service {service:?} (token.service), which every token request carries; the rule never applies"),
+            );
+        }
+    }
+
+    /// A label condition needs the label; if no user has it, the rule never applies.
+    fn label_conditions(&mut self, i: usize, entry: &RawEntry) {
+        for label in entry.match_.labels.iter().flat_map(|l| l.keys()) {
+            if !self.label_keys.contains(label) {
+                self.warn(
+                    &self.path(i, &["match", "labels", label]),
+                    format!("no user has a label {label:?}; the rule never applies"),
+                );
+            }
+        }
+    }
+
+    /// Placeholders that cannot expand where they are written (docker_auth.md §1.1).
+    fn placeholders(&mut self, i: usize, entry: &RawEntry) {
+        let m = &entry.match_;
+        let mut patterns: Vec<(Vec<&str>, &str, Option<&str>)> = FIELDS
+            .iter()
+            .filter_map(|f| Some((vec!["match", *f], field_raw(m, f)?, Some(*f))))
+            .collect();
+        for (label, raw) in m.labels.iter().flatten() {
+            patterns.push((vec!["match", "labels", label.as_str()], raw, None));
+        }
+        for (keys, raw, field) in patterns {
+            let path = self.path(i, &keys);
+            for ph in placeholders(raw) {
+                match (ph, field) {
+                    (Placeholder::Label(k), None) => self.warn(&path, format!("`${{labels:{k}}}` never expands in a label pattern (docker_auth substitutes labels only into account, type, name and service); it is matched as literal text")),
+                    (Placeholder::Label(k), Some(_)) if !self.label_keys.contains(k) => self.warn(&path, format!("no user has a label {k:?}, so `${{labels:{k}}}` never expands; it is matched as literal text")),
+                    (Placeholder::Var(v), Some(f)) if v == f => self.warn(&path, format!("`${{{v}}}` in match.{f} compares the {f} with itself: alone it always matches, with other text it never does; placeholders relate one field to another, e.g. name: \"${{account}}/*\"")),
+                    (Placeholder::Unknown(inner), _) => {
+                        let hint = suggest_placeholder(inner)
+                            .map(|s| format!("; did you mean `${{{s}}}`?"))
+                            .unwrap_or_default();
+                        self.warn(&path, format!("`${{{inner}}}` is not a placeholder (account, type, name, service, labels:KEY, FIELD:N); it is matched as literal text{hint}"));
+                    }
+                    _ => {}
+                }
+            }
+            for inner in missing_dollar(raw) {
+                self.warn(&path, format!("`{{{inner}}}` lacks the `$` of a placeholder and is matched as literal text; write `${{{inner}}}`"));
+            }
+        }
+    }
+
+    fn actions(&mut self, i: usize, entry: &RawEntry) {
+        let path = self.path(i, &["actions"]);
+        let actions = &entry.actions;
+        let has = |a: &str| actions.iter().any(|x| x == a);
+        for unknown in actions.iter().filter(|a| !ACTIONS.contains(&a.as_str())) {
+            self.warn(&path, format!("{unknown:?} is not an action registry clients ask for (pull, push, delete, or \"*\"); it grants nothing"));
+        }
+        let all = actions.len() == 1 && actions[0] == "*";
+        if has("*") && !all {
+            self.warn(&path, "beside other actions, \"*\" is not a wildcard: it grants only a request for \"*\" itself (registry:catalog:*); write [\"*\"] alone to grant whatever is asked");
+        }
+        if has("push") && !has("pull") && !all {
+            self.warn(&path, "grants push without pull: docker push asks for pull,push and the registry needs pull to check blobs, so pushes fail; add \"pull\"");
+        }
+        if entry.match_.type_.as_deref() == Some("registry") && !actions.is_empty() && !has("*") {
+            self.warn(&path, "the catalog (registry:catalog:*) asks for \"*\"; without it this rule grants nothing there");
+        }
+    }
+
+    /// A match-all rule that is not last, or a rule an earlier rule always beats.
+    fn reachability(&mut self, j: usize, entries: &[RawEntry]) {
+        let entry = &entries[j];
+        if self.match_all[j] {
+            if j + 1 < entries.len() {
+                let after = if j + 2 == entries.len() {
+                    format!("{} never applies", self.name(j + 1))
+                } else {
+                    format!(
+                        "{}..{} never apply",
+                        self.name(j + 1),
+                        self.name(entries.len() - 1)
+                    )
+                };
+                self.warn(
+                    &self.path(j, &["match"]),
+                    format!("matches every request, so {after}: the first matching rule decides; a match-all rule belongs last"),
+                );
+            }
+            return;
+        }
+        // After a match-all rule, which is reported once at itself, nothing more to say.
+        if self.match_all[..j].contains(&true) {
+            return;
+        }
+        let shadow = (0..j).find(|&i| self.covers(&entries[i], entry));
+        if let Some(i) = shadow {
+            let at = self
+                .line_of(i)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
+            let comment = entries[i]
+                .comment
+                .as_deref()
+                .map(|c| format!(" {c:?}"))
+                .unwrap_or_default();
+            let earlier = self.name(i);
+            self.warn(
+                &self.path(j, &[]),
+                format!("never applies: {earlier}{comment}{at} matches every request this rule matches, and the first matching rule decides"),
+            );
+        }
+    }
+
+    fn matches_all(&self, e: &RawEntry) -> bool {
+        let m = &e.match_;
+        FIELDS
+            .iter()
+            .all(|f| field_raw(m, f).map_or(true, |raw| self.universal(f, raw)))
+            && m.ip.is_none()
+            && m.labels.as_ref().map_or(true, |l| l.is_empty())
+    }
+
+    /// Whether a pattern provably matches every value the field can take.
+    fn universal(&self, field: &str, raw: &str) -> bool {
+        let any_regex = regex_source(raw)
+            .is_some_and(|s| [".*", "^.*", ".*$", "^.*$", "^", "$", ".*?"].contains(&s));
+        any_regex
+            || match field {
+                // Resource types are [a-z0-9]+ (the scope grammar): no `/` for `*` to miss.
+                "type" => raw == "*",
+                // Every request carries token.service.
+                "service" => {
+                    !raw.contains("${")
+                        && self.probe(Probe::Field("service"), raw, &self.config.token.service)
+                }
+                _ => false,
+            }
+    }
+
+    /// Whether every request `later` matches is also matched by `earlier`.
+    fn covers(&self, earlier: &RawEntry, later: &RawEntry) -> bool {
+        let (a, b) = (&earlier.match_, &later.match_);
+        let fields = FIELDS.iter().all(|f| match field_raw(a, f) {
+            None => true,
+            Some(pa) if self.universal(f, pa) => true,
+            Some(pa) => field_raw(b, f).is_some_and(|pb| {
+                self.pattern_covers(Probe::Field(f), pa, pb) && same_captures(pa, a, b)
+            }),
+        });
+        let ip = match (&a.ip, &b.ip) {
+            (None, _) => true,
+            (Some(x), Some(y)) => x == y,
+            (Some(_), None) => false,
+        };
+        let labels = a.labels.iter().flatten().all(|(k, pa)| {
+            b.labels.as_ref().and_then(|l| l.get(k)).is_some_and(|pb| {
+                self.pattern_covers(Probe::Label(k), pa, pb) && same_captures(pa, a, b)
+            })
+        });
+        fields && ip && labels
+    }
+
+    /// `pa` matches everything `pb` matches: written the same, or `pb` is one literal
+    /// value that `pa` (free of placeholders) matches.
+    fn pattern_covers(&self, at: Probe<'_>, pa: &str, pb: &str) -> bool {
+        if pa == pb {
+            return true;
+        }
+        is_literal(pb) && !pa.contains("${") && self.probe(at, pa, pb)
+    }
+
+    fn probe(&self, at: Probe<'_>, pattern: &str, value: &str) -> bool {
+        let place = match at {
+            Probe::Field(f) => f.to_owned(),
+            Probe::Label(k) => format!("labels.{k}"),
+        };
+        let key = (place, pattern.to_owned(), value.to_owned());
+        if let Some(known) = self.probes.borrow().get(&key) {
+            return *known;
+        }
+        let result = probe(at, pattern, value);
+        self.probes.borrow_mut().insert(key, result);
+        result
+    }
+}
+
+/// Identical patterns with `${field:N}` agree only if that field's regex is the same too.
+fn same_captures(pattern: &str, a: &RawMatch, b: &RawMatch) -> bool {
+    placeholders(pattern).iter().all(|ph| match ph {
+        Placeholder::Capture(f, _) => field_raw(a, f) == field_raw(b, f),
+        _ => true,
+    })
+}
+
+fn regex_source(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('/')?.strip_suffix('/')?;
+    (!inner.is_empty()).then_some(inner)
+}
+
+/// Matches exactly one string, itself (the test `Acl::literal_accounts` uses).
+fn is_literal(raw: &str) -> bool {
+    regex_source(raw).is_none() && !raw.contains(['*', '?', '[', '\\']) && !raw.contains("${")
+}
+
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    Field(&'a str),
+    Label(&'a str),
+}
+
+/// Whether `pattern` matches `value` where `at` says, by asking a one-rule ACL: the exact
+/// semantics, with no second implementation to drift. Only for placeholder-free patterns.
+fn probe(at: Probe<'_>, pattern: &str, value: &str) -> bool {
+    let mut m = RawMatch::default();
+    let mut labels = Labels::new();
+    let (mut account, mut resource_type, mut name, mut service) = ("", "repository", "x", "");
+    match at {
+        Probe::Field("account") => (m.account, account) = (Some(pattern.into()), value),
+        Probe::Field("type") => (m.type_, resource_type) = (Some(pattern.into()), value),
+        Probe::Field("name") => (m.name, name) = (Some(pattern.into()), value),
+        Probe::Field(_) => (m.service, service) = (Some(pattern.into()), value),
+        Probe::Label(k) => {
+            m.labels = Some([(k.to_owned(), pattern.to_owned())].into());
+            labels.insert(k.to_owned(), vec![value.to_owned()]);
+        }
+    }
+    let entry = RawEntry {
+        match_: m,
+        actions: vec!["*".into()],
+        comment: None,
+    };
+    let Ok(acl) = Acl::compile(&[entry]) else {
+        return false;
+    };
+    let actions = ["pull".to_owned()];
+    acl.authorize(&Request {
+        account,
+        labels: &labels,
+        ip: None,
+        service,
+        resource_type,
+        name,
+        actions: &actions,
+    })
+    .rule
+        == Some(0)
+}
+
+/// A placeholder as docker_auth (and `acl::pattern`) reads one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placeholder<'a> {
+    /// `${account}`, `${type}`, `${name}`, `${service}`.
+    Var(&'a str),
+    /// `${labels:KEY}`.
+    Label(&'a str),
+    /// `${field:N}`.
+    Capture(&'a str, usize),
+    /// `${...}` that is none of those: left as literal text.
+    Unknown(&'a str),
+}
+
+fn classify(inner: &str) -> Placeholder<'_> {
+    if let Some(k) = inner.strip_prefix("labels:") {
+        return Placeholder::Label(k);
+    }
+    if let Some(f) = FIELDS.iter().find(|f| **f == inner) {
+        return Placeholder::Var(f);
+    }
+    if let Some((f, n)) = inner.split_once(':') {
+        let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        if let (Some(f), true) = (FIELDS.iter().find(|x| **x == f), digits) {
+            if let Ok(n) = n.parse() {
+                return Placeholder::Capture(f, n);
+            }
+        }
+    }
+    Placeholder::Unknown(inner)
+}
+
+/// The `${...}` in `raw`, scanned the way `acl::pattern::parse_pieces` scans them.
+fn placeholders(raw: &str) -> Vec<Placeholder<'_>> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        let tail = &rest[start..];
+        let Some(end) = tail.find('}') else { break };
+        let ph = classify(&tail[2..end]);
+        rest = if matches!(ph, Placeholder::Unknown(_)) {
+            &tail[2..]
+        } else {
+            &tail[end + 1..]
+        };
+        out.push(ph);
+    }
+    out
+}
+
+/// `{account}`, `{labels:tier}`...: a placeholder missing its `$` (reference.yml has one).
+fn missing_dollar(raw: &str) -> Vec<&str> {
+    raw.match_indices('{')
+        .filter(|(at, _)| !raw[..*at].ends_with('$'))
+        .filter_map(|(at, _)| {
+            let inner = &raw[at + 1..at + raw[at..].find('}')?];
+            (!matches!(classify(inner), Placeholder::Unknown(_))).then_some(inner)
+        })
+        .collect()
+}
+
+fn suggest_placeholder(inner: &str) -> Option<String> {
+    let close = |word: &str, candidates: &[&str]| {
+        candidates
+            .iter()
+            .map(|c| (edit_distance(word, c), *c))
+            .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, c)| c.to_owned())
+    };
+    match inner.split_once(':') {
+        Some((head, tail)) => {
+            let head = close(head, &["account", "type", "name", "service", "labels"])?;
+            Some(format!("{head}:{tail}"))
+        }
+        None => close(inner, &FIELDS),
+    }
+}

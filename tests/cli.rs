@@ -1,0 +1,311 @@
+//! The `regate` binary's offline commands: `check` (errors and lints) and `explain`, run
+//! as an operator would, on the seed's config.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+fn regate(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
+        .args(args)
+        .env_remove("REGATE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the regate binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `regate hash-password`, as an operator makes a hash.
+fn hash(password: &str) -> String {
+    let out = regate(&["hash-password", "--cost", "4"], &format!("{password}\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// The seed's config (../shared/seed/README.md) as written, typo included, without its
+/// TLS files, and with regate's `upstream`.
+fn seed(dir: &Path) -> String {
+    format!(
+        r#"server:
+  addr: "127.0.0.1:0"
+token:
+  issuer: "Auth Service"
+  expiration: 900
+users:
+  "admin":
+    password: "{admin}"
+  "hussein":
+    password: "{hussein}"
+  "": {{}}
+acl:
+  - match: {{account: "admin"}}
+    actions: ["*"]
+    comment: "admin can do anything"
+  - match: {{account: "hussien", name: "ubuntu"}}
+    actions: ["*"]
+  - match: {{account: "test"}}
+    actions: []
+  - match: {{account: "/.+/"}}
+    actions: ["pull"]
+  - match: {{account: "", name: "hello-world"}}
+    actions: ["pull"]
+upstream:
+  url: "http://127.0.0.1:5000"
+data_dir: "{data}"
+"#,
+        admin = hash("admin-pw"),
+        hussein = hash("hussein-pw"),
+        data = dir.join("data").display(),
+    )
+}
+
+fn write_config(src: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regate.yml");
+    std::fs::write(&path, src).unwrap();
+    (dir, path)
+}
+
+fn seed_file() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regate.yml");
+    std::fs::write(&path, seed(dir.path())).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn check_warns_and_strict_fails() {
+    let (_dir, path) = seed_file();
+    let config = path.to_str().unwrap();
+    let hussien = format!(
+        "warning: {config}:16:13: acl[1].match.account: no user \"hussien\"; did you mean \"hussein\"?"
+    );
+
+    let out = regate(&["check", "--config", config], "");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.lines().any(|l| l == hussien), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {config}:18:13: acl[2].match.account: no user \"test\""
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("warning: ").count(), 2, "{stderr}");
+
+    let out = regate(&["check", "--strict", "--config", config], "");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "--strict fails on warnings");
+    assert!(stderr.lines().any(|l| l == hussien), "{stderr}");
+}
+
+#[test]
+fn check_strict_passes_a_clean_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = seed(dir.path())
+        .replace("hussien", "hussein")
+        .replace("  - match: {account: \"test\"}\n    actions: []\n", "");
+    let (_dir, path) = write_config(&src);
+    let out = regate(
+        &["check", "--strict", "--config", path.to_str().unwrap()],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning"));
+}
+
+#[test]
+fn check_locates_a_lost_indentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let flat: String = seed(dir.path())
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let (_dir, path) = write_config(&flat);
+    let config = path.to_str().unwrap();
+    let out = regate(&["check", "--config", config], "");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("error: {config}:2:1: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `addr`"), "{stderr}");
+    assert!(stderr.contains("indentation"), "{stderr}");
+}
+
+#[test]
+fn explain_says_why_hussein_may_only_pull_ubuntu() {
+    let (_dir, path) = seed_file();
+    let config = path.to_str().unwrap();
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--account",
+            "hussein",
+            "--password-stdin",
+            "repository:ubuntu:pull,push",
+        ],
+        "hussein-pw\n",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for line in [
+        "account: \"hussein\": a user in `users`",
+        "password: correct",
+        "scope: repository:ubuntu:pull,push",
+        "  acl[0] \"admin can do anything\": no match: account \"hussein\" does not match \"admin\"",
+        "  acl[1]: no match: account \"hussein\" does not match \"hussien\"",
+        "  acl[2]: no match: account \"hussein\" does not match \"test\"",
+        "  acl[3]: decides: actions [\"pull\"]",
+        "  granted: pull",
+        "  denied: push",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
+    }
+
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--account",
+            "hussein",
+            "--password-stdin",
+            "repository:ubuntu:pull",
+        ],
+        "wrong\n",
+    );
+    assert!(text(&out.stdout).contains("password: wrong: a token request gets 401"));
+}
+
+#[test]
+fn explain_anonymous_unknown_and_json() {
+    let (_dir, path) = seed_file();
+    let config = path.to_str().unwrap();
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--account",
+            "",
+            "repository:hello-world:pull",
+            "repository:private:pull",
+        ],
+        "",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("  acl[4]: decides: actions [\"pull\"]\n  granted: pull\n"));
+    assert!(
+        stdout.contains("  no rule matched: denied by default\n"),
+        "{stdout}"
+    );
+
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--account",
+            "mallory",
+            "--label",
+            "team=web",
+            "repository:x:pull",
+        ],
+        "",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("no such user in `users`: a token request gets 401"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("labels: team=web (from --label)"),
+        "{stdout}"
+    );
+
+    let out = regate(
+        &[
+            "explain",
+            "--json",
+            "--config",
+            config,
+            "--account",
+            "admin",
+            "registry:catalog:*",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "user");
+    assert_eq!(v["scopes"][0]["rule"], 0);
+    assert_eq!(v["scopes"][0]["comment"], "admin can do anything");
+    assert_eq!(v["scopes"][0]["granted"], serde_json::json!(["*"]));
+}
+
+#[test]
+fn explain_refuses_bad_input() {
+    let (_dir, path) = seed_file();
+    let config = path.to_str().unwrap();
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--account",
+            "admin",
+            "nonsense",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nonsense"));
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--account",
+            "admin",
+            "--label",
+            "novalue",
+            "repository:x:pull",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let missing = path.with_file_name("missing.yml");
+    let out = regate(
+        &[
+            "explain",
+            "--config",
+            missing.to_str().unwrap(),
+            "--account",
+            "admin",
+            "repository:x:pull",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read the config"));
+}
