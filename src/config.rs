@@ -17,6 +17,7 @@ pub(crate) use locate::{key, locate};
 use raw::{RawConfig, KNOWN_KEYS};
 
 use crate::acl::{Acl, Labels};
+use crate::auth::keys::KidFormat;
 use crate::auth::users::{is_bcrypt, Robot, User};
 
 /// A validated configuration. Loading it touches no file but the config itself; key and
@@ -30,6 +31,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub tls13_only: bool,
     pub hsts: bool,
+    /// Whether HTTP Basic credentials are accepted on registry routes.
+    pub basic_auth: bool,
     pub real_ip: Option<RealIp>,
     pub token: TokenConfig,
     pub users: HashMap<String, User>,
@@ -72,6 +75,7 @@ pub struct TokenConfig {
     pub realm: Option<String>,
     pub expiration: Duration,
     pub refresh_expiration: Duration,
+    pub kid_format: KidFormat,
     /// The signing certificate and key; `None`: generated in `data_dir`.
     pub key: Option<TlsFiles>,
 }
@@ -353,6 +357,20 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         }
         Some(a) => Some(parse_listen(a).map_err(|m| err.at(&srv("http_redirect_addr"), m))?),
     };
+    let basic_auth = match server.basic_auth.as_deref() {
+        None | Some("auto") => tls.is_some(),
+        Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(err.at(
+                &srv("basic_auth"),
+                format!("`{other}` is not auto (HTTPS only), on or off"),
+            ))
+        }
+    };
+    if basic_auth && tls.is_none() {
+        warnings.push("server.basic_auth is on without HTTPS: passwords cross the network in clear text on every request".into());
+    }
     let tls13_only = match server.tls_min_version.as_deref() {
         None | Some("TLS12") | Some("tls12") | Some("1.2") => false,
         Some("TLS13") | Some("tls13") | Some("1.3") => true,
@@ -382,6 +400,16 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             return Err(err.at(
                 &tok("expiration"),
                 format!("{s} is not a positive number of seconds"),
+            ))
+        }
+    };
+    let kid_format = match token.kid_format.as_deref() {
+        None | Some("libtrust") => KidFormat::Libtrust,
+        Some("rfc7638") => KidFormat::Rfc7638,
+        Some(other) => {
+            return Err(err.at(
+                &tok("kid_format"),
+                format!("`{other}` is not libtrust (registry 2.x) or rfc7638 (registry v3)"),
             ))
         }
     };
@@ -429,6 +457,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         realm: token.realm,
         expiration: Duration::from_secs(expiration),
         refresh_expiration: Duration::from_secs(refresh_expiration),
+        kid_format,
         key: token_key,
     };
 
@@ -571,6 +600,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         redirect_listen,
         tls,
         tls13_only,
+        basic_auth,
         hsts: server.hsts.unwrap_or(false),
         real_ip,
         token,

@@ -78,6 +78,8 @@ pub struct RegistryError {
     pub challenge: Option<Box<Challenge>>,
     /// Shown to token clients as `details` (see [`WireErrors`]).
     pub details: Option<String>,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl RegistryError {
@@ -89,6 +91,7 @@ impl RegistryError {
             status: None,
             challenge: None,
             details: None,
+            retry_after: None,
         }
     }
 
@@ -99,6 +102,11 @@ impl RegistryError {
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
+        self
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait.as_secs() + 1);
         self
     }
 
@@ -160,6 +168,9 @@ impl RegistryError {
             CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
+        if let Some(secs) = self.retry_after {
+            headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some(challenge) = &self.challenge {
             if let Ok(v) = HeaderValue::from_str(&challenge.to_string()) {
                 headers.insert(hyper::header::WWW_AUTHENTICATE, v);

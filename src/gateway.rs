@@ -20,9 +20,11 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::auth::authorize::{decide, identify, Login, Refused};
 use crate::auth::challenge::{parse_authorization, Challenge, ChallengeError, Credential};
 use crate::auth::endpoint;
 use crate::auth::scope::Scope;
+use crate::auth::token::Verified;
 use crate::body::{self, Body};
 use crate::error::{self, json_response, Code, RegistryError};
 use crate::proxy::{self, Origin, Upstream};
@@ -144,6 +146,7 @@ impl Gateway {
             }
             Route::Readyz => return Ok(self.readiness().await),
             Route::Metrics => return Ok(metrics_response(rt)),
+            Route::Jwks => return Ok(json_response(StatusCode::OK, &rt.tokens.jwks())),
             Route::Base | Route::Catalog | Route::Repository { .. } => {}
         }
         let method = req.method().clone();
@@ -168,57 +171,75 @@ impl Gateway {
             .unwrap_or_default();
         let mut forward_query = query;
 
-        let challenge = |scopes: Vec<Scope>, error: Option<ChallengeError>| Challenge {
+        let challenge = |error: Option<ChallengeError>| Challenge {
             realm: realm(rt, &req, conn.https),
             service: rt.tokens.service().to_owned(),
-            scopes,
+            scopes: required.clone(),
             error,
         };
-        match parse_authorization(req.headers().get(hyper::header::AUTHORIZATION)) {
+        let credential = parse_authorization(req.headers().get(hyper::header::AUTHORIZATION));
+        let (grant, upstream_bearer) = match credential {
             Credential::Bearer(token) => match rt.tokens.verify(token.expose()) {
+                Ok(verified) => (verified, None),
                 Err(e) => {
                     tracing::info!(client = %client_ip, error = %e, "token refused");
-                    return Err(RegistryError::unauthorized(challenge(
-                        required,
-                        Some(ChallengeError::InvalidToken),
-                    )));
-                }
-                Ok(verified) => {
-                    *account = Some(verified.subject.clone());
-                    let missing = verified.missing(&required);
-                    if !missing.is_empty() {
-                        // A cross-repository mount the caller may not read from is a plain
-                        // upload (OCI distribution spec: "SHOULD return a 202"), instead
-                        // of registry:2's 401 for the whole request.
-                        let only_source = missing.len() == 1
-                            && from.as_ref().is_some_and(|f| missing[0].name == *f)
-                            && matches!(
-                                classified.route,
-                                Route::Repository {
-                                    kind: RepoKind::UploadStart,
-                                    ..
-                                }
-                            )
-                            && method == Method::POST;
-                        if only_source {
-                            forward_query = forward_query.map(|q| without_mount(&q));
-                        } else {
-                            tracing::info!(
-                                client = %client_ip,
-                                account = %verified.subject,
-                                missing = %missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
-                                "insufficient scope"
-                            );
-                            return Err(RegistryError::unauthorized(challenge(
-                                required,
-                                Some(ChallengeError::InsufficientScope),
-                            )));
-                        }
-                    }
+                    let challenge = challenge(Some(ChallengeError::InvalidToken));
+                    return Err(RegistryError::unauthorized(challenge));
                 }
             },
+            Credential::Basic { user, password } if rt.config.basic_auth => {
+                basic_grant(rt, user, password, client_ip, &required)
+                    .await
+                    .map_err(|e| {
+                        e.unwrap_or_else(|| RegistryError::unauthorized(challenge(None)))
+                    })?
+            }
             Credential::None | Credential::Basic { .. } => {
-                return Err(RegistryError::unauthorized(challenge(required, None)));
+                return Err(RegistryError::unauthorized(challenge(None)));
+            }
+        };
+        *account = Some(grant.subject.clone());
+        let missing = grant.missing(&required);
+        if !missing.is_empty() {
+            // A cross-repository mount the caller may not read from is a plain upload (OCI
+            // distribution spec: "SHOULD return a 202"), instead of registry:2's 401 for
+            // the whole request.
+            let upload_start = matches!(
+                classified.route,
+                Route::Repository {
+                    kind: RepoKind::UploadStart,
+                    ..
+                }
+            );
+            let only_source = missing.len() == 1
+                && from.as_ref().is_some_and(|f| missing[0].name == *f)
+                && upload_start
+                && method == Method::POST;
+            if only_source {
+                forward_query = forward_query.map(|q| without_mount(&q));
+            } else {
+                tracing::info!(
+                    client = %client_ip,
+                    account = %grant.subject,
+                    missing = %missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
+                    "insufficient scope"
+                );
+                if upstream_bearer.is_some() {
+                    // Basic credentials: no token dance to retry, so say it plainly.
+                    return Err(RegistryError::new(
+                        Code::Denied,
+                        "requested access to the resource is denied",
+                    ));
+                }
+                let challenge = challenge(Some(ChallengeError::InsufficientScope));
+                return Err(RegistryError::unauthorized(challenge));
+            }
+        }
+        let mut req = req;
+        if let Some(bearer) = upstream_bearer {
+            // A registry that checks tokens itself needs one, not the password.
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {bearer}")) {
+                req.headers_mut().insert(hyper::header::AUTHORIZATION, v);
             }
         }
 
@@ -277,6 +298,41 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// HTTP Basic credentials on a registry route (`curl -u`): authenticated and decided per
+/// request through the same ACL, then a short token minted for the registry. `Err(None)`
+/// means "answer with the plain challenge".
+async fn basic_grant(
+    rt: &Runtime,
+    user: String,
+    password: crate::auth::Secret,
+    client_ip: IpAddr,
+    required: &[Scope],
+) -> Result<(Arc<Verified>, Option<String>), Option<RegistryError>> {
+    let login = Login::Password { user, password };
+    let identity = match identify(rt, &login, client_ip).await {
+        Ok(identity) => identity,
+        Err(Refused::Throttled(wait)) => {
+            return Err(Some(
+                RegistryError::new(
+                    Code::TooManyRequests,
+                    "too many failed logins; try again later",
+                )
+                .with_retry_after(wait),
+            ))
+        }
+        Err(Refused::Authn(_)) => return Err(None),
+    };
+    let access = decide(rt, &identity, client_ip, required);
+    let token = rt
+        .tokens
+        .issue(&identity.account, access.clone())
+        .map_err(|_| Some(RegistryError::new(Code::Unknown, "could not sign a token")))?;
+    Ok((
+        Arc::new(Verified::new(identity.account, access)),
+        Some(token.token),
+    ))
 }
 
 /// Registry writes worth an audit line: a manifest put (a tag or digest published) and

@@ -89,6 +89,7 @@ impl Runtime {
                 key
             }
         };
+        let key = key.with_kid_format(config.token.kid_format);
         let tokens = Tokens::new(
             Arc::new(key),
             &config.token.issuer,

@@ -52,6 +52,19 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Print the token signing key as a JWKS document (registry v3's `auth.token.jwks`).
+    Jwks {
+        #[arg(
+            long,
+            short,
+            env = "REGATE_CONFIG",
+            default_value = "/config/regate.yml"
+        )]
+        config: PathBuf,
+        /// Write it to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Health check for images without a shell: exit 0 if URL answers 2xx.
     Probe {
         url: String,
@@ -126,6 +139,7 @@ fn main() -> ExitCode {
         Command::Check { config, strict } => check(config, strict),
         Command::Explain(args) => explain(args),
         Command::HashPassword { cost } => hash_password(cost),
+        Command::Jwks { config, out } => jwks(config, out),
         Command::Probe {
             url,
             insecure,
@@ -318,6 +332,27 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
             config.data_dir.join("token.crt").display()
         ),
     }
+    let mut robots: Vec<_> = config
+        .users
+        .iter()
+        .filter_map(|(name, u)| u.robot.as_ref().map(|r| (name, r)))
+        .collect();
+    robots.sort_by_key(|(name, _)| *name);
+    for (name, robot) in robots {
+        let expires = match robot.expires {
+            Some(t) => {
+                let t: time::OffsetDateTime = t.into();
+                let state = if t < time::OffsetDateTime::now_utc() {
+                    " (EXPIRED)"
+                } else {
+                    ""
+                };
+                format!("expires {}{state}", t.date())
+            }
+            None => "never expires".to_owned(),
+        };
+        println!("robot {name}: {} rule(s), {expires}", robot.acl.len());
+    }
     if strict && warnings > 0 {
         eprintln!(
             "error: {}: {warnings} warning(s), which --strict makes errors",
@@ -460,6 +495,41 @@ fn probe(url: &str, insecure: bool, timeout: u64) -> ExitCode {
         Err(e) => {
             eprintln!("{url}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn jwks(path: PathBuf, out: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = match &config.token.key {
+        Some(files) => regate::auth::keys::SigningKey::load(&files.certificate, &files.key),
+        None => regate::auth::keys::SigningKey::load_or_generate(&config.data_dir).map(|(k, _)| k),
+    };
+    let key = match key {
+        Ok(k) => k.with_kid_format(config.token.kid_format),
+        Err(e) => {
+            eprintln!("error: token key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = format!("{:#}\n", key.jwks());
+    match out {
+        Some(file) => match std::fs::write(&file, text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
     }
 }

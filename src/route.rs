@@ -32,6 +32,8 @@ pub enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// `/.well-known/jwks.json`: the token signing key, for registry v3's `jwks`.
+    Jwks,
     /// `GET /`: registry:2 answers 200 here for load balancers.
     Root,
     /// Answer 301 with this `Location` (path normalisation, `/v2` -> `/v2/`).
@@ -123,6 +125,7 @@ fn route_of(path: &str, query: Option<&str>) -> Route {
         "/healthz" => return Route::Healthz,
         "/readyz" => return Route::Readyz,
         "/metrics" => return Route::Metrics,
+        "/.well-known/jwks.json" => return Route::Jwks,
         "/v2" => return Route::Redirect("/v2/".to_owned()),
         "/v2/" => return Route::Base,
         "/v2/_catalog" => return Route::Catalog,
@@ -228,6 +231,7 @@ impl Route {
             Route::Token => "token",
             Route::Healthz | Route::Readyz => "health",
             Route::Metrics => "metrics",
+            Route::Jwks => "jwks",
             Route::Root => "root",
             Route::Redirect(_) => "redirect",
             Route::InvalidName(_) => "invalid_name",

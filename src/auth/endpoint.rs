@@ -252,13 +252,10 @@ async fn read_form(req: Request<Incoming>) -> Result<String, RegistryError> {
 
 fn throttled(wait: std::time::Duration) -> Response<Body> {
     let message = "too many failed logins; try again later";
-    let mut resp = RegistryError::new(Code::TooManyRequests, message)
+    RegistryError::new(Code::TooManyRequests, message)
         .with_details(message)
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
-        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-    }
-    resp
+        .with_retry_after(wait)
+        .into_response()
 }
 
 fn authn_failed(e: AuthnError, service: &str) -> Response<Body> {

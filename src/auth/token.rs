@@ -84,6 +84,15 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// What a grant made here and now (Basic credentials on a route) amounts to.
+    pub fn new(subject: String, access: Vec<Access>) -> Verified {
+        Verified {
+            subject,
+            access: merge(access),
+            expires_at: unix_now() + 60,
+        }
+    }
+
     /// The records of `required` this token does not grant (empty: it covers them all).
     /// An action is granted by itself or by `*` (registry `util.go` `actionSet.contains`).
     pub fn missing<'a>(&self, required: &'a [Scope]) -> Vec<&'a Scope> {
@@ -100,6 +109,18 @@ impl Verified {
             })
             .collect()
     }
+}
+
+/// `(type, name)` -> actions, merged as registry:2's `accessSet` merges them.
+fn merge(entries: Vec<Access>) -> HashMap<(String, String), Vec<String>> {
+    let mut access: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for entry in entries {
+        access
+            .entry((entry.resource_type, entry.name))
+            .or_default()
+            .extend(entry.actions);
+    }
+    access
 }
 
 /// A token as the token endpoint returns it.
@@ -189,6 +210,11 @@ impl Tokens {
         &self.service
     }
 
+    /// The public signing key as a JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.key.jwks()
+    }
+
     pub fn issue(&self, account: &str, access: Vec<Access>) -> Result<Issued, TokenError> {
         let issued_at = SystemTime::now();
         let now = issued_at
@@ -235,16 +261,9 @@ impl Tokens {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &self.validation)
             .map_err(TokenError::Invalid)?;
         let claims = data.claims;
-        let mut access: HashMap<(String, String), Vec<String>> = HashMap::new();
-        for entry in claims.access {
-            access
-                .entry((entry.resource_type, entry.name))
-                .or_default()
-                .extend(entry.actions);
-        }
         let verified = Arc::new(Verified {
             subject: claims.sub,
-            access,
+            access: merge(claims.access),
             expires_at: claims.exp,
         });
         self.cache.insert(key, verified.clone());

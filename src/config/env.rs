@@ -73,6 +73,14 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    ("REGATE_SERVER_BASIC_AUTH", "server.basic_auth", |r, v| {
+        server(r).basic_auth = Some(v.into());
+        Ok(())
+    }),
+    ("REGATE_TOKEN_KID_FORMAT", "token.kid_format", |r, v| {
+        token(r).kid_format = Some(v.into());
+        Ok(())
+    }),
     ("REGATE_TOKEN_ISSUER", "token.issuer", |r, v| {
         token(r).issuer = Some(v.into());
         Ok(())

@@ -86,6 +86,8 @@ pub struct RawServer {
     pub real_ip_pos: Option<i64>,
     /// regate: a plain-HTTP listener that only redirects to HTTPS.
     pub http_redirect_addr: Option<String>,
+    /// regate: HTTP Basic credentials on registry routes: `auto` (HTTPS only), `on`, `off`.
+    pub basic_auth: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +104,8 @@ pub struct RawToken {
     pub realm: Option<String>,
     /// regate: seconds a refresh token (docker login's identity token) stays valid.
     pub refresh_expiration: Option<i64>,
+    /// regate: `libtrust` (registry 2.x, default) or `rfc7638` (registry v3, JWKS).
+    pub kid_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +177,8 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "letsencrypt",
             "real_ip_header",
             "real_ip_pos",
+            "http_redirect_addr",
+            "basic_auth",
         ],
     ),
     (
@@ -186,6 +192,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "service",
             "realm",
             "refresh_expiration",
+            "kid_format",
         ],
     ),
     ("users.<name>", &["password", "labels"]),
@@ -197,3 +204,47 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("upstream", &["url"]),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys serde knows for a struct, read from its "unknown field" error.
+    fn serde_keys<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+        let e = serde_yaml::from_str::<T>("zzz_not_a_key: 1")
+            .unwrap_err()
+            .to_string();
+        let list = e.split("expected ").nth(1).unwrap();
+        // "`a`, `b` or `c`": the quoted words.
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn known(section: &str) -> Vec<String> {
+        let (_, keys) = KNOWN_KEYS.iter().find(|(s, _)| *s == section).unwrap();
+        keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_hint_table_lists_every_key_serde_accepts() {
+        let mut pairs = [
+            ("", serde_keys::<RawConfig>()),
+            ("server", serde_keys::<RawServer>()),
+            ("token", serde_keys::<RawToken>()),
+            ("users.<name>", serde_keys::<RawUser>()),
+            ("robots.<name>", serde_keys::<RawRobot>()),
+            ("acl[]", serde_keys::<acl::RawEntry>()),
+            ("acl[].match", serde_keys::<acl::RawMatch>()),
+            ("upstream", serde_keys::<RawUpstream>()),
+        ];
+        for (section, keys) in pairs.iter_mut() {
+            let mut known = known(section);
+            known.sort();
+            keys.sort();
+            assert_eq!(*keys, known, "KNOWN_KEYS for {section:?}");
+        }
+    }
+}
