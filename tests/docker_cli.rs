@@ -438,3 +438,171 @@ async fn skopeo_over_trusted_https_with_only_the_ca() {
 
     tls.seed.gateway.server.shutdown().await;
 }
+
+/// The identity token (refresh token) docker stored for `host`, after checking that the
+/// entry holds no password: `auth`, if there, is `user:` with nothing after the colon.
+fn stored_identity_token(config_dir: &Path, host: &str, user: &str) -> String {
+    use base64::Engine;
+    let text = std::fs::read_to_string(config_dir.join("config.json")).unwrap_or_default();
+    let config: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let entry = &config["auths"][host];
+    assert!(entry.is_object(), "an entry for {host}: {text}");
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&decoded),
+            format!("{user}:"),
+            "`auth` holds the user name only, no password: {text}"
+        );
+    }
+    assert!(entry.get("password").is_none(), "{text}");
+    let token = entry["identitytoken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an identitytoken for {host}: {text}"))
+        .to_owned();
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], user, "{claims}");
+    assert_ne!(
+        claims["aud"], SERVICE,
+        "a refresh token, not an access token"
+    );
+    token
+}
+
+/// Rewrites regate's config file and reloads it, as the file watcher would a moment later.
+fn rewrite_config(tls: &TlsSeed, text: &str) {
+    let path = tls.seed.gateway.dir.path().join("regate.yml");
+    std::fs::write(&path, text).unwrap();
+    tls.seed
+        .gateway
+        .server
+        .reload()
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_login_keeps_a_refresh_token_not_the_password() {
+    let (tls, dockerd) = tokio::join!(TlsSeed::start(), blocking(Dockerd::start));
+    let dockerd = dockerd.unwrap_or_else(|e| panic!("{e}"));
+    let host = tls.host();
+    let work = tempfile::tempdir().unwrap();
+    let config_dir = work.path().join("docker-config");
+    let cli = dockerd.client(config_dir.clone());
+    let _ = std::fs::remove_dir_all(TrustedCa::dir_for(&host));
+    let _trusted = TrustedCa::place(&host, &tls.ca());
+
+    // A robot for CI, added to the running gateway.
+    let original = std::fs::read_to_string(tls.seed.gateway.dir.path().join("regate.yml")).unwrap();
+    let with_robot = format!(
+        "{original}robots:\n  ci-builder:\n    secret: \"{}\"\n    expires: \"2099-12-31\"\n    acl:\n      - match: {{name: \"team/*\"}}\n        actions: [pull, push]\n",
+        bcrypt("ci-secret")
+    );
+    rewrite_config(&tls, &with_robot);
+
+    // docker login: dockerd asks with offline_token=true, and the CLI keeps only the
+    // refresh token regate returns.
+    let (ok, out) = cli.login(&host, "alice", "alice-pw").await;
+    assert!(ok, "alice login: {out}");
+    let first = stored_identity_token(&config_dir, &host, "alice");
+    let text = std::fs::read_to_string(config_dir.join("config.json")).unwrap();
+    assert!(!text.contains("alice-pw"), "{text}");
+
+    // Push and pull with it (dockerd POSTs grant_type=refresh_token).
+    let tar = work.path().join("rootfs.tar");
+    std::fs::write(
+        &tar,
+        tar_with_file("id.txt", b"pushed with a refresh token\n"),
+    )
+    .unwrap();
+    let image = format!("{host}/alice/app:v1");
+    let (ok, out) = cli.docker(&["import", tar.to_str().unwrap(), &image]).await;
+    assert!(ok, "docker import: {out}");
+    let id = cli.image_id(&image).await.expect("the imported image");
+    let (ok, out) = cli.docker(&["push", &image]).await;
+    assert!(ok, "docker push with the identity token: {out}");
+    assert!(tls.seed.registry.has_repository("alice/app"));
+    let (ok, out) = cli.docker(&["rmi", &image]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli.docker(&["pull", &image]).await;
+    assert!(ok, "docker pull with the identity token: {out}");
+    assert_eq!(cli.image_id(&image).await.as_deref(), Some(id.as_str()));
+
+    // alice's password changes: the stored identity token is dead, pushes and pulls fail.
+    let old_hash = with_robot
+        .lines()
+        .skip_while(|l| !l.contains("\"alice\":"))
+        .nth(1)
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .to_owned();
+    assert!(old_hash.starts_with("$2"), "{old_hash}");
+    let changed = with_robot.replacen(&old_hash, &bcrypt("alice-new-pw"), 1);
+    rewrite_config(&tls, &changed);
+    let started = Instant::now();
+    let (ok, out) = cli.docker(&["push", &image]).await;
+    assert!(!ok, "a push with a stale identity token must fail: {out}");
+    // At once: an error docker takes for a passing one (errcode UNKNOWN, which a
+    // `details` field in the OAuth2 body would make it) is retried five times over ~50 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "docker retried instead of failing: {out}"
+    );
+    assert!(
+        out.contains("invalid_grant") || out.contains("log in again"),
+        "docker shows why: {out}"
+    );
+    let (ok, out) = cli.docker(&["pull", &format!("{host}/alice/app:v1")]).await;
+    assert!(!ok, "a pull with a stale identity token must fail: {out}");
+    assert_eq!(
+        stored_identity_token(&config_dir, &host, "alice"),
+        first,
+        "docker keeps the stale token until the next login"
+    );
+
+    // Logging in again with the new password gives a new refresh token that works.
+    let (ok, out) = cli.login(&host, "alice", "alice-pw").await;
+    assert!(!ok, "the old password no longer logs in: {out}");
+    let (ok, out) = cli.login(&host, "alice", "alice-new-pw").await;
+    assert!(ok, "alice login with the new password: {out}");
+    let second = stored_identity_token(&config_dir, &host, "alice");
+    assert_ne!(second, first);
+    let tag = format!("{host}/alice/app:v2");
+    let (ok, out) = cli.docker(&["tag", &image, &tag]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli.docker(&["push", &tag]).await;
+    assert!(ok, "docker push after logging in again: {out}");
+    assert!(out.contains("v2: digest: sha256:"), "{out}");
+
+    // The robot logs in like a user and pushes only where its own ACL allows (the global
+    // rules would give any account pull everywhere and its own namespace).
+    let (ok, out) = cli.login(&host, "ci-builder", "ci-secret").await;
+    assert!(ok, "robot login: {out}");
+    stored_identity_token(&config_dir, &host, "ci-builder");
+    let team = format!("{host}/team/app:v1");
+    let (ok, out) = cli.docker(&["tag", &image, &team]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli.docker(&["push", &team]).await;
+    assert!(ok, "the robot pushes to team/*: {out}");
+    assert!(tls.seed.registry.has_repository("team/app"));
+    for name in ["other/app", "ci-builder/app"] {
+        let other = format!("{host}/{name}:v1");
+        let (ok, out) = cli.docker(&["tag", &image, &other]).await;
+        assert!(ok, "{out}");
+        let (ok, out) = cli.docker(&["push", &other]).await;
+        assert!(!ok, "the robot must not push to {name}: {out}");
+        assert!(out.contains("denied"), "{out}");
+        assert!(!tls.seed.registry.has_repository(name));
+    }
+
+    tls.seed.gateway.server.shutdown().await;
+    drop(dockerd);
+}

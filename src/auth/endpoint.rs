@@ -149,11 +149,10 @@ async fn serve(
     let identity = match identify(rt, &login, client_ip).await {
         Ok(identity) => identity,
         Err(Refused::Throttled(wait)) => return Ok(throttled(wait)),
-        Err(Refused::Authn(AuthnError::StaleRefresh)) if post => {
-            return Ok(oauth_error(
-                "invalid_grant",
-                &AuthnError::StaleRefresh.to_string(),
-            ))
+        // RFC 6749 5.2: a refresh token that is stale, revoked or whose account expired
+        // is an `invalid_grant`.
+        Err(Refused::Authn(e)) if post && matches!(login, Login::Refresh(_)) => {
+            return Ok(oauth_error("invalid_grant", &e.to_string()))
         }
         Err(Refused::Authn(e)) => return Ok(authn_failed(e, service)),
     };
