@@ -11,6 +11,7 @@ pub mod body;
 pub mod certs;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod explain;
 pub mod gateway;
 pub mod lint;
