@@ -11,6 +11,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 rustc --version | grep -q nightly || export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
     echo "== $t for ${seconds}s"
-    mkdir -p "corpus/$t"
-    cargo fuzz run --sanitizer none "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=4096
+    # New inputs go to work/ (not committed); corpus/ holds the seeds that are.
+    mkdir -p "work/$t" "corpus/$t"
+    cargo fuzz run --sanitizer none "$t" "work/$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=4096
 done

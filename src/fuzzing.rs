@@ -116,8 +116,11 @@ pub fn config(data: &[u8]) {
     let _ = Config::parse(Path::new("/fuzz/regate.yml"), text).map(|c| c.warnings.len());
 }
 
+/// One fuzz target: bytes in, a panic if a property breaks.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("route", route),
     ("scope", scope),
     ("authorization", authorization),
