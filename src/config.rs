@@ -2,6 +2,7 @@
 //! error names the file, line, column and key (`locate.rs` finds keys after parsing).
 
 mod env;
+mod ldap;
 mod locate;
 mod raw;
 
@@ -18,7 +19,7 @@ use raw::{RawConfig, KNOWN_KEYS};
 
 use crate::acl::{Acl, Labels};
 use crate::auth::keys::KidFormat;
-use crate::auth::users::{is_bcrypt, Robot, User};
+use crate::auth::users::{is_bcrypt, Backend, Robot, User};
 
 /// A validated configuration. Loading it touches no file but the config itself; key and
 /// certificate files are read when the gateway is built from it.
@@ -41,6 +42,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// A registry:2-style htpasswd file of more users (bcrypt only).
     pub htpasswd: Option<PathBuf>,
+    /// docker_auth's `ldap_auth`: the directory asked about accounts `users` lacks.
+    pub ldap: Option<crate::auth::ldap::LdapConfig>,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
 }
@@ -238,6 +241,9 @@ fn normalise_section(s: &str) -> String {
     if out.starts_with("users.") {
         return "users.<name>".to_owned();
     }
+    if out.starts_with("ldap_auth.labels.") {
+        return "ldap_auth.labels.<name>".to_owned();
+    }
     out
 }
 
@@ -283,7 +289,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             "this docker_auth section is not implemented by regate",
         );
         e.hint = Some(
-            "regate authenticates with the static `users` list and authorizes with the static `acl`; remove the section or keep docker_auth for it".into(),
+            "regate authenticates with `users`, `htpasswd` and `ldap_auth`, and authorizes with the static `acl`; remove the section or keep docker_auth for it".into(),
         );
         return Err(e);
     }
@@ -491,6 +497,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
                 password_hash,
                 labels: user.labels.unwrap_or_else(Labels::new),
                 robot: None,
+                backend: Backend::Users,
             },
         );
     }
@@ -545,9 +552,15 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
                     expires,
                     acl: Arc::new(acl),
                 }),
+                backend: Backend::Robots,
             },
         );
     }
+
+    let ldap = match raw.ldap_auth {
+        Some(section) => Some(ldap::validate(section, &err, &resolve, &mut warnings)?),
+        None => None,
+    };
 
     let htpasswd = raw.htpasswd.as_deref().map(resolve);
     if let Some(file) = &htpasswd {
@@ -557,6 +570,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
                 password_hash: Some(hash),
                 labels: Labels::new(),
                 robot: None,
+                backend: Backend::Htpasswd,
             });
         }
     }
@@ -609,6 +623,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         upstream,
         data_dir,
         htpasswd,
+        ldap,
         audit_log,
         warnings,
     })

@@ -2,16 +2,20 @@
 //! grants, and why every earlier rule did not match; and [`denial_reason`], the same
 //! reason in one line for the token endpoint's log.
 //!
-//! Everything here is pure (bcrypt aside): the binary parses arguments and prints.
+//! Everything here is pure (bcrypt, and asking the LDAP directory about an account
+//! `users` lacks, aside): the binary parses arguments and prints.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::acl::{self, Acl, Explanation, Labels};
+use crate::auth::ldap::{Directory, LdapConfig, Lookup};
 use crate::auth::scope::Scope;
+use crate::auth::users::Backend;
 use crate::auth::Secret;
 use crate::config::Config;
 
@@ -38,6 +42,10 @@ pub struct Input<'a> {
 pub enum Account {
     /// A named entry in `users` (or the htpasswd file).
     User,
+    /// Not in `users`, found in the LDAP directory (`ldap_auth`).
+    Directory,
+    /// Not in `users`, and the LDAP directory could not be asked: a token request gets 503.
+    DirectoryUnavailable,
     /// A robot in `robots`: judged by its own rules only.
     Robot,
     /// A robot past its `expires`: a token request gets 401.
@@ -57,6 +65,8 @@ pub enum Password {
     Wrong,
     /// No such user, so nothing to check against.
     NoUser,
+    /// The LDAP directory could not be asked.
+    NotChecked,
     /// Anonymous requests carry none.
     Anonymous,
 }
@@ -65,10 +75,19 @@ pub enum Password {
 pub struct Report {
     pub account: String,
     pub status: Account,
+    /// The backend that holds the account, and so authenticates it: `users`, `htpasswd`,
+    /// `robots` or `ldap_auth`; `None` when none does.
+    pub backend: Option<Backend>,
+    /// The account's entry in the LDAP directory.
+    pub dn: Option<String>,
+    /// Whether the LDAP directory was asked about the account.
+    pub directory_asked: bool,
+    /// Why the LDAP directory could not be asked.
+    pub directory_error: Option<String>,
     /// The rules that judge the account: `acl`, or `robots.NAME.acl` for a robot.
     pub acl: String,
     pub labels: Labels,
-    /// `users`, `--label`, or `none` (an unknown account without `--label`).
+    /// `users`, `ldap_auth`, `--label`, or `none` (an unknown account without `--label`).
     pub labels_from: &'static str,
     /// `None` when no password was given.
     pub password: Option<Password>,
@@ -114,32 +133,115 @@ pub fn parse_labels(args: &[String]) -> Result<Labels, String> {
     Ok(labels)
 }
 
+/// What the LDAP directory says about an account `users` lacks.
+enum Asked {
+    Found {
+        dn: String,
+        labels: Labels,
+        password: Option<Password>,
+    },
+    Missing,
+    Failed(String),
+}
+
+/// Asks the directory from a thread of its own with a small runtime: explain is
+/// synchronous, and may be called inside a runtime or outside one.
+fn ask_directory(config: &LdapConfig, account: &str, password: Option<&Secret>) -> Asked {
+    let ask = async {
+        let directory =
+            Directory::new(config.clone(), Arc::default()).map_err(|e| e.to_string())?;
+        let answer = directory
+            .lookup(account, password)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(match answer {
+            Lookup::Found { dn, labels } => Asked::Found {
+                dn,
+                labels,
+                password: password.map(|_| Password::Correct),
+            },
+            Lookup::NoSuchAccount => Asked::Missing,
+            // The labels the account gets with the right password, when they can be read
+            // without it.
+            Lookup::WrongPassword => match directory.lookup(account, None).await {
+                Ok(Lookup::Found { dn, labels }) => Asked::Found {
+                    dn,
+                    labels,
+                    password: Some(Password::Wrong),
+                },
+                _ => Asked::Found {
+                    dn: String::new(),
+                    labels: Labels::new(),
+                    password: Some(Password::Wrong),
+                },
+            },
+        })
+    };
+    let run = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(ask)
+    };
+    let answer = std::thread::scope(|s| s.spawn(run).join());
+    match answer {
+        Ok(Ok(asked)) => asked,
+        Ok(Err(e)) => Asked::Failed(e),
+        Err(_) => Asked::Failed("the directory lookup failed".into()),
+    }
+}
+
 /// Decides each scope as the token endpoint would, and says why.
 pub fn explain(config: &Config, input: &Input<'_>) -> Report {
     let user = config.users.get(input.account);
     let robot = user.and_then(|u| u.robot.as_ref());
+    // docker_auth's order: only a name `users` lacks is the directory's.
+    let asked = match (&config.ldap, user) {
+        (Some(ldap), None) if !input.account.is_empty() => {
+            Some(ask_directory(ldap, input.account, input.password))
+        }
+        _ => None,
+    };
     let status = match (input.account.is_empty(), user.is_some(), robot) {
         (false, _, Some(r)) if r.expires.is_some_and(|t| t <= SystemTime::now()) => {
             Account::RobotExpired
         }
         (false, _, Some(_)) => Account::Robot,
         (false, true, None) => Account::User,
-        (false, false, None) => Account::Unknown,
+        (false, false, None) => match &asked {
+            Some(Asked::Found { .. }) => Account::Directory,
+            Some(Asked::Failed(_)) => Account::DirectoryUnavailable,
+            Some(Asked::Missing) | None => Account::Unknown,
+        },
         (true, true, _) => Account::Anonymous,
         (true, false, _) => Account::AnonymousDisabled,
+    };
+    let backend = match (user, &asked) {
+        (Some(u), _) => Some(u.backend),
+        (None, Some(Asked::Found { .. })) => Some(Backend::LdapAuth),
+        _ => None,
     };
     // As the token endpoint does: a robot is judged by its own rules only.
     let (rules, acl_key): (&Acl, String) = match robot {
         Some(r) => (&r.acl, format!("robots.{}.acl", input.account)),
         None => (&config.acl, "acl".to_owned()),
     };
-    let (labels, labels_from) = match (input.labels, user) {
-        (Some(l), _) => (l.clone(), "--label"),
-        (None, Some(u)) => (u.labels.clone(), "users"),
-        (None, None) => (Labels::new(), "none"),
+    let (labels, labels_from) = match (input.labels, user, &asked) {
+        (Some(l), _, _) => (l.clone(), "--label"),
+        (None, Some(u), _) => (u.labels.clone(), "users"),
+        (None, None, Some(Asked::Found { labels, .. })) => (labels.clone(), "ldap_auth"),
+        (None, None, _) => (Labels::new(), "none"),
     };
     let password = input.password.map(|p| match (status, user) {
         (Account::Anonymous | Account::AnonymousDisabled, _) => Password::Anonymous,
+        (Account::Directory, _) => match &asked {
+            Some(Asked::Found {
+                password: Some(p), ..
+            }) => *p,
+            _ => Password::NotChecked,
+        },
+        (Account::DirectoryUnavailable, _) => Password::NotChecked,
         (_, Some(u)) => {
             let ok = u
                 .password_hash
@@ -171,9 +273,19 @@ pub fn explain(config: &Config, input: &Input<'_>) -> Report {
             scope_report(rules, scope, requested, explanation)
         })
         .collect();
+    let directory_asked = asked.is_some();
+    let (dn, directory_error) = match asked {
+        Some(Asked::Found { dn, .. }) if !dn.is_empty() => (Some(dn), None),
+        Some(Asked::Failed(e)) => (None, Some(e)),
+        _ => (None, None),
+    };
     Report {
         account: input.account.to_owned(),
         status,
+        backend,
+        dn,
+        directory_asked,
+        directory_error,
         acl: acl_key,
         labels,
         labels_from,
@@ -248,9 +360,21 @@ impl Report {
         let mut out = String::new();
         let account = &self.account;
         let who = match self.status {
+            Account::User if self.backend == Some(Backend::Htpasswd) => {
+                format!("account: {account:?}: a user in the htpasswd file")
+            }
             Account::User => format!("account: {account:?}: a user in `users`"),
+            Account::Directory => format!(
+                "account: {account:?}: not in `users`; an entry in the LDAP directory (ldap_auth){}",
+                self.dn.as_deref().map(|dn| format!(": {dn}")).unwrap_or_default()
+            ),
+            Account::DirectoryUnavailable => format!(
+                "account: {account:?}: not in `users`, and the LDAP directory could not be asked ({}): a token request gets 503; the ACL is explained anyway",
+                self.directory_error.as_deref().unwrap_or("no answer")
+            ),
             Account::Robot => format!("account: {account:?}: a robot in `robots`, judged only by its own rules ({})", self.acl),
             Account::RobotExpired => format!("account: {account:?}: a robot past its `expires`: a token request gets 401 (this robot account has expired); its rules are explained anyway"),
+            Account::Unknown if self.directory_asked => format!("account: {account:?}: no such user in `users`, nor in the LDAP directory: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
             Account::Unknown => format!("account: {account:?}: no such user in `users`: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
             Account::Anonymous => "account: \"\" (anonymous): allowed by the \"\" entry in `users`".to_owned(),
             Account::AnonymousDisabled => "account: \"\" (anonymous): `users` has no \"\" entry, so a request without credentials gets 401 before the ACL; the ACL is explained anyway".to_owned(),
@@ -268,11 +392,15 @@ impl Report {
         let _ = writeln!(out, "labels: {labels} (from {})", self.labels_from);
         if let Some(p) = self.password {
             let text = match p {
+                Password::Correct if self.backend == Some(Backend::LdapAuth) => {
+                    "correct: the LDAP directory (ldap_auth) accepted it"
+                }
                 Password::Correct => "correct",
                 Password::Wrong => {
                     "wrong: a token request gets 401 (incorrect username or password)"
                 }
                 Password::NoUser => "not checked: no such user",
+                Password::NotChecked => "not checked: the LDAP directory could not be asked",
                 Password::Anonymous => "not checked: anonymous requests carry no password",
             };
             let _ = writeln!(out, "password: {text}");

@@ -322,6 +322,9 @@ async fn basic_grant(
                 .with_retry_after(wait),
             ))
         }
+        Err(Refused::Authn(e @ crate::auth::users::AuthnError::DirectoryUnavailable)) => {
+            return Err(Some(RegistryError::new(Code::Unavailable, e.to_string())))
+        }
         Err(Refused::Authn(_)) => return Err(None),
     };
     let access = decide(rt, &identity, client_ip, required);

@@ -11,8 +11,8 @@ pub mod body;
 pub mod certs;
 pub mod config;
 pub mod error;
-pub mod fuzzing;
 pub mod explain;
+pub mod fuzzing;
 pub mod gateway;
 pub mod lint;
 pub mod metrics;
@@ -46,6 +46,8 @@ pub enum Error {
     Key(#[from] KeyError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("ldap_auth: {0}")]
+    Ldap(#[from] auth::ldap::SetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -99,10 +101,16 @@ impl Runtime {
             config.token.refresh_expiration,
             metrics.clone(),
         );
+        // Reads the bind password and CA files; connects to nothing until a login needs it.
+        let directory = match &config.ldap {
+            Some(ldap) => Some(auth::ldap::Directory::new(ldap.clone(), metrics.clone())?),
+            None => None,
+        };
         let users = Arc::new(Users::new(
             config.users.clone(),
             CREDENTIAL_CACHE_TTL,
             metrics.clone(),
+            directory,
         ));
         Ok(Runtime {
             acl: config.acl.clone(),

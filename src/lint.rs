@@ -61,7 +61,14 @@ pub fn lint(config: &Config, src: &str) -> Vec<Warning> {
         .iter()
         .filter(|(_, u)| u.robot.is_none())
         .collect();
-    let mut out = Linter::new(
+    // The directory's accounts are not known offline; the labels it gives are.
+    let directory_labels = config.ldap.iter().flat_map(|l| {
+        l.labels
+            .iter()
+            .map(|m| m.label.clone())
+            .chain(l.group_search.iter().map(|g| g.label.clone()))
+    });
+    let mut global = Linter::new(
         config,
         src,
         vec![key("acl")],
@@ -71,9 +78,11 @@ pub fn lint(config: &Config, src: &str) -> Vec<Warning> {
         people
             .iter()
             .flat_map(|(_, u)| u.labels.keys().cloned())
+            .chain(directory_labels)
             .collect(),
-    )
-    .run();
+    );
+    global.directory = config.ldap.is_some();
+    let mut out = global.run();
     let mut robots: Vec<(&String, &User)> = config
         .users
         .iter()
@@ -115,6 +124,8 @@ struct Linter<'a> {
     accounts: Vec<String>,
     /// The label keys those accounts have.
     label_keys: BTreeSet<String>,
+    /// Accounts may also come from the LDAP directory, which is not known offline.
+    directory: bool,
     /// `probe` results: the same pattern meets the same value once per pair of rules.
     probes: RefCell<HashMap<(String, String, String), bool>>,
     /// Per rule: it matches every request.
@@ -151,6 +162,7 @@ impl<'a> Linter<'a> {
             robot,
             accounts,
             label_keys,
+            directory: false,
             probes: RefCell::default(),
             match_all: Vec::new(),
             out: Vec::new(),
@@ -223,17 +235,18 @@ impl<'a> Linter<'a> {
                 .is_some_and(|u| u.robot.is_some());
             if robot {
                 self.warn(&path, format!("{raw:?} is a robot account, judged only by its own rules (robots.{raw}.acl); the rule never applies"));
-            } else if !self.config.users.contains_key(raw) {
+            } else if !self.config.users.contains_key(raw) && !self.directory {
                 let message = match self.closest_user(raw) {
                     Some(best) => format!("no user {raw:?}; did you mean {best:?}?"),
                     None => format!("no user {raw:?}; the rule never applies"),
                 };
                 self.warn(&path, message);
             }
-        } else if !self
-            .accounts
-            .iter()
-            .any(|a| self.probe(Probe::Field("account"), raw, a))
+        } else if !self.directory
+            && !self
+                .accounts
+                .iter()
+                .any(|a| self.probe(Probe::Field("account"), raw, a))
         {
             self.warn(
                 &path,

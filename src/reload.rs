@@ -45,6 +45,10 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 fn watched(config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config.path.clone()];
     paths.extend(config.htpasswd.clone());
+    if let Some(ldap) = &config.ldap {
+        paths.extend(ldap.bind_password_file.clone());
+        paths.extend(ldap.ca_certificate.clone());
+    }
     for files in [&config.tls, &config.token.key].into_iter().flatten() {
         paths.push(files.certificate.clone());
         paths.push(files.key.clone());

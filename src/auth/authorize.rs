@@ -68,15 +68,22 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
             Ok(identity)
         }
         Err(e) => {
-            rt.metrics.auth_failures.fetch_add(1, Relaxed);
-            if let Some(user) = claimed {
-                rt.throttle.failed(user, client_ip);
-            }
+            // A directory that cannot answer says nothing about the password: no
+            // failure is counted against the account or the address.
+            let outcome = if e == AuthnError::DirectoryUnavailable {
+                "directory_unavailable"
+            } else {
+                rt.metrics.auth_failures.fetch_add(1, Relaxed);
+                if let Some(user) = claimed {
+                    rt.throttle.failed(user, client_ip);
+                }
+                "authentication_failed"
+            };
             tracing::info!(
                 target: "regate::audit",
                 client = %client_ip,
                 account = claimed.unwrap_or(""),
-                outcome = "authentication_failed",
+                outcome,
                 reason = %e,
                 "login refused"
             );
@@ -153,6 +160,7 @@ pub fn decide(
                 target: "regate::audit",
                 client = %client_ip,
                 account = %identity.account,
+                backend = %identity.backend,
                 scope = %scope,
                 granted = %decision.actions.join(","),
                 rule = %rule,

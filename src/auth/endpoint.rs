@@ -154,6 +154,13 @@ async fn serve(
         Err(Refused::Authn(e)) if post && matches!(login, Login::Refresh(_)) => {
             return Ok(oauth_error("invalid_grant", &e.to_string()))
         }
+        // Not a 401: the password may well be right, and a client must not ask the user
+        // for another one.
+        Err(Refused::Authn(e @ AuthnError::DirectoryUnavailable)) => {
+            return Err(
+                RegistryError::new(Code::Unavailable, e.to_string()).with_details(e.to_string())
+            )
+        }
         Err(Refused::Authn(e)) => return Ok(authn_failed(e, service)),
     };
 

@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod challenge;
 pub mod endpoint;
 pub mod keys;
+pub mod ldap;
 pub mod scope;
 pub mod throttle;
 pub mod token;

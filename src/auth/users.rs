@@ -1,5 +1,7 @@
-//! Who the caller is: the static `users` of a docker_auth config, bcrypt passwords, and a
-//! cache of verified credentials so bcrypt runs once per user and password per interval.
+//! Who the caller is: the static `users` of a docker_auth config (and the htpasswd file
+//! and robots merged into it), bcrypt passwords, and a cache of verified credentials so
+//! bcrypt runs once per user and password per interval. A name the list lacks goes to the
+//! LDAP directory when `ldap_auth` is configured (docker_auth's order).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
+use super::ldap::Directory;
 use super::Secret;
 
 /// A bcrypt hash of nothing anyone knows, at the usual cost: checked against when the user
@@ -22,6 +25,32 @@ pub struct User {
     pub labels: Labels,
     /// Set for a robot account: a credential for CI with its own rules and an end.
     pub robot: Option<Robot>,
+    /// Where the config got it from.
+    pub backend: Backend,
+}
+
+/// Which backend vouched for an account, named as the config section it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The `users` list, the anonymous `""` entry included.
+    Users,
+    /// The `htpasswd` file.
+    Htpasswd,
+    Robots,
+    /// The LDAP directory of `ldap_auth`.
+    LdapAuth,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Users => "users",
+            Backend::Htpasswd => "htpasswd",
+            Backend::Robots => "robots",
+            Backend::LdapAuth => "ldap_auth",
+        })
+    }
 }
 
 /// What makes a robot account different from a user.
@@ -42,6 +71,7 @@ impl std::fmt::Debug for User {
             )
             .field("labels", &self.labels)
             .field("robot", &self.robot.is_some())
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -53,6 +83,8 @@ pub struct Identity {
     pub labels: Labels,
     /// A robot's own rules, used instead of the global ACL.
     pub acl: Option<Arc<Acl>>,
+    /// Which backend said yes.
+    pub backend: Backend,
 }
 
 impl Identity {
@@ -61,6 +93,7 @@ impl Identity {
             account: name.to_owned(),
             labels: user.labels.clone(),
             acl: user.robot.as_ref().map(|r| r.acl.clone()),
+            backend: user.backend,
         }
     }
 }
@@ -75,6 +108,10 @@ pub enum AuthnError {
     Expired,
     #[error("the refresh token is no longer valid; log in again")]
     StaleRefresh,
+    /// The LDAP directory did not answer in time, or answered with an error: nobody can
+    /// say whether the password is right (503, not 401).
+    #[error("the user directory (LDAP) is unavailable; try again later")]
+    DirectoryUnavailable,
 }
 
 pub struct Users {
@@ -82,10 +119,16 @@ pub struct Users {
     cache: moka::sync::Cache<[u8; 32], ()>,
     cache_key: ring::hmac::Key,
     metrics: Arc<Metrics>,
+    directory: Option<Directory>,
 }
 
 impl Users {
-    pub fn new(users: HashMap<String, User>, cache_ttl: Duration, metrics: Arc<Metrics>) -> Users {
+    pub fn new(
+        users: HashMap<String, User>,
+        cache_ttl: Duration,
+        metrics: Arc<Metrics>,
+        directory: Option<Directory>,
+    ) -> Users {
         let rng = ring::rand::SystemRandom::new();
         // If the OS has no randomness the key is still unique to the process run; it is
         // only used to keep passwords out of the cache's keys.
@@ -99,6 +142,7 @@ impl Users {
                 .build(),
             cache_key,
             metrics,
+            directory,
         }
     }
 
@@ -120,6 +164,7 @@ impl Users {
 
     /// Checks a user name and password. bcrypt runs on the blocking pool, and only when
     /// the same user, password and stored hash were not verified within the cache TTL.
+    /// A name not in the list is the directory's to judge, if there is one.
     pub async fn authenticate(
         self: &Arc<Self>,
         name: &str,
@@ -129,6 +174,11 @@ impl Users {
             return self.anonymous();
         }
         let user = self.users.get(name);
+        // docker_auth's chain: the static list decides for the names it holds (a wrong
+        // password there is final); only the names it lacks go on to the directory.
+        if let (None, Some(directory)) = (user, &self.directory) {
+            return directory.authenticate(name, password).await;
+        }
         let hash = user
             .and_then(|u| u.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_owned());
@@ -232,6 +282,7 @@ mod tests {
                 password_hash: Some(bcrypt::hash("s3cret", 4).unwrap()),
                 labels: Labels::new(),
                 robot: None,
+                backend: Backend::Users,
             },
         );
         map.insert(
@@ -243,9 +294,15 @@ mod tests {
                 ),
                 labels: Labels::new(),
                 robot: None,
+                backend: Backend::Htpasswd,
             },
         );
-        Arc::new(Users::new(map, Duration::from_secs(60), Arc::default()))
+        Arc::new(Users::new(
+            map,
+            Duration::from_secs(60),
+            Arc::default(),
+            None,
+        ))
     }
 
     #[tokio::test]

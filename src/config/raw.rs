@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub audit_log: Option<String>,
     /// regate: a file of `user:bcrypt` lines, as registry:2's htpasswd auth reads.
     pub htpasswd: Option<String>,
+    /// docker_auth's LDAP backend, tried after `users` and `htpasswd`.
+    pub ldap_auth: Option<RawLdap>,
     // docker_auth sections regate does not implement: accepted by the parser only so the
     // error can say exactly that, with the line.
     pub ext_auth: Option<serde_yaml::Value>,
@@ -31,7 +33,6 @@ pub struct RawConfig {
     pub github_auth: Option<serde_yaml::Value>,
     pub oidc_auth: Option<serde_yaml::Value>,
     pub gitlab_auth: Option<serde_yaml::Value>,
-    pub ldap_auth: Option<serde_yaml::Value>,
     pub mongo_auth: Option<serde_yaml::Value>,
     pub xorm_auth: Option<serde_yaml::Value>,
     pub plugin_authn: Option<serde_yaml::Value>,
@@ -51,7 +52,6 @@ impl RawConfig {
             ("github_auth", self.github_auth.is_some()),
             ("oidc_auth", self.oidc_auth.is_some()),
             ("gitlab_auth", self.gitlab_auth.is_some()),
-            ("ldap_auth", self.ldap_auth.is_some()),
             ("mongo_auth", self.mongo_auth.is_some()),
             ("xorm_auth", self.xorm_auth.is_some()),
             ("plugin_authn", self.plugin_authn.is_some()),
@@ -124,6 +124,53 @@ pub struct RawRobot {
     pub expires: Option<String>,
     pub labels: Option<acl::Labels>,
     pub acl: Option<Vec<acl::RawEntry>>,
+}
+
+/// `ldap_auth`: docker_auth's keys (`addr` ... `labels`), then regate's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLdap {
+    pub addr: Option<String>,
+    /// `none`, `starttls` or `always` (LDAPS).
+    pub tls: Option<String>,
+    pub insecure_tls_skip_verify: Option<bool>,
+    pub ca_certificate: Option<String>,
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<String>,
+    /// Bind as the user (`bind_dn` with `${account}`) instead of a service account.
+    pub initial_bind_as_user: Option<bool>,
+    pub base: Option<String>,
+    pub filter: Option<String>,
+    pub labels: Option<BTreeMap<String, RawLdapLabel>>,
+    /// regate: groups found by a search for the user's DN, as a label.
+    pub group_search: Option<RawGroupSearch>,
+    /// regate: seconds to open a connection (TCP and TLS).
+    pub connect_timeout: Option<f64>,
+    /// regate: seconds the directory has for one login, all steps together.
+    pub timeout: Option<f64>,
+    /// regate: connections to the directory at most.
+    pub pool_size: Option<i64>,
+    /// regate: seconds a successful login is remembered; 0: never.
+    pub cache_ttl: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLdapLabel {
+    pub attribute: Option<String>,
+    pub parse_cn: Option<bool>,
+    pub lower_case: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupSearch {
+    pub base: Option<String>,
+    pub filter: Option<String>,
+    pub attribute: Option<String>,
+    pub label: Option<String>,
+    pub parse_cn: Option<bool>,
+    pub lower_case: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +250,41 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
         &["account", "type", "name", "service", "ip", "labels"],
     ),
     ("upstream", &["url"]),
+    (
+        "ldap_auth",
+        &[
+            "addr",
+            "tls",
+            "insecure_tls_skip_verify",
+            "ca_certificate",
+            "bind_dn",
+            "bind_password_file",
+            "initial_bind_as_user",
+            "base",
+            "filter",
+            "labels",
+            "group_search",
+            "connect_timeout",
+            "timeout",
+            "pool_size",
+            "cache_ttl",
+        ],
+    ),
+    (
+        "ldap_auth.labels.<name>",
+        &["attribute", "parse_cn", "lower_case"],
+    ),
+    (
+        "ldap_auth.group_search",
+        &[
+            "base",
+            "filter",
+            "attribute",
+            "label",
+            "parse_cn",
+            "lower_case",
+        ],
+    ),
 ];
 
 #[cfg(test)]
@@ -239,6 +321,9 @@ mod tests {
             ("acl[]", serde_keys::<acl::RawEntry>()),
             ("acl[].match", serde_keys::<acl::RawMatch>()),
             ("upstream", serde_keys::<RawUpstream>()),
+            ("ldap_auth", serde_keys::<RawLdap>()),
+            ("ldap_auth.labels.<name>", serde_keys::<RawLdapLabel>()),
+            ("ldap_auth.group_search", serde_keys::<RawGroupSearch>()),
         ];
         for (section, keys) in pairs.iter_mut() {
             let mut known = known(section);

@@ -80,11 +80,12 @@ fn unknown_keys_get_the_closest_known_one() {
 
 #[test]
 fn unimplemented_docker_auth_sections_say_so() {
-    let e = parse("upstream: {url: http://r:5000}\nldap_auth:\n  addr: ldap:389\n").unwrap_err();
+    let e =
+        parse("upstream: {url: http://r:5000}\nmongo_auth:\n  collection: users\n").unwrap_err();
     assert_eq!(e.position, Some((2, 1)));
     assert!(
         e.to_string()
-            .contains("ldap_auth: this docker_auth section is not implemented"),
+            .contains("mongo_auth: this docker_auth section is not implemented"),
         "{e}"
     );
 }

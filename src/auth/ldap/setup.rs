@@ -1,0 +1,81 @@
+//! What a directory client reads before it connects: the service account's password and
+//! the roots that check the directory's certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{LdapConfig, TlsMode};
+use crate::auth::Secret;
+
+/// Why a directory client could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read bind_password_file {path}: {source}")]
+    BindPassword {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind_password_file {0} is empty")]
+    EmptyBindPassword(PathBuf),
+    #[error("cannot read ca_certificate {path}: {source}")]
+    Ca {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ca_certificate {0} holds no PEM certificate rustls accepts")]
+    NoCa(PathBuf),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+pub(super) fn read_bind_password(path: &Path) -> Result<Secret, SetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SetupError::BindPassword {
+        path: path.to_owned(),
+        source,
+    })?;
+    // docker_auth trims the file (an editor's newline is not part of the password).
+    let password = text.trim();
+    if password.is_empty() {
+        return Err(SetupError::EmptyBindPassword(path.to_owned()));
+    }
+    Ok(Secret::new(password))
+}
+
+/// The rustls client config for StartTLS and LDAPS: the `ca_certificate` roots, or the
+/// system's. `None` without TLS, and with `insecure_tls_skip_verify` (ldap3's own
+/// verifier that accepts any certificate is used then).
+pub(super) fn client_tls(
+    config: &LdapConfig,
+) -> Result<Option<Arc<rustls::ClientConfig>>, SetupError> {
+    if config.tls == TlsMode::None || config.insecure_tls_skip_verify {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_certificate {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| SetupError::Ca {
+                path: path.clone(),
+                source,
+            })?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(SetupError::NoCa(path.clone()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
