@@ -152,3 +152,45 @@ async fn audit_access_metrics_health_and_no_secrets_in_logs() {
         assert!(!audit_text.contains(secret), "a {what} is in the audit log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_overrides_configure_a_running_gateway() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    // No upstream and another issuer in the file: the environment supplies both.
+    let text = seed_config("http://127.0.0.1:1", &dir.path().join("data"))
+        .replace("upstream:\n  url: \"http://127.0.0.1:1\"\n", "");
+    assert!(!text.contains("upstream"));
+    let config = dir.path().join("regate.yml");
+    std::fs::write(&config, text).unwrap();
+    let url = registry.url();
+    let regate = RegateProcess::start_with_env(
+        &config,
+        dir.path().join("regate.log"),
+        &[
+            ("REGATE_UPSTREAM_URL", url.as_str()),
+            ("REGATE_TOKEN_ISSUER", "from-env"),
+            ("REGATE_AUDIT_LOG", "off"),
+        ],
+    );
+    let base = regate.url();
+    let t = token(&base, Some(("admin", "admin-pw")), &[]).await;
+    let payload = t.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], "from-env");
+    let r = get(
+        &format!("{base}/v2/"),
+        &[("authorization", &format!("Bearer {t}"))],
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "forwarded to the upstream the environment named"
+    );
+}

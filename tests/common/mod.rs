@@ -615,10 +615,16 @@ pub struct RegateProcess {
 
 impl RegateProcess {
     pub fn start(config: &Path, log: PathBuf) -> RegateProcess {
+        RegateProcess::start_with_env(config, log, &[])
+    }
+
+    /// As [`RegateProcess::start`], with extra environment variables.
+    pub fn start_with_env(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> RegateProcess {
         let file = std::fs::File::create(&log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("REGATE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
