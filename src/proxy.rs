@@ -1,12 +1,16 @@
 //! Forwards an authorized request to registry:2 and streams the answer back. Bodies pass
 //! through as they arrive, both ways: a blob of any size costs a few buffers of memory.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,6 +24,11 @@ use crate::metrics::Metrics;
 /// A TCP connect to the registry that takes longer than this fails the request with 503
 /// instead of hanging it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that sends nothing of a request body for this long, while the registry waits for
+/// it, is cut off (408): a stalled upload would otherwise hold two connections forever. Only
+/// silence counts, so a slow but live upload is never cut (nginx's `client_body_timeout`
+/// works the same way, at 60 s).
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
 /// forwarding headers regate sets itself: a client must not choose what the registry
@@ -49,7 +58,7 @@ pub struct Origin {
 }
 
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, ClientBody>,
     base: Uri,
 }
 
@@ -82,9 +91,9 @@ impl Upstream {
     ) -> Result<Response<Body>, RegistryError> {
         let counted = metrics.clone();
         let mut req = req.map(|b| {
-            body::stream(b).on_end(move |n| {
+            ClientBody::new(body::stream(b).on_end(move |n| {
                 counted.bytes_from_clients.fetch_add(n, Relaxed);
-            })
+            }))
         });
         let host = request_host(&req);
         let uri = Uri::builder()
@@ -119,9 +128,15 @@ impl Upstream {
         }
 
         let started = Instant::now();
-        let resp = self.client.request(req).await.map_err(|e| {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
-            upstream_error(&e)
+        let resp = self.client.request(req).await.map_err(|e| match client_fault(&e) {
+            Some(fault) => {
+                tracing::info!(error = %fault, "request body failed; not forwarded whole");
+                fault.to_registry_error()
+            }
+            None => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+                upstream_error(&e)
+            }
         })?;
         metrics.upstream(started.elapsed());
         let (mut parts, incoming) = resp.into_parts();
@@ -142,6 +157,106 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> RegistryError {
             "the registry behind this gateway failed to answer",
         )
         .with_status(StatusCode::BAD_GATEWAY)
+    }
+}
+
+/// Why a forwarded request body failed on the client's side: not the registry's fault, so
+/// not a 5xx.
+#[derive(Debug, thiserror::Error)]
+enum ClientFault {
+    #[error("the client sent no request body data for {0:?}")]
+    Stalled(Duration),
+    #[error("the client's request body was malformed or cut short: {0}")]
+    Read(#[source] hyper::Error),
+}
+
+impl ClientFault {
+    fn to_registry_error(&self) -> RegistryError {
+        let (status, message) = match self {
+            ClientFault::Stalled(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body stalled; the upload was cut off",
+            ),
+            ClientFault::Read(_) => (
+                StatusCode::BAD_REQUEST,
+                "the request body was malformed or cut short",
+            ),
+        };
+        RegistryError::new(Code::Unsupported, message).with_status(status)
+    }
+}
+
+/// The client fault behind a failed upstream request, if that is what failed it.
+fn client_fault(e: &hyper_util::client::legacy::Error) -> Option<&ClientFault> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(fault) = err.downcast_ref::<ClientFault>() {
+            return Some(fault);
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// A request body on its way to the registry: the client's stream, with its failures marked
+/// as the client's and a stall cut off after [`BODY_IDLE_TIMEOUT`].
+struct ClientBody {
+    inner: Body,
+    /// Made at the first wait (most forwarded requests have no body to wait for).
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `idle` runs: only while the registry waits on the client.
+    waiting: bool,
+}
+
+impl ClientBody {
+    fn new(inner: Body) -> ClientBody {
+        ClientBody {
+            inner,
+            idle: None,
+            waiting: false,
+        }
+    }
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientFault;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(ClientFault::Read)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + BODY_IDLE_TIMEOUT;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    this.waiting = true;
+                    idle.as_mut().reset(deadline);
+                }
+                match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(ClientFault::Stalled(BODY_IDLE_TIMEOUT))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
     }
 }
 

@@ -39,8 +39,16 @@ where
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that has not sent its whole request head by then is dropped (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that has not sent its whole request head by then is dropped (slowloris). For
+/// HTTP/1 it also closes a keep-alive connection left idle that long (hyper starts the timer
+/// when the previous response is done); real clients send a head in one packet.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most an HTTP/1 connection buffers, a request head included (hyper's default is
+/// ~400 KiB): with MAX_CONNECTIONS clients each holding a part-sent head, memory stays
+/// under 256 MiB instead of 1.6 GiB. A longer head is refused with 431; real registry
+/// clients send a few KiB (the bearer token is the largest part). Bodies stream through
+/// in pieces either way.
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
 /// Open connections at most; past it, accepting waits for one to close.
 const MAX_CONNECTIONS: usize = 4096;
 /// How long shutdown waits for requests in flight (a blob upload) before it stops anyway.
@@ -52,6 +60,7 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BUFFER)
         .keep_alive(true);
     builder
         .http2()
@@ -125,7 +134,16 @@ async fn serve_connection(
         peer,
         https: tls.is_some(),
     };
-    let service = service_fn(move |req| handler.call(req, conn));
+    // hyper's header timeout starts once it knows the connection is HTTP/1; before that the
+    // auto builder waits for the first bytes (HTTP/1 or the HTTP/2 preface) without a limit,
+    // and HTTP/2 has no header timeout at all. So a connection must bring its first request
+    // within HEADER_READ_TIMEOUT of being ready, whatever it speaks, or it is dropped.
+    let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = first_request.clone();
+    let service = service_fn(move |req| {
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        handler.call(req, conn)
+    });
     let result = match tls {
         Some(acceptor) => {
             let stream =
@@ -141,14 +159,44 @@ async fn serve_connection(
                     }
                 };
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(conn.into_owned()).await
+            first_request_within(
+                HEADER_READ_TIMEOUT,
+                &first_request,
+                watcher.watch(conn.into_owned()),
+            )
+            .await
         }
         None => {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(conn.into_owned()).await
+            first_request_within(
+                HEADER_READ_TIMEOUT,
+                &first_request,
+                watcher.watch(conn.into_owned()),
+            )
+            .await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    match result {
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        None => tracing::debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; dropped"),
+        Some(Ok(())) => {}
     }
+}
+
+/// Runs `conn` to its end, or drops it (closing the connection) if `seen` is still false
+/// once `limit` has passed.
+async fn first_request_within<T>(
+    limit: Duration,
+    seen: &std::sync::atomic::AtomicBool,
+    conn: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(conn);
+    tokio::select! {
+        done = &mut conn => return Some(done),
+        _ = tokio::time::sleep(limit) => {}
+    }
+    if !seen.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    Some(conn.await)
 }

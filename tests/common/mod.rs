@@ -665,3 +665,92 @@ impl Drop for RegateProcess {
         let _ = self.child.wait();
     }
 }
+
+// ---- Helpers for the adversarial, limits, faults and load suites ----
+
+impl Registry {
+    /// Kills the registry and starts it again on the same address with the same storage
+    /// (and so the same repositories), as an operator's restart does.
+    pub fn restart(&mut self, token_auth: Option<&TokenAuth>) {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let addr = self.addr.to_string();
+        let fresh = Registry::start_in(dir, token_auth, &addr);
+        // The old value only holds the dead child and an empty temp dir now.
+        drop(std::mem::replace(self, fresh));
+    }
+
+    /// The request URIs the registry logged (`http.request.uri=`), in order.
+    pub fn request_uris(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("http.request.uri=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Writes `request` as it is to `addr` and returns every byte the server sent until it
+/// closed the connection, or until nothing came for `quiet`.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything (a refused request).
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`raw_exchange`] with a 5 s quiet period; the request should say `Connection: close`.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    raw_exchange(addr, request.as_bytes(), Duration::from_secs(5)).await
+}
+
+/// The status code of the first response in a raw answer (0 when there is none).
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A header of the first response in a raw answer (name matched case-insensitively).
+pub fn raw_header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The `regate_requests_total` lines of `/metrics` whose status is 5xx.
+pub async fn server_errors(base: &str) -> Vec<String> {
+    let metrics = get(&format!("{base}/metrics"), &[]).await;
+    assert_eq!(metrics.status, 200);
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .filter(|l| l.starts_with("regate_requests_total{") && l.contains("status=\"5"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The resident memory of a process, in bytes (Linux `/proc/PID/status` `VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
