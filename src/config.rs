@@ -2,20 +2,25 @@
 //! error names the file, line, column and key (`locate.rs` finds keys after parsing).
 
 mod env;
+mod hints;
 mod ldap;
 mod locate;
 mod raw;
+mod values;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use hints::edit_distance;
+use hints::yaml_error;
 pub use locate::{display as display_path, Seg};
 pub(crate) use locate::{key, locate};
-use raw::{RawConfig, KNOWN_KEYS};
+use raw::RawConfig;
+use values::{parse_expiry, parse_listen, parse_upstream, read_htpasswd};
 
 use crate::acl::{Acl, Labels};
 use crate::auth::keys::KidFormat;
@@ -171,103 +176,6 @@ impl Config {
         config.warnings.extend(env_warnings);
         Ok(config)
     }
-}
-
-fn yaml_error(file: &Path, e: &serde_yaml::Error) -> ConfigError {
-    let text = e.to_string();
-    // serde_yaml writes "path.to.key: message at line L column C".
-    let text = match text.rfind(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
-    };
-    let (key, message) = match text.split_once(": ") {
-        Some((k, m)) if !k.contains(' ') => (Some(k.to_owned()), m.to_owned()),
-        _ => (None, text.clone()),
-    };
-    let hint = unknown_field_hint(key.as_deref(), &message);
-    ConfigError {
-        file: file.to_owned(),
-        position: e.location().map(|l| (l.line(), l.column())),
-        key,
-        message,
-        hint,
-    }
-}
-
-/// For "unknown field `x`": the closest known key, or the section `x` belongs to when it
-/// was found at the wrong level (a paste that lost its indentation).
-fn unknown_field_hint(section: Option<&str>, message: &str) -> Option<String> {
-    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
-    let section = section.map(normalise_section).unwrap_or_default();
-    if let Some((_, keys)) = KNOWN_KEYS.iter().find(|(s, _)| *s == section) {
-        if let Some(best) = closest(field, keys) {
-            return Some(format!("did you mean `{best}`?"));
-        }
-    }
-    let home: Vec<&str> = KNOWN_KEYS
-        .iter()
-        .filter(|(s, keys)| *s != section && keys.contains(&field))
-        .map(|(s, _)| *s)
-        .collect();
-    if let Some(home) = home.first() {
-        let at = if section.is_empty() {
-            "the top level".to_owned()
-        } else {
-            format!("`{section}`")
-        };
-        return Some(format!(
-            "`{field}` is a key of `{home}`, but it stands at {at}: was the indentation lost? Keys of a section are indented under it"
-        ));
-    }
-    None
-}
-
-/// `acl[3].match` -> `acl[].match`, `users.bob` -> `users.<name>`.
-fn normalise_section(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '[' {
-            for d in chars.by_ref() {
-                if d == ']' {
-                    break;
-                }
-            }
-            out.push_str("[]");
-        } else {
-            out.push(c);
-        }
-    }
-    if out.starts_with("users.") {
-        return "users.<name>".to_owned();
-    }
-    if out.starts_with("ldap_auth.labels.") {
-        return "ldap_auth.labels.<name>".to_owned();
-    }
-    out
-}
-
-fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -627,90 +535,6 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         audit_log,
         warnings,
     })
-}
-
-/// A robot's end: through the given day (UTC), or at an exact RFC 3339 time.
-fn parse_expiry(text: &str) -> Option<std::time::SystemTime> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t.into());
-    }
-    let mut parts = text.splitn(3, '-').map(|p| p.parse::<i32>().ok());
-    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
-    let day = time::Date::from_calendar_date(y, month, u8::try_from(d).ok()?).ok()?;
-    let end = day.next_day()?.midnight().assume_utc();
-    Some(end.into())
-}
-
-/// `user:hash` lines, as `htpasswd -B` writes and registry:2's htpasswd auth reads;
-/// blank lines and `#` comments skipped. Errors name the file and line.
-fn read_htpasswd(file: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let fail = |line: Option<usize>, message: String| ConfigError {
-        file: file.to_owned(),
-        position: line.map(|l| (l, 1)),
-        key: None,
-        message,
-        hint: None,
-    };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| fail(None, format!("cannot read the htpasswd file: {e}")))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, hash)) = line.split_once(':') else {
-            return Err(fail(Some(i + 1), "not a `user:hash` line".into()));
-        };
-        if name.is_empty() {
-            return Err(fail(Some(i + 1), "empty user name".into()));
-        }
-        if !is_bcrypt(hash) {
-            let mut e = fail(Some(i + 1), format!("the hash of `{name}` is not bcrypt"));
-            e.hint = Some("registry:2 and regate take bcrypt only: `htpasswd -B`".into());
-            return Err(e);
-        }
-        out.push((name.to_owned(), hash.to_owned()));
-    }
-    Ok(out)
-}
-
-/// docker_auth's `addr`: `HOST:PORT`, or `:PORT` for every interface (Go's form).
-fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
-    let full = if addr.starts_with(':') {
-        format!("[::]{addr}")
-    } else {
-        addr.to_owned()
-    };
-    full.to_socket_addrs()
-        .map_err(|e| format!("`{addr}` is not HOST:PORT or :PORT ({e})"))?
-        .next()
-        .ok_or_else(|| format!("`{addr}` resolves to no address"))
-}
-
-fn parse_upstream(url: &str) -> Result<hyper::Uri, String> {
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL ({e})"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("an https upstream is not supported yet: run registry:2 on plain HTTP on a private network or loopback, behind regate".into()),
-        _ => return Err(format!("`{url}` needs a scheme: http://HOST:PORT")),
-    }
-    if uri.authority().is_none() {
-        return Err(format!("`{url}` has no host"));
-    }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!(
-            "`{url}` has a path; registry:2 serves /v2/ at its root"
-        ));
-    }
-    Ok(uri)
 }
 
 #[cfg(test)]

@@ -132,8 +132,8 @@ fn relative_paths_resolve_against_the_config_folder() {
 #[test]
 fn closest_and_distance() {
     assert_eq!(edit_distance("hussien", "hussein"), 2);
-    assert_eq!(closest("adr", &["addr", "net"]), Some("addr"));
-    assert_eq!(closest("zzzzzz", &["addr", "net"]), None);
+    assert_eq!(hints::closest("adr", &["addr", "net"]), Some("addr"));
+    assert_eq!(hints::closest("zzzzzz", &["addr", "net"]), None);
 }
 
 #[test]
