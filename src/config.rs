@@ -137,7 +137,14 @@ impl Errors<'_> {
 }
 
 impl Config {
+    /// Reads and validates the config file, with `REGATE_*` overrides from the
+    /// environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_source(path).map(|(config, _)| config)
+    }
+
+    /// As [`Config::load`], also returning the file's text (for lints that point at it).
+    pub fn load_with_source(path: &Path) -> Result<(Config, String), ConfigError> {
         let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             position: None,
@@ -145,7 +152,8 @@ impl Config {
             message: format!("cannot read the config: {e}"),
             hint: None,
         })?;
-        Config::parse_with_env(path, &src, std::env::vars())
+        let config = Config::parse_with_env(path, &src, std::env::vars())?;
+        Ok((config, src))
     }
 
     /// Parses and validates `src` as the contents of `path` (relative paths in it are

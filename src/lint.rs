@@ -40,14 +40,8 @@ impl fmt::Display for Warning {
 
 /// Reads and validates the config at `path`, then lints it.
 pub fn load_and_lint(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        position: None,
-        key: None,
-        message: format!("cannot read the config: {e}"),
-        hint: None,
-    })?;
-    let config = Config::parse(path, &src)?;
+    // The same loading as `serve`, environment overrides included.
+    let (config, src) = Config::load_with_source(path)?;
     let warnings = lint(&config, &src);
     Ok((config, warnings))
 }

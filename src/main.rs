@@ -22,24 +22,14 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve {
-        #[arg(
-            long,
-            short,
-            env = "REGATE_CONFIG",
-            default_value = "/config/regate.yml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Load and validate a config; exit non-zero with file, line and key on an error.
     /// Warnings (file, line and key too) point at rules that cannot work as written.
     Check {
-        #[arg(
-            long,
-            short,
-            env = "REGATE_CONFIG",
-            default_value = "/config/regate.yml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Exit non-zero on warnings too.
         #[arg(long)]
         strict: bool,
@@ -54,13 +44,8 @@ enum Command {
     },
     /// Print the token signing key as a JWKS document (registry v3's `auth.token.jwks`).
     Jwks {
-        #[arg(
-            long,
-            short,
-            env = "REGATE_CONFIG",
-            default_value = "/config/regate.yml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Write it to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -83,15 +68,24 @@ enum Command {
     },
 }
 
+/// `--config FILE`, shared by every command that reads one.
 #[derive(clap::Args)]
-struct ExplainArgs {
+struct ConfigPath {
+    /// The config file (docker_auth's format plus regate's keys).
     #[arg(
-        long,
-        short,
+        long = "config",
+        value_name = "FILE",
+        short = 'c',
         env = "REGATE_CONFIG",
         default_value = "/config/regate.yml"
     )]
-    config: PathBuf,
+    path: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    config: ConfigPath,
     /// The account asking; "" for anonymous.
     #[arg(long)]
     account: String,
@@ -135,11 +129,11 @@ enum CertCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
-        Command::Check { config, strict } => check(config, strict),
+        Command::Serve { config } => serve(config.path),
+        Command::Check { config, strict } => check(config.path, strict),
         Command::Explain(args) => explain(args),
         Command::HashPassword { cost } => hash_password(cost),
-        Command::Jwks { config, out } => jwks(config, out),
+        Command::Jwks { config, out } => jwks(config.path, out),
         Command::Probe {
             url,
             insecure,
@@ -371,7 +365,7 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
+    let config = match Config::load(&args.config.path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
