@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # regate benchmark: registry:2 alone vs nginx (distribution recipe) vs regate, on loopback.
 #
-#   benches/run.sh [--quick] [--keep] [--tmpdir DIR] [--save-baseline]
+#   benches/run.sh [--quick] [--keep] [--tmpdir DIR] [--save-baseline] [--serve]
+#   (all options: benches/run.sh --help)
 #
 # Debian packages this needs (installed with apt-get when missing):
-#   docker-registry nginx skopeo apache2-utils openssl python3 curl wrk
+#   docker-registry nginx skopeo apache2-utils openssl python3 curl wrk hey
 # plus a Rust toolchain (cargo) to build regate's release binary.
 #
 # Everything runs as the current user on 127.0.0.1 with free ports and a temp dir that is
 # removed at the end (--keep leaves it for inspection). See BENCHMARKS.md.
 set -euo pipefail
 
-PACKAGES=(docker-registry nginx skopeo apache2-utils openssl python3 curl wrk)
+PACKAGES=(docker-registry nginx skopeo apache2-utils openssl python3 curl wrk hey)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
