@@ -44,6 +44,8 @@ pub struct Config {
     pub users: HashMap<String, User>,
     pub acl: Arc<Acl>,
     pub upstream: hyper::Uri,
+    /// How long the registry may take to answer a complete request.
+    pub upstream_read_timeout: Duration,
     pub data_dir: PathBuf,
     /// A registry:2-style htpasswd file of more users (bcrypt only).
     pub htpasswd: Option<PathBuf>,
@@ -511,6 +513,16 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         return Err(e);
     };
     let upstream = parse_upstream(&url).map_err(|m| err.at(&[key("upstream"), key("url")], m))?;
+    let upstream_read_timeout = match up.read_timeout {
+        None => Duration::from_secs(900),
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        Some(s) => {
+            return Err(err.at(
+                &[key("upstream"), key("read_timeout")],
+                format!("{s} is not a positive number of seconds"),
+            ))
+        }
+    };
 
     let data_dir = raw
         .data_dir
@@ -537,6 +549,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         users,
         acl: Arc::new(acl),
         upstream,
+        upstream_read_timeout,
         data_dir,
         htpasswd,
         ldap,

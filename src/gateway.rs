@@ -47,7 +47,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(runtime: Runtime) -> Gateway {
-        let upstream = Upstream::new(runtime.config.upstream.clone());
+        let upstream = Upstream::new(
+            runtime.config.upstream.clone(),
+            runtime.config.upstream_read_timeout,
+        );
         Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,

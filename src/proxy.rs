@@ -60,10 +60,13 @@ pub struct Origin {
 pub struct Upstream {
     client: Client<HttpConnector, ClientBody>,
     base: Uri,
+    /// How long the registry may take to answer once it has the whole request (nginx's
+    /// `proxy_read_timeout`, 900 s in the distribution recipe).
+    read_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(base: Uri) -> Upstream {
+    pub fn new(base: Uri, read_timeout: Duration) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -73,7 +76,11 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Upstream { client, base }
+        Upstream {
+            client,
+            base,
+            read_timeout,
+        }
     }
 
     pub fn base(&self) -> &Uri {
@@ -90,11 +97,16 @@ impl Upstream {
         metrics: &Arc<Metrics>,
     ) -> Result<Response<Body>, RegistryError> {
         let counted = metrics.clone();
+        let sent = Arc::new(tokio::sync::Notify::new());
         let mut req = req.map(|b| {
-            ClientBody::new(body::stream(b).on_end(move |n| {
-                counted.bytes_from_clients.fetch_add(n, Relaxed);
-            }))
+            ClientBody::new(
+                body::stream(b).on_end(move |n| {
+                    counted.bytes_from_clients.fetch_add(n, Relaxed);
+                }),
+                sent.clone(),
+            )
         });
+        let bodiless = hyper::body::Body::is_end_stream(req.body());
         let host = request_host(&req);
         let uri = Uri::builder()
             .scheme(self.base.scheme_str().unwrap_or("http"))
@@ -128,7 +140,27 @@ impl Upstream {
         }
 
         let started = Instant::now();
-        let resp = self.client.request(req).await.map_err(|e| match client_fault(&e) {
+        // The registry's answer may take as long as the client takes to send; the clock
+        // for a registry that never answers starts once the request is all there.
+        let answer = self.client.request(req);
+        let silence = async {
+            if !bodiless {
+                sent.notified().await;
+            }
+            tokio::time::sleep(self.read_timeout).await;
+        };
+        let resp = tokio::select! {
+            resp = answer => resp,
+            _ = silence => {
+                tracing::warn!(timeout = ?self.read_timeout, "the registry did not answer in time");
+                return Err(RegistryError::new(
+                    Code::Unavailable,
+                    "the registry behind this gateway did not answer in time",
+                )
+                .with_status(StatusCode::GATEWAY_TIMEOUT));
+            }
+        };
+        let resp = resp.map_err(|e| match client_fault(&e) {
             Some(fault) => {
                 tracing::info!(error = %fault, "request body failed; not forwarded whole");
                 fault.to_registry_error()
@@ -206,14 +238,17 @@ struct ClientBody {
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether `idle` runs: only while the registry waits on the client.
     waiting: bool,
+    /// Told when the whole body has been sent.
+    sent: Arc<tokio::sync::Notify>,
 }
 
 impl ClientBody {
-    fn new(inner: Body) -> ClientBody {
+    fn new(inner: Body, sent: Arc<tokio::sync::Notify>) -> ClientBody {
         ClientBody {
             inner,
             idle: None,
             waiting: false,
+            sent,
         }
     }
 }
@@ -230,6 +265,12 @@ impl hyper::body::Body for ClientBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
+                // hyper stops polling once a body of known length is complete, so the end
+                // is either `None` or a frame after which the body reports its end.
+                if frame.is_none() || hyper::body::Body::is_end_stream(&this.inner) {
+                    // notify_one keeps the permit if nobody waits yet.
+                    this.sent.notify_one();
+                }
                 Poll::Ready(frame.map(|f| f.map_err(ClientFault::Read)))
             }
             Poll::Pending => {

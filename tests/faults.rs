@@ -366,3 +366,68 @@ async fn upstream_that_hangs_up_or_talks_nonsense() {
         assert_eq!(status_of(&format!("{base}/healthz")).await, 200);
     }
 }
+
+/// A registry that takes the whole request and never answers (a stopped process, a
+/// deadlock): the client gets 504 once `upstream.read_timeout` has passed, counted from the
+/// end of its request, never a hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_that_never_answers_is_a_504_after_the_read_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            // Read whatever comes, answer nothing, keep the connection open.
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+            held.push(());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(&format!("http://{addr}"), &dir.path().join("data"))
+        .replace("upstream:\n  url:", "upstream:\n  read_timeout: 2\n  url:");
+    assert!(config.contains("read_timeout: 2"));
+    let gw = Gateway::start_in(dir, &config).await;
+    let base = gw.url();
+    let t = admin_token(&base, "stuck/app").await;
+    let bearer = format!("Bearer {t}");
+
+    let started = Instant::now();
+    let r = get(
+        &format!("{base}/v2/stuck/app/tags/list"),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["errors"][0]["code"], "UNAVAILABLE");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+
+    // With a body, the clock starts when the body is all sent.
+    let r = http(
+        Method::PATCH,
+        &format!("{base}/v2/stuck/app/blobs/uploads/some-id"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/octet-stream"),
+        ],
+        vec![7u8; 256 * 1024],
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(
+        get(&format!("{base}/healthz"), &[]).await.status,
+        200,
+        "regate stays up"
+    );
+}

@@ -117,6 +117,16 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
         r.upstream.get_or_insert_with(RawUpstream::default).url = Some(v.into());
         Ok(())
     }),
+    (
+        "REGATE_UPSTREAM_READ_TIMEOUT",
+        "upstream.read_timeout",
+        |r, v| {
+            r.upstream
+                .get_or_insert_with(RawUpstream::default)
+                .read_timeout = Some(integer(v)?);
+            Ok(())
+        },
+    ),
     ("REGATE_DATA_DIR", "data_dir", |r, v| {
         r.data_dir = Some(v.into());
         Ok(())

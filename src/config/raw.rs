@@ -177,6 +177,8 @@ pub struct RawGroupSearch {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: Option<String>,
+    /// regate: seconds the registry may take to answer a complete request.
+    pub read_timeout: Option<i64>,
 }
 
 /// Every key the file may hold, by section, for "did you mean" and "belongs under" hints.
@@ -249,7 +251,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
         "acl[].match",
         &["account", "type", "name", "service", "ip", "labels"],
     ),
-    ("upstream", &["url"]),
+    ("upstream", &["url", "read_timeout"]),
     (
         "ldap_auth",
         &[
