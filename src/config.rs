@@ -559,4 +559,4 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,9 +4,12 @@ fn parse(src: &str) -> Result<Config, ConfigError> {
     Config::parse(Path::new("/etc/regate/config.yml"), src)
 }
 
-const HASH: &str = "$2y$05$GcKrd9lJ4a6c/MYWfU6a0OiwSoGcvf0pxjEKyVkrERsDfD3v1D7cG";
+/// A bcrypt-shaped hash (no test logs in with it).
+pub(crate) const HASH: &str = "$2y$05$GcKrd9lJ4a6c/MYWfU6a0OiwSoGcvf0pxjEKyVkrERsDfD3v1D7cG";
 
-fn seed() -> String {
+/// The seed's docker_auth config (../shared/seed/README.md), with `upstream`; shared with
+/// the lint tests.
+pub(crate) fn seed() -> String {
     format!(
         r#"server:
   addr: ":5001"

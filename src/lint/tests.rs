@@ -1,37 +1,6 @@
 use super::*;
 
-const HASH: &str = "$2y$05$GcKrd9lJ4a6c/MYWfU6a0OiwSoGcvf0pxjEKyVkrERsDfD3v1D7cG";
-
-/// The seed's config (../shared/seed/README.md), indentation restored.
-fn seed() -> String {
-    format!(
-        r#"server:
-  addr: ":5001"
-token:
-  issuer: "Auth Service"     # must equal the registry's auth.token.issuer
-  expiration: 900
-users:
-  "admin":
-    password: "{HASH}"
-  "hussein":
-    password: "{HASH}"
-  "": {{}}
-acl:
-  - match: {{account: "admin"}}
-    actions: ["*"]
-  - match: {{account: "hussien", name: "ubuntu"}}
-    actions: ["*"]
-  - match: {{account: "test"}}
-    actions: []
-  - match: {{account: "/.+/"}}
-    actions: ["pull"]
-  - match: {{account: "", name: "hello-world"}}
-    actions: ["pull"]
-upstream:
-  url: http://127.0.0.1:5000
-"#
-    )
-}
+use crate::config::tests::{seed, HASH};
 
 /// A config with these users (`""` for the anonymous entry) and this `acl:` body.
 fn with(users: &[&str], acl: &str) -> String {
@@ -79,7 +48,7 @@ fn the_seed_misspells_hussein() {
     );
     assert_eq!(
         w[0].to_string(),
-        "/etc/regate/config.yml:15:13: acl[1].match.account: no user \"hussien\"; did you mean \"hussein\"?"
+        "/etc/regate/config.yml:17:13: acl[1].match.account: no user \"hussien\"; did you mean \"hussein\"?"
     );
     assert_eq!(w[1].message, "no user \"test\"; the rule never applies");
 }
@@ -355,12 +324,12 @@ fn load_and_lint_reads_the_file() {
     assert_eq!(config.acl.len(), 5);
     assert!(warnings[0]
         .to_string()
-        .starts_with(&format!("{}:15:13: ", path.display())));
+        .starts_with(&format!("{}:17:13: ", path.display())));
     // A regex that does not compile is an error at load, located.
     std::fs::write(&path, seed().replace("\"/.+/\"", "\"/[/\"")).unwrap();
     let e = load_and_lint(&path).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("acl[3].match.account"));
-    assert_eq!(e.position, Some((19, 13)), "{e}");
+    assert_eq!(e.position, Some((21, 13)), "{e}");
 }
 
 #[test]
