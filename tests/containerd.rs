@@ -213,15 +213,11 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctr_pulls_with_user_through_the_post_first_flow() {
-    let registry = Registry::start(None);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("regate.yml");
-    std::fs::write(
-        &config,
-        seed_config(&registry.url(), &dir.path().join("data")),
-    )
-    .unwrap();
-    let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
+    let SeedProcess {
+        regate,
+        registry: _registry,
+        dir,
+    } = SeedProcess::start();
     let host = regate.addr.clone();
     let containerd = blocking(Containerd::start);
 

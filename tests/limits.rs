@@ -400,15 +400,11 @@ async fn read_some(stream: &mut TcpStream, within: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_stays_bounded_under_200_dribbling_connections() {
-    let registry = Registry::start(None);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("regate.yml");
-    std::fs::write(
-        &config,
-        seed_config(&registry.url(), &dir.path().join("data")),
-    )
-    .unwrap();
-    let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
+    let SeedProcess {
+        regate,
+        registry: _registry,
+        dir: _dir,
+    } = SeedProcess::start();
     let addr: SocketAddr = regate.addr.parse().unwrap();
     let base = regate.url();
     healthy(&base).await;

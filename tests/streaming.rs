@@ -56,15 +56,11 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gib_blob_streams_both_ways_in_constant_memory() {
-    let registry = Registry::start(None);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("regate.yml");
-    std::fs::write(
-        &config,
-        seed_config(&registry.url(), &dir.path().join("data")),
-    )
-    .unwrap();
-    let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
+    let SeedProcess {
+        regate,
+        registry: _registry,
+        dir: _dir,
+    } = SeedProcess::start();
     let base = regate.url();
     let t = token(
         &base,

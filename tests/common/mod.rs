@@ -754,3 +754,30 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status");
     kb * 1024
 }
+
+/// Debian's registry and the `regate` binary in front of it with the seed's config.
+pub struct SeedProcess {
+    // Fields drop in order: regate stops before the registry and the folder go.
+    pub regate: RegateProcess,
+    pub registry: Registry,
+    pub dir: TempDir,
+}
+
+impl SeedProcess {
+    pub fn start() -> SeedProcess {
+        let registry = Registry::start(None);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("regate.yml");
+        std::fs::write(
+            &config,
+            seed_config(&registry.url(), &dir.path().join("data")),
+        )
+        .unwrap();
+        let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
+        SeedProcess {
+            regate,
+            registry,
+            dir,
+        }
+    }
+}
