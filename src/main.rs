@@ -314,6 +314,14 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // The directory's own files (bind password, CA) are read as serve reads them; the
+    // directory itself is not contacted.
+    if let Some(ldap) = &config.ldap {
+        if let Err(e) = regate::auth::ldap::Directory::new(ldap.clone(), Default::default()) {
+            eprintln!("error: ldap_auth: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match &config.token.key {
         Some(files) => {
             if let Err(e) = regate::auth::keys::SigningKey::load(&files.certificate, &files.key) {

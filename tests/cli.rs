@@ -309,3 +309,29 @@ fn explain_refuses_bad_input() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot read the config"));
 }
+
+#[test]
+fn check_reads_the_files_serve_would_read() {
+    // A missing LDAP bind password file fails check, not the first login.
+    let (_dir, path) = write_config(
+        "upstream: {url: \"http://127.0.0.1:5000\"}\nldap_auth:\n  addr: \"127.0.0.1:389\"\n  bind_dn: \"cn=regate,dc=example,dc=org\"\n  bind_password_file: missing-bind-password\n  base: \"dc=example,dc=org\"\n  filter: \"(uid=${account})\"\nacl: []\n",
+    );
+    let out = regate(&["check", "--config", path.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("missing-bind-password"),
+        "{}",
+        text(&out.stderr)
+    );
+    // So does a token key that is not there.
+    let (_dir, path) = write_config(
+        "upstream: {url: \"http://127.0.0.1:5000\"}\ntoken: {certificate: none.crt, key: none.key}\n",
+    );
+    let out = regate(&["check", "--config", path.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("none.crt"),
+        "{}",
+        text(&out.stderr)
+    );
+}
