@@ -2,20 +2,38 @@
 //! through untouched from the other side, or a small buffer regate wrote itself. A body can
 //! carry a tap that counts the bytes as they pass and reports once the body is done, which
 //! is how the access log and the byte counters see a transfer's true size without ever
-//! holding it.
+//! holding it. A stream can also carry an idle limit: a side that sends nothing for that
+//! long ends the body with [`Stalled`], in either direction.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 type OnEnd = Box<dyn FnOnce(u64) + Send>;
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The other side sent nothing of the body for this long.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {0:?}")]
+pub struct Stalled(pub Duration);
+
 pub struct Body {
     inner: Inner,
     bytes: u64,
     on_end: Option<OnEnd>,
+    idle: Option<Idle>,
+}
+
+/// Runs only while the stream is waited on; any frame resets it.
+struct Idle {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
 }
 
 enum Inner {
@@ -42,7 +60,19 @@ impl Body {
             inner,
             bytes: 0,
             on_end: None,
+            idle: None,
         }
+    }
+
+    /// Ends the body with [`Stalled`] when the stream sends nothing for `limit` while
+    /// it is waited on: a slow transfer is never cut, a silent one is.
+    pub fn idle_timeout(mut self, limit: Duration) -> Body {
+        self.idle = Some(Idle {
+            limit,
+            timer: None,
+            waiting: false,
+        });
+        self
     }
 
     /// Calls `f` with the number of body bytes that passed, when the body is finished or
@@ -50,6 +80,21 @@ impl Body {
     pub fn on_end(mut self, f: impl FnOnce(u64) + Send + 'static) -> Body {
         self.on_end = Some(Box::new(f));
         self
+    }
+}
+
+impl Idle {
+    /// Starts the clock at the first wait after a frame; true once it has run out.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.waiting {
+            self.waiting = true;
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -63,22 +108,38 @@ impl Drop for Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
             Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
             Inner::Buffer(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes += data.len() as u64;
+        let this = self.get_mut();
+        match polled {
+            Poll::Ready(frame) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.waiting = false;
+                }
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    this.bytes += data.map_or(0, |d| d.len() as u64);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
+            Poll::Pending => match &mut this.idle {
+                Some(idle) => {
+                    if idle.poll_expired(cx) {
+                        Poll::Ready(Some(Err(Box::new(Stalled(idle.limit)))))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+                None => Poll::Pending,
+            },
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

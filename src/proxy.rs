@@ -1,7 +1,6 @@
 //! Forwards an authorized request to registry:2 and streams the answer back. Bodies pass
 //! through as they arrive, both ways: a blob of any size costs a few buffers of memory.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -173,7 +172,10 @@ impl Upstream {
         metrics.upstream(started.elapsed());
         let (mut parts, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::stream(incoming)))
+        // A registry that stops sending mid-body ends the response (the client sees a cut
+        // transfer) instead of holding the connection forever.
+        let body = body::stream(incoming).idle_timeout(self.read_timeout);
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -199,7 +201,7 @@ enum ClientFault {
     #[error("the client sent no request body data for {0:?}")]
     Stalled(Duration),
     #[error("the client's request body was malformed or cut short: {0}")]
-    Read(#[source] hyper::Error),
+    Read(#[source] body::BoxError),
 }
 
 impl ClientFault {
@@ -234,10 +236,6 @@ fn client_fault(e: &hyper_util::client::legacy::Error) -> Option<&ClientFault> {
 /// as the client's and a stall cut off after [`BODY_IDLE_TIMEOUT`].
 struct ClientBody {
     inner: Body,
-    /// Made at the first wait (most forwarded requests have no body to wait for).
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether `idle` runs: only while the registry waits on the client.
-    waiting: bool,
     /// Told when the whole body has been sent.
     sent: Arc<tokio::sync::Notify>,
 }
@@ -245,9 +243,7 @@ struct ClientBody {
 impl ClientBody {
     fn new(inner: Body, sent: Arc<tokio::sync::Notify>) -> ClientBody {
         ClientBody {
-            inner,
-            idle: None,
-            waiting: false,
+            inner: inner.idle_timeout(BODY_IDLE_TIMEOUT),
             sent,
         }
     }
@@ -264,31 +260,20 @@ impl hyper::body::Body for ClientBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.waiting = false;
                 // hyper stops polling once a body of known length is complete, so the end
                 // is either `None` or a frame after which the body reports its end.
                 if frame.is_none() || hyper::body::Body::is_end_stream(&this.inner) {
                     // notify_one keeps the permit if nobody waits yet.
                     this.sent.notify_one();
                 }
-                Poll::Ready(frame.map(|f| f.map_err(ClientFault::Read)))
+                Poll::Ready(frame.map(|f| {
+                    f.map_err(|e| match e.downcast::<body::Stalled>() {
+                        Ok(stalled) => ClientFault::Stalled(stalled.0),
+                        Err(e) => ClientFault::Read(e),
+                    })
+                }))
             }
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + BODY_IDLE_TIMEOUT;
-                let idle = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.waiting {
-                    this.waiting = true;
-                    idle.as_mut().reset(deadline);
-                }
-                match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(ClientFault::Stalled(BODY_IDLE_TIMEOUT))))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -431,3 +431,48 @@ async fn upstream_that_never_answers_is_a_504_after_the_read_timeout() {
         "regate stays up"
     );
 }
+
+/// A registry that stops sending in the middle of a body: the transfer is cut after
+/// `upstream.read_timeout` of silence, never held open forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_that_stalls_mid_body_is_cut_after_the_read_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (_head, _) = read_head(&mut stream).await;
+                let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nContent-Type: application/octet-stream\r\n\r\n";
+                let _ = stream.write_all(reply).await;
+                let _ = stream.write_all(&[1u8; 1000]).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(&format!("http://{addr}"), &dir.path().join("data"))
+        .replace("upstream:\n  url:", "upstream:\n  read_timeout: 2\n  url:");
+    let gw = Gateway::start_in(dir, &config).await;
+    let base = gw.url();
+    let t = admin_token(&base, "stall/app").await;
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let request = format!(
+        "GET /v2/stall/app/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {t}\r\n\r\n",
+        gw.addr()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the stalled transfer was never cut");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        received.len() < 1_000_000,
+        "the body ended short, as the registry's did"
+    );
+    assert_eq!(get(&format!("{base}/healthz"), &[]).await.status, 200);
+}
