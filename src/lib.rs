@@ -79,20 +79,7 @@ impl Runtime {
     /// `lasting` carries over from the runtime this one replaces.
     pub fn build(config: Config, lasting: Lasting) -> Result<Runtime, Error> {
         let Lasting { metrics, throttle } = lasting;
-        let key = match &config.token.key {
-            Some(files) => SigningKey::load(&files.certificate, &files.key)?,
-            None => {
-                let (key, made) = SigningKey::load_or_generate(&config.data_dir)?;
-                if made {
-                    tracing::info!(
-                        certificate = %key.certificate_path.display(),
-                        "generated a token signing key; a registry that checks tokens too needs this certificate as auth.token.rootcertbundle"
-                    );
-                }
-                key
-            }
-        };
-        let key = key.with_kid_format(config.token.kid_format);
+        let key = signing_key(&config)?;
         let tokens = Tokens::new(
             Arc::new(key),
             &config.token.issuer,
@@ -128,6 +115,25 @@ impl Runtime {
             throttle: self.throttle.clone(),
         }
     }
+}
+
+/// The token signing key a config names, or, with none named, the one generated in
+/// `data_dir` (made on first use), carrying the configured key ID format.
+pub fn signing_key(config: &Config) -> Result<SigningKey, KeyError> {
+    let key = match &config.token.key {
+        Some(files) => SigningKey::load(&files.certificate, &files.key)?,
+        None => {
+            let (key, made) = SigningKey::load_or_generate(&config.data_dir)?;
+            if made {
+                tracing::info!(
+                    certificate = %key.certificate_path.display(),
+                    "generated a token signing key; a registry that checks tokens too needs this certificate as auth.token.rootcertbundle"
+                );
+            }
+            key
+        }
+    };
+    Ok(key.with_kid_format(config.token.kid_format))
 }
 
 /// A running gateway.

@@ -402,15 +402,13 @@ fn explain(args: ExplainArgs) -> ExitCode {
         }
     };
     let password = if args.password_stdin {
-        let mut input = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-            eprintln!("error: reading stdin: {e}");
-            return ExitCode::FAILURE;
+        match password_from_stdin() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         }
-        // One trailing newline is the terminal's, not the password's.
-        let password = input.strip_suffix('\n').unwrap_or(&input);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        Some(regate::auth::Secret::new(password))
     } else {
         None
     };
@@ -438,15 +436,27 @@ fn explain(args: ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn hash_password(cost: u32) -> ExitCode {
+/// A password typed or piped on stdin; one trailing newline is the terminal's, not the
+/// password's.
+fn password_from_stdin() -> Result<regate::auth::Secret, String> {
     let mut input = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-        eprintln!("error: reading stdin: {e}");
-        return ExitCode::FAILURE;
-    }
-    // One trailing newline is the terminal's, not the password's.
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("reading stdin: {e}"))?;
     let password = input.strip_suffix('\n').unwrap_or(&input);
     let password = password.strip_suffix('\r').unwrap_or(password);
+    Ok(regate::auth::Secret::new(password))
+}
+
+fn hash_password(cost: u32) -> ExitCode {
+    let password = match password_from_stdin() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let password = password.expose();
     if password.is_empty() {
         eprintln!("error: empty password");
         return ExitCode::FAILURE;
@@ -509,12 +519,8 @@ fn jwks(path: PathBuf, out: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let key = match &config.token.key {
-        Some(files) => regate::auth::keys::SigningKey::load(&files.certificate, &files.key),
-        None => regate::auth::keys::SigningKey::load_or_generate(&config.data_dir).map(|(k, _)| k),
-    };
-    let key = match key {
-        Ok(k) => k.with_kid_format(config.token.kid_format),
+    let key = match regate::signing_key(&config) {
+        Ok(k) => k,
         Err(e) => {
             eprintln!("error: token key: {e}");
             return ExitCode::FAILURE;
