@@ -20,6 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::Body;
 use crate::gateway::Conn;
 
+mod coalesce;
+use coalesce::Coalesce;
+
 /// What answers the requests of one connection.
 pub trait Handler: Clone + Send + Sync + 'static {
     type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static;
@@ -158,29 +161,50 @@ async fn serve_connection(
                         return;
                     }
                 };
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            first_request_within(
-                HEADER_READ_TIMEOUT,
-                &first_request,
-                watcher.watch(conn.into_owned()),
-            )
-            .await
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                drive(
+                    Coalesce::new(stream),
+                    builder,
+                    service,
+                    &first_request,
+                    watcher,
+                )
+                .await
+            } else {
+                drive(stream, builder, service, &first_request, watcher).await
+            }
         }
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            first_request_within(
-                HEADER_READ_TIMEOUT,
-                &first_request,
-                watcher.watch(conn.into_owned()),
-            )
-            .await
-        }
+        None => drive(stream, builder, service, &first_request, watcher).await,
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
         None => tracing::debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; dropped"),
         Some(Ok(())) => {}
     }
+}
+
+/// Serves one connection's requests over `io` until it ends (`None`: no first request in time).
+async fn drive<I, S>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    service: S,
+    first_request: &std::sync::atomic::AtomicBool,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    first_request_within(
+        HEADER_READ_TIMEOUT,
+        first_request,
+        watcher.watch(conn.into_owned()),
+    )
+    .await
 }
 
 /// Runs `conn` to its end, or drops it (closing the connection) if `seen` is still false

@@ -232,6 +232,56 @@ async fn https_with_only_the_ca_over_h2_and_http1() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+
+    // Many streams at once on that one connection, blobs and small answers mixed: regate
+    // gathers HTTP/2 frames into whole TLS records, and none of them may be held back.
+    let Sender::H2(sender) = &c.sender else {
+        panic!("h2 was negotiated")
+    };
+    let streams = (0..24).map(|i| {
+        let mut sender = sender.clone();
+        let path = if i % 6 == 0 {
+            format!("/v2/h2/blob/blobs/{digest}")
+        } else {
+            "/v2/".to_owned()
+        };
+        let req = Request::get(format!("https://{host}{path}"))
+            .header("authorization", &bearer)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        tokio::spawn(async move {
+            sender.ready().await.unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            (
+                path,
+                status,
+                resp.into_body().collect().await.unwrap().to_bytes(),
+            )
+        })
+    });
+    let all = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        join_all(streams.collect()),
+    )
+    .await
+    .expect("every stream answered");
+    for (path, status, body) in all {
+        assert_eq!(status, 200, "{path}");
+        if path.contains("/blobs/") {
+            assert_eq!(sha256_hex(&body), sha256_hex(&data));
+        } else {
+            assert_eq!(&body[..], b"{}");
+        }
+    }
+}
+
+async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
