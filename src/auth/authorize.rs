@@ -74,8 +74,10 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 "directory_unavailable"
             } else {
                 rt.metrics.auth_failures.fetch_add(1, Relaxed);
-                if let Some(user) = claimed {
-                    rt.throttle.failed(user, client_ip);
+                if let Login::Password { user, password } = login {
+                    if !user.is_empty() {
+                        rt.throttle.failed(user, password, client_ip);
+                    }
                 }
                 "authentication_failed"
             };

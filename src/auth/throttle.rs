@@ -2,10 +2,18 @@
 //! past a few, each further failure locks that key for a doubling time (1 s, 2 s, 4 s, ...
 //! up to 5 minutes) during which token requests get 429 without a bcrypt check. A success
 //! clears the account's count. State outlives config reloads.
+//!
+//! A guess is a *different* wrong password: the same one again within [`REPEAT_WINDOW`]
+//! counts once. Clients resend a refused credential on their own (containerd tries the
+//! OAuth2 POST, then the GET with the same password; a CI job with a stale password
+//! retries every few seconds), and that must not lock the account's owner out. Repeats are
+//! recognised by a keyed hash of account and password; no password is kept.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::Secret;
 
 /// Failures allowed before locking starts: a typo or two never locks anyone out.
 const FREE_PER_ACCOUNT: u32 = 5;
@@ -14,6 +22,8 @@ const FREE_PER_ADDRESS: u32 = 20;
 const MAX_LOCK: Duration = Duration::from_secs(300);
 /// Counts are forgotten after this long without a failure.
 const MEMORY: Duration = Duration::from_secs(900);
+/// The same wrong password for the same account counts once in this long.
+const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Entry {
@@ -23,15 +33,25 @@ struct Entry {
 
 pub struct Throttle {
     entries: moka::sync::Cache<String, Arc<Mutex<Entry>>>,
+    /// Keyed hashes of the (account, wrong password) pairs seen within REPEAT_WINDOW.
+    recent: moka::sync::Cache<[u8; 32], ()>,
+    key: ring::hmac::Key,
 }
 
 impl Default for Throttle {
     fn default() -> Self {
+        let rng = ring::rand::SystemRandom::new();
         Throttle {
             entries: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(MEMORY)
                 .build(),
+            recent: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(REPEAT_WINDOW)
+                .build(),
+            key: ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+                .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"throttle")),
         }
     }
 }
@@ -58,7 +78,11 @@ impl Throttle {
             .max()
     }
 
-    pub fn failed(&self, account: &str, ip: IpAddr) {
+    /// Counts a refused login, unless it repeats one refused within REPEAT_WINDOW.
+    pub fn failed(&self, account: &str, password: &Secret, ip: IpAddr) {
+        if !self.first_time(account, password) {
+            return;
+        }
         for (key, free) in [
             (account_key(account), FREE_PER_ACCOUNT),
             (address_key(ip), FREE_PER_ADDRESS),
@@ -80,25 +104,41 @@ impl Throttle {
     pub fn succeeded(&self, account: &str) {
         self.entries.invalidate(&account_key(account));
     }
+
+    /// Whether this account and password were not refused within REPEAT_WINDOW.
+    fn first_time(&self, account: &str, password: &Secret) -> bool {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        for part in [account, password.expose()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(ctx.sign().as_ref());
+        self.recent.entry(tag).or_insert(()).is_fresh()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn guess(i: u32) -> Secret {
+        Secret::new(format!("guess-{i}"))
+    }
+
     #[test]
     fn locks_after_the_free_failures_and_clears_on_success() {
         let t = Throttle::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        for _ in 0..FREE_PER_ACCOUNT {
+        for i in 0..FREE_PER_ACCOUNT {
             assert!(t.check("bob", ip).is_none());
-            t.failed("bob", ip);
+            t.failed("bob", &guess(i), ip);
         }
         assert!(t.check("bob", ip).is_none(), "five typos lock nothing");
-        t.failed("bob", ip);
+        t.failed("bob", &guess(100), ip);
         let wait = t.check("bob", ip).expect("locked");
         assert!(wait <= Duration::from_secs(1));
-        t.failed("bob", ip);
+        t.failed("bob", &guess(101), ip);
         assert!(
             t.check("bob", ip).unwrap() > Duration::from_secs(1),
             "the lock doubles"
@@ -114,11 +154,32 @@ mod tests {
         let t = Throttle::default();
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
         for i in 0..=FREE_PER_ADDRESS {
-            t.failed(&format!("user{i}"), ip);
+            t.failed(&format!("user{i}"), &guess(0), ip);
         }
         assert!(t.check("someone-else", ip).is_some());
         assert!(t
             .check("someone-else", "10.0.0.10".parse().unwrap())
             .is_none());
+    }
+
+    #[test]
+    fn the_same_wrong_password_again_is_not_another_guess() {
+        let t = Throttle::default();
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let stale = Secret::new("last-years-password");
+        for _ in 0..50 {
+            t.failed("ci", &stale, ip);
+        }
+        assert!(
+            t.check("ci", ip).is_none(),
+            "a retrying client locks nothing"
+        );
+        // The same password for another account is a guess there.
+        t.failed("cj", &stale, ip);
+        // Different passwords are guesses, each counted.
+        for i in 0..=FREE_PER_ACCOUNT {
+            t.failed("ci", &guess(i), ip);
+        }
+        assert!(t.check("ci", ip).is_some());
     }
 }
