@@ -7,11 +7,13 @@
 //! client then has to decrypt too. [`Coalesce`] sits between h2 and the TLS stream: it
 //! gathers writes into one buffer and hands TLS whole 16 KiB records, up to four at a time.
 //!
-//! A flush is deferred once: h2 flushes after every frame while it still has more to write in
-//! the same turn, so the first `poll_flush` after new bytes only wakes the task and answers
-//! `Ready`; h2 calls `poll_flush` again at the end of every turn, and that second call (no
-//! write in between) sends whatever is left. So nothing waits longer than one scheduler turn,
-//! and the bytes always leave when h2 has nothing more to say.
+//! Flushes are deferred: h2 flushes after every frame while it still has more to write in
+//! the same turn, so a `poll_flush` that follows new bytes only wakes the task and answers
+//! `Ready`. h2 calls `poll_flush` at the end of every turn, and one with no write since the
+//! last sends whatever is left: the bytes leave as soon as h2 has nothing more to say. A
+//! connection busy enough to write something on every turn (many small answers at once)
+//! is flushed after [`MAX_DEFERRED`] deferrals in a row, so no answer waits for a buffer
+//! to fill.
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const RECORD: usize = 16 * 1024;
 /// Written out once this much is gathered: four records per system call.
 const CAPACITY: usize = 4 * RECORD;
+/// Flushes deferred in a row at most; the next one writes.
+const MAX_DEFERRED: u8 = 8;
 
 pub struct Coalesce<T> {
     inner: T,
@@ -31,6 +35,8 @@ pub struct Coalesce<T> {
     sent: usize,
     /// A write came in since the last `poll_flush`.
     fresh: bool,
+    /// Flushes deferred since bytes last went out.
+    deferred: u8,
 }
 
 impl<T> Coalesce<T> {
@@ -40,6 +46,7 @@ impl<T> Coalesce<T> {
             buf: Vec::with_capacity(CAPACITY),
             sent: 0,
             fresh: false,
+            deferred: 0,
         }
     }
 }
@@ -58,6 +65,7 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
         }
         self.buf.drain(..self.sent);
         self.sent = 0;
+        self.deferred = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -119,8 +127,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.sent < this.buf.len() {
-            if std::mem::take(&mut this.fresh) {
-                // h2 may have more frames this turn: answer now, finish on the next flush.
+            if std::mem::take(&mut this.fresh) && this.deferred < MAX_DEFERRED {
+                // h2 may have more frames this turn: answer now, finish on a later flush.
+                this.deferred += 1;
                 cx.waker().wake_by_ref();
                 return Poll::Ready(Ok(()));
             }

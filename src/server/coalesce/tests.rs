@@ -141,6 +141,22 @@ fn the_first_flush_after_a_write_wakes_and_the_second_sends() {
 }
 
 #[test]
+fn a_connection_writing_on_every_turn_is_still_flushed() {
+    let (_, w) = waker();
+    let mut cx = Context::from_waker(&w);
+    let mut c = Coalesce::new(Wire::default());
+    // A small answer per turn, each turn ending with a flush: the buffer never fills.
+    let mut turns = 0;
+    while c.inner.writes.is_empty() {
+        write_all(&mut c, &mut cx, vec![b"a small answer"]);
+        assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+        turns += 1;
+        assert!(turns <= MAX_DEFERRED as usize + 1, "held for {turns} turns");
+    }
+    assert_eq!(c.inner.writes.concat(), b"a small answer".repeat(turns));
+}
+
+#[test]
 fn a_stalled_wire_holds_writes_back_without_losing_any() {
     let (_, w) = waker();
     let mut cx = Context::from_waker(&w);
