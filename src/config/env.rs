@@ -2,7 +2,7 @@
 //! Every scalar key has one, so a compose file can set the common settings without
 //! editing the config file.
 
-use super::raw::{RawConfig, RawServer, RawToken, RawUpstream};
+use super::raw::{RawConfig, RawLdap, RawServer, RawToken, RawUpstream};
 
 /// The overrides: variable, key, and how to set it.
 type Setter = fn(&mut RawConfig, &str) -> Result<(), String>;
@@ -13,6 +13,10 @@ fn server(raw: &mut RawConfig) -> &mut RawServer {
 
 fn token(raw: &mut RawConfig) -> &mut RawToken {
     raw.token.get_or_insert_with(RawToken::default)
+}
+
+fn ldap(raw: &mut RawConfig) -> &mut RawLdap {
+    raw.ldap_auth.get_or_insert_with(RawLdap::default)
 }
 
 fn boolean(v: &str) -> Result<bool, String> {
@@ -26,6 +30,11 @@ fn boolean(v: &str) -> Result<bool, String> {
 fn integer(v: &str) -> Result<i64, String> {
     v.parse()
         .map_err(|_| format!("`{v}` is not a whole number"))
+}
+
+fn seconds(v: &str) -> Result<f64, String> {
+    v.parse()
+        .map_err(|_| format!("`{v}` is not a number of seconds"))
 }
 
 pub const OVERRIDES: &[(&str, &str, Setter)] = &[
@@ -139,6 +148,88 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
         r.htpasswd = Some(v.into());
         Ok(())
     }),
+    // The directory's scalar keys; setting one makes an `ldap_auth` section if the file
+    // has none (it must then be completed, by the file or by more variables).
+    ("REGATE_LDAP_AUTH_ADDR", "ldap_auth.addr", |r, v| {
+        ldap(r).addr = Some(v.into());
+        Ok(())
+    }),
+    ("REGATE_LDAP_AUTH_TLS", "ldap_auth.tls", |r, v| {
+        ldap(r).tls = Some(v.into());
+        Ok(())
+    }),
+    (
+        "REGATE_LDAP_AUTH_INSECURE_TLS_SKIP_VERIFY",
+        "ldap_auth.insecure_tls_skip_verify",
+        |r, v| {
+            ldap(r).insecure_tls_skip_verify = Some(boolean(v)?);
+            Ok(())
+        },
+    ),
+    (
+        "REGATE_LDAP_AUTH_CA_CERTIFICATE",
+        "ldap_auth.ca_certificate",
+        |r, v| {
+            ldap(r).ca_certificate = Some(v.into());
+            Ok(())
+        },
+    ),
+    ("REGATE_LDAP_AUTH_BIND_DN", "ldap_auth.bind_dn", |r, v| {
+        ldap(r).bind_dn = Some(v.into());
+        Ok(())
+    }),
+    (
+        "REGATE_LDAP_AUTH_BIND_PASSWORD_FILE",
+        "ldap_auth.bind_password_file",
+        |r, v| {
+            ldap(r).bind_password_file = Some(v.into());
+            Ok(())
+        },
+    ),
+    (
+        "REGATE_LDAP_AUTH_INITIAL_BIND_AS_USER",
+        "ldap_auth.initial_bind_as_user",
+        |r, v| {
+            ldap(r).initial_bind_as_user = Some(boolean(v)?);
+            Ok(())
+        },
+    ),
+    ("REGATE_LDAP_AUTH_BASE", "ldap_auth.base", |r, v| {
+        ldap(r).base = Some(v.into());
+        Ok(())
+    }),
+    ("REGATE_LDAP_AUTH_FILTER", "ldap_auth.filter", |r, v| {
+        ldap(r).filter = Some(v.into());
+        Ok(())
+    }),
+    (
+        "REGATE_LDAP_AUTH_CONNECT_TIMEOUT",
+        "ldap_auth.connect_timeout",
+        |r, v| {
+            ldap(r).connect_timeout = Some(seconds(v)?);
+            Ok(())
+        },
+    ),
+    ("REGATE_LDAP_AUTH_TIMEOUT", "ldap_auth.timeout", |r, v| {
+        ldap(r).timeout = Some(seconds(v)?);
+        Ok(())
+    }),
+    (
+        "REGATE_LDAP_AUTH_POOL_SIZE",
+        "ldap_auth.pool_size",
+        |r, v| {
+            ldap(r).pool_size = Some(integer(v)?);
+            Ok(())
+        },
+    ),
+    (
+        "REGATE_LDAP_AUTH_CACHE_TTL",
+        "ldap_auth.cache_ttl",
+        |r, v| {
+            ldap(r).cache_ttl = Some(seconds(v)?);
+            Ok(())
+        },
+    ),
 ];
 
 /// Variables the command line reads itself, not config keys.
@@ -204,6 +295,37 @@ mod tests {
         );
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("REGATE_TYPO"));
+    }
+
+    #[test]
+    fn the_directory_is_set_from_the_environment_too() {
+        let mut raw = RawConfig::default();
+        apply(
+            &mut raw,
+            vars(&[
+                ("REGATE_LDAP_AUTH_ADDR", "ldap.example.com:636"),
+                ("REGATE_LDAP_AUTH_TLS", "always"),
+                ("REGATE_LDAP_AUTH_BIND_PASSWORD_FILE", "/run/secrets/ldap"),
+                ("REGATE_LDAP_AUTH_TIMEOUT", "2.5"),
+                ("REGATE_LDAP_AUTH_POOL_SIZE", "4"),
+            ]),
+        )
+        .unwrap();
+        let ldap = raw.ldap_auth.unwrap();
+        assert_eq!(ldap.addr.as_deref(), Some("ldap.example.com:636"));
+        assert_eq!(ldap.tls.as_deref(), Some("always"));
+        assert_eq!(
+            ldap.bind_password_file.as_deref(),
+            Some("/run/secrets/ldap")
+        );
+        assert_eq!(ldap.timeout, Some(2.5));
+        assert_eq!(ldap.pool_size, Some(4));
+        let (name, _) = apply(
+            &mut RawConfig::default(),
+            vars(&[("REGATE_LDAP_AUTH_CACHE_TTL", "a while")]),
+        )
+        .unwrap_err();
+        assert_eq!(name, "REGATE_LDAP_AUTH_CACHE_TTL (for ldap_auth.cache_ttl)");
     }
 
     #[test]
