@@ -22,7 +22,7 @@ use crate::acl::Labels;
 use crate::metrics::Metrics;
 
 use super::users::{AuthnError, Backend, Identity};
-use super::Secret;
+use super::{CredentialKey, Secret};
 
 mod setup;
 mod text;
@@ -152,7 +152,7 @@ pub struct Directory {
     permits: Semaphore,
     idle: Mutex<Vec<Idle>>,
     cache: Option<moka::sync::Cache<[u8; 32], Arc<Labels>>>,
-    cache_key: ring::hmac::Key,
+    cache_key: CredentialKey,
     metrics: Arc<Metrics>,
 }
 
@@ -173,9 +173,6 @@ impl Directory {
             _ => None,
         };
         let tls = client_tls(&config)?;
-        let rng = ring::rand::SystemRandom::new();
-        let cache_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"regate-ldap"));
         let cache = (!config.cache_ttl.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -189,7 +186,7 @@ impl Directory {
             bind_password,
             tls,
             cache,
-            cache_key,
+            cache_key: CredentialKey::generate(),
             metrics,
         })
     }
@@ -506,14 +503,7 @@ impl Directory {
     /// A keyed hash of the account and password: a changed password never hits an old
     /// entry, and no password is kept.
     fn cache_key(&self, account: &str, password: &Secret) -> [u8; 32] {
-        let mut ctx = ring::hmac::Context::with_key(&self.cache_key);
-        for part in [account, password.expose()] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        self.cache_key.tag(&[account, password.expose()])
     }
 }
 

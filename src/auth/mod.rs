@@ -32,3 +32,30 @@ impl fmt::Debug for Secret {
         f.write_str("<redacted>")
     }
 }
+
+/// A key made at start for keyed hashes of credentials: the credential caches and the
+/// throttle recognise a user and password they saw without keeping the password.
+pub struct CredentialKey(ring::hmac::Key);
+
+impl CredentialKey {
+    pub fn generate() -> CredentialKey {
+        let rng = ring::rand::SystemRandom::new();
+        // If the OS has no randomness the tags are still never shown anywhere; the key
+        // only keeps passwords out of in-memory cache keys.
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"regate"));
+        CredentialKey(key)
+    }
+
+    /// HMAC-SHA256 of `parts`, each prefixed by its length so no two lists collide.
+    pub fn tag(&self, parts: &[&str]) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.0);
+        for part in parts {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+}

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Secret;
+use super::{CredentialKey, Secret};
 
 /// Failures allowed before locking starts: a typo or two never locks anyone out.
 const FREE_PER_ACCOUNT: u32 = 5;
@@ -35,12 +35,11 @@ pub struct Throttle {
     entries: moka::sync::Cache<String, Arc<Mutex<Entry>>>,
     /// Keyed hashes of the (account, wrong password) pairs seen within REPEAT_WINDOW.
     recent: moka::sync::Cache<[u8; 32], ()>,
-    key: ring::hmac::Key,
+    key: CredentialKey,
 }
 
 impl Default for Throttle {
     fn default() -> Self {
-        let rng = ring::rand::SystemRandom::new();
         Throttle {
             entries: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -50,8 +49,7 @@ impl Default for Throttle {
                 .max_capacity(100_000)
                 .time_to_live(REPEAT_WINDOW)
                 .build(),
-            key: ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-                .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"throttle")),
+            key: CredentialKey::generate(),
         }
     }
 }
@@ -107,13 +105,7 @@ impl Throttle {
 
     /// Whether this account and password were not refused within REPEAT_WINDOW.
     fn first_time(&self, account: &str, password: &Secret) -> bool {
-        let mut ctx = ring::hmac::Context::with_key(&self.key);
-        for part in [account, password.expose()] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
-        }
-        let mut tag = [0u8; 32];
-        tag.copy_from_slice(ctx.sign().as_ref());
+        let tag = self.key.tag(&[account, password.expose()]);
         self.recent.entry(tag).or_insert(()).is_fresh()
     }
 }

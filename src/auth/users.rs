@@ -12,7 +12,7 @@ use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
 use super::ldap::Directory;
-use super::Secret;
+use super::{CredentialKey, Secret};
 
 /// A bcrypt hash of nothing anyone knows, at the usual cost: checked against when the user
 /// does not exist, so an unknown user costs the same time as a wrong password.
@@ -117,7 +117,7 @@ pub enum AuthnError {
 pub struct Users {
     users: HashMap<String, User>,
     cache: moka::sync::Cache<[u8; 32], ()>,
-    cache_key: ring::hmac::Key,
+    cache_key: CredentialKey,
     metrics: Arc<Metrics>,
     directory: Option<Directory>,
 }
@@ -129,18 +129,13 @@ impl Users {
         metrics: Arc<Metrics>,
         directory: Option<Directory>,
     ) -> Users {
-        let rng = ring::rand::SystemRandom::new();
-        // If the OS has no randomness the key is still unique to the process run; it is
-        // only used to keep passwords out of the cache's keys.
-        let cache_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"regate"));
         Users {
             users,
             cache: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(cache_ttl)
                 .build(),
-            cache_key,
+            cache_key: CredentialKey::generate(),
             metrics,
             directory,
         }
@@ -234,14 +229,7 @@ impl Users {
     /// A keyed hash of the credential and the stored hash: a changed password, or a
     /// reloaded hash, never hits an old entry, and no password is kept.
     fn cache_key(&self, name: &str, password: &Secret, hash: &str) -> [u8; 32] {
-        let mut ctx = ring::hmac::Context::with_key(&self.cache_key);
-        for part in [name, password.expose(), hash] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        self.cache_key.tag(&[name, password.expose(), hash])
     }
 }
 
