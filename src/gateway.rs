@@ -73,6 +73,7 @@ impl Gateway {
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let method = req.method().clone();
+        let version = req.version();
         let rt = self.runtime();
         let client_ip = client_ip(&rt, &req, conn.peer.ip());
         let classified = route::classify(req.uri().path(), req.uri().query());
@@ -109,6 +110,7 @@ impl Gateway {
                     account = account.as_deref().unwrap_or("-"),
                     method = %method,
                     path = %path_for_log,
+                    version = ?version,
                     route = kind,
                     status,
                     bytes,
