@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tempfile::TempDir;
@@ -18,7 +18,8 @@ const NAMESPACE: &str = "regate-test";
 struct Containerd {
     child: Child,
     sock: PathBuf,
-    dir: TempDir,
+    /// Its config, state and log; removed on drop.
+    _dir: TempDir,
 }
 
 impl Containerd {
@@ -59,56 +60,32 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         .unwrap();
         let log = std::fs::File::create(root.join("containerd.log")).unwrap();
         let mut cmd = Command::new("containerd");
-        cmd.arg("--config")
+        without_proxies(&mut cmd)
+            .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
-            cmd.env_remove(var);
-        }
         let child = cmd.spawn().map_err(|e| {
             format!("cannot run containerd ({e}); install Debian's containerd (apt-get install containerd)")
         })?;
-        let mut daemon = Containerd { child, sock, dir };
-        daemon.wait_ready()?;
+        let log_path = dir.path().join("containerd.log");
+        let mut daemon = Containerd {
+            child,
+            sock: sock.clone(),
+            _dir: dir,
+        };
+        wait_ready(
+            "containerd (`ctr version`)",
+            &mut daemon.child,
+            Duration::from_secs(30),
+            || {
+                let (ok, out) = ctr_at(&sock, &["version"]);
+                (ok && out.contains("Server:"), out)
+            },
+            || std::fs::read_to_string(&log_path).unwrap_or_default(),
+        )?;
         Ok(daemon)
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!(
-                    "containerd exited ({status}) before answering; its log:\n{}",
-                    self.log()
-                ));
-            }
-            let (ok, out) = self.ctr(&["version"]);
-            if ok && out.contains("Server:") {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "containerd did not answer `ctr version` within 30 s ({}); its log:\n{}",
-                    out.trim(),
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
     /// `ctr -a SOCK -n regate-test ARGS`; (success, stdout + stderr).
@@ -153,30 +130,12 @@ fn ctr_at(sock: &Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .env_remove("CONTAINERD_ADDRESS")
         .env_remove("CONTAINERD_NAMESPACE");
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        cmd.env_remove(var);
-    }
-    run_with_deadline(&mut cmd, b"", Duration::from_secs(60))
+    run_with_deadline(without_proxies(&mut cmd), b"", Duration::from_secs(60))
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(10));
     }
 }
 

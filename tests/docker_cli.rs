@@ -33,6 +33,14 @@ fn dockerd_bin() -> &'static str {
     }
 }
 
+/// The end of dockerd's log, where the reason it stopped is (containerd's start-up fills
+/// the beginning).
+fn tail_of_log(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.contains("module=grpc")).collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// A dockerd of the test's own; stopped (SIGTERM, then SIGKILL) and its files removed on
 /// drop.
 struct Dockerd {
@@ -85,15 +93,7 @@ impl Dockerd {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "ALL_PROXY",
-        ] {
-            cmd.env_remove(var);
-        }
+        without_proxies(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot run {} ({e}); install Debian's docker.io (apt-get install docker.io)",
@@ -106,36 +106,15 @@ impl Dockerd {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(40);
         let client = self.client(self.dir.path().join("probe-config"));
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!(
-                    "dockerd exited ({status}) before answering; its log:\n{}",
-                    self.log()
-                ));
-            }
-            let (ok, out) = client.run(&["version", "--format", "{{.Server.Version}}"], b"");
-            if ok {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "dockerd did not answer `docker version` within 40 s ({}); its log:\n{}",
-                    out.trim(),
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The end of dockerd's log, where the reason it stopped is (containerd's start-up
-    /// fills the beginning).
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("module=grpc")).collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let log_path = self.dir.path().join("dockerd.log");
+        wait_ready(
+            "dockerd (`docker version`)",
+            &mut self.child,
+            Duration::from_secs(40),
+            || client.run(&["version", "--format", "{{.Server.Version}}"], b""),
+            || tail_of_log(&log_path),
+        )
     }
 
     /// A CLI talking to this daemon, with its own config folder (logins) in `config`.
@@ -149,7 +128,8 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        self.stop();
+        // SIGTERM lets dockerd stop the containerd it started; SIGKILL if it takes long.
+        terminate(&mut self.child, Duration::from_secs(15));
         // dockerd bind-mounts its data root onto itself and undoes that only on a clean
         // shutdown; after a failed start the mount would keep the folder from going.
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -165,29 +145,6 @@ impl Drop for Dockerd {
                 .stderr(Stdio::null())
                 .status();
         }
-    }
-}
-
-impl Dockerd {
-    fn stop(&mut self) {
-        // SIGTERM lets dockerd stop the containerd it started; SIGKILL if it takes long.
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -TERM {}", self.child.id()))
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

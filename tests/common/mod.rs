@@ -666,6 +666,78 @@ impl Drop for RegateProcess {
     }
 }
 
+// ---- Daemons a test starts itself (containerd, dockerd) ----
+
+/// Keeps the proxy variables of the machine away from a daemon or client: everything a
+/// test talks to is on loopback.
+pub fn without_proxies(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Polls `probe` (success, output) until it succeeds; fails when `child` exits first or
+/// `limit` passes, with the probe's last output and the daemon's `log()`.
+pub fn wait_ready(
+    what: &str,
+    child: &mut Child,
+    limit: Duration,
+    mut probe: impl FnMut() -> (bool, String),
+    log: impl Fn() -> String,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!(
+                "{what} exited ({status}) before answering; its log:\n{}",
+                log()
+            ));
+        }
+        let (ok, out) = probe();
+        if ok {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{what} did not answer within {limit:?} ({}); its log:\n{}",
+                out.trim(),
+                log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM, so a daemon stops what it started; SIGKILL if it is not gone after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 // ---- Helpers for the adversarial, limits, faults and load suites ----
 
 impl Registry {
