@@ -64,6 +64,12 @@ pub struct Upstream {
     read_timeout: Duration,
 }
 
+/// The most one read from the registry takes. A blob comes in reads this large (hyper grows
+/// its buffer up to here while reads fill it): against hyper's ~400 KiB default, a 1 GiB
+/// GET measured +9-12% (level with a bare TCP relay) for about 2 MiB more memory per blob
+/// streaming at that moment (8 streams: peak RSS +24 MiB instead of +8 MiB).
+const UPSTREAM_READ_BUFFER: usize = 1 << 20;
+
 impl Upstream {
     pub fn new(base: Uri, read_timeout: Duration) -> Upstream {
         let mut connector = HttpConnector::new();
@@ -74,6 +80,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .build(connector);
         Upstream {
             client,
