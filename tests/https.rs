@@ -1,4 +1,5 @@
-//! HTTPS: `regate cert init`, a client that trusts only the CA it made, HTTP/2 and
+//! HTTPS: `regate cert init`, a client that trusts only the CA it made, HTTP/2 (hyper and
+//! curl multiplexing blobs on one connection) and
 //! HTTP/1.1 by ALPN, blob streaming over HTTP/2, certificate renewal without a restart,
 //! the plain-HTTP redirect listener, HSTS, and no TLS below 1.2.
 
@@ -128,6 +129,57 @@ impl Tls {
     }
 }
 
+impl Tls {
+    /// `Bearer <token>` for admin, from `/auth` on this connection.
+    async fn admin_bearer(&mut self, host: &str, scope: &str) -> String {
+        let r = self
+            .send(
+                Method::GET,
+                host,
+                &format!("/auth?service=Docker%20registry&scope={scope}"),
+                &[("authorization", &basic("admin", "admin-pw"))],
+                Vec::new(),
+            )
+            .await;
+        format!("Bearer {}", r.json()["token"].as_str().unwrap())
+    }
+}
+
+/// Pushes `data` as a blob of `repo` in one PUT; its digest.
+async fn push_blob(c: &mut Tls, host: &str, bearer: &str, repo: &str, data: &[u8]) -> String {
+    let r = c
+        .send(
+            Method::POST,
+            host,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[("authorization", bearer)],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let location = r.header("location").unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("https://{host}/")),
+        "{location}"
+    );
+    let digest = format!("sha256:{}", sha256_hex(data));
+    let path = location.trim_start_matches(&format!("https://{host}"));
+    let r = c
+        .send(
+            Method::PUT,
+            host,
+            &format!("{path}&digest={digest}"),
+            &[
+                ("authorization", bearer),
+                ("content-type", "application/octet-stream"),
+            ],
+            data.to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    digest
+}
+
 async fn https_gateway(certs: &Path, extra: &str) -> (Registry, Gateway) {
     let registry = Registry::start(None);
     let dir = tempfile::tempdir().unwrap();
@@ -180,47 +232,9 @@ async fn https_with_only_the_ca_over_h2_and_http1() {
     let mut c = connect(gw.addr(), "registry.test", &ca, &[b"h2"])
         .await
         .unwrap();
-    let r = c
-        .send(
-            Method::GET,
-            &host,
-            "/auth?service=Docker%20registry&scope=repository:h2/blob:pull,push",
-            &[("authorization", &basic("admin", "admin-pw"))],
-            Vec::new(),
-        )
-        .await;
-    let bearer = format!("Bearer {}", r.json()["token"].as_str().unwrap());
-    let r = c
-        .send(
-            Method::POST,
-            &host,
-            "/v2/h2/blob/blobs/uploads/",
-            &[("authorization", &bearer)],
-            Vec::new(),
-        )
-        .await;
-    assert_eq!(r.status, 202);
-    let location = r.header("location").unwrap().to_owned();
-    assert!(
-        location.starts_with(&format!("https://{host}/")),
-        "{location}"
-    );
+    let bearer = c.admin_bearer(&host, "repository:h2/blob:pull,push").await;
     let data = noise(9, 8 << 20);
-    let digest = format!("sha256:{}", sha256_hex(&data));
-    let path = location.trim_start_matches(&format!("https://{host}"));
-    let r = c
-        .send(
-            Method::PUT,
-            &host,
-            &format!("{path}&digest={digest}"),
-            &[
-                ("authorization", &bearer),
-                ("content-type", "application/octet-stream"),
-            ],
-            data.clone(),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    let digest = push_blob(&mut c, &host, &bearer, "h2/blob", &data).await;
     let r = c
         .send(
             Method::GET,
@@ -272,6 +286,79 @@ async fn https_with_only_the_ca_over_h2_and_http1() {
             assert_eq!(sha256_hex(&body), sha256_hex(&data));
         } else {
             assert_eq!(&body[..], b"{}");
+        }
+    }
+}
+
+/// curl (nghttp2), a real HTTP/2 client: three blobs and five small answers multiplexed on
+/// one TLS connection. Each must arrive whole and unmixed, none held back: what regate's
+/// gathering of HTTP/2 frames into TLS records must never break.
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_multiplexes_blobs_and_small_answers_over_h2() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["registry.test"], false);
+    let (_registry, gw) = https_gateway(certs.path(), "").await;
+    let ca = certs.path().join("ca.crt");
+    let port = gw.addr().port();
+    let host = format!("registry.test:{port}");
+
+    let mut c = connect(gw.addr(), "registry.test", &ca, &[b"h2"])
+        .await
+        .unwrap();
+    let bearer = c
+        .admin_bearer(&host, "repository:curl/blobs:pull,push")
+        .await;
+    let mut blobs = Vec::new();
+    for seed in 1..=3 {
+        let data = noise(seed, (5 << 20) + seed as usize * 4099);
+        let digest = push_blob(&mut c, &host, &bearer, "curl/blobs", &data).await;
+        blobs.push((digest, sha256_hex(&data)));
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["--silent", "--show-error", "--http2", "--parallel"])
+        .args(["--parallel-max", "8", "--cacert"])
+        .arg(&ca)
+        .args(["--resolve", &format!("{host}:127.0.0.1")])
+        .args(["--header", &format!("authorization: {bearer}")])
+        .args([
+            "--write-out",
+            "%{http_version} %{response_code} %{num_connects} %{url}\\n",
+        ]);
+    for i in 0..8 {
+        let path = match i % 3 {
+            0 if i / 3 < blobs.len() => format!("/v2/curl/blobs/blobs/{}", blobs[i / 3].0),
+            _ => "/v2/".to_owned(),
+        };
+        cmd.arg("--output")
+            .arg(out.path().join(format!("answer-{i}")))
+            .arg(format!("https://{host}{path}"));
+    }
+    let (ok, report) = blocking(move || {
+        without_proxies(&mut cmd);
+        run_with_deadline(&mut cmd, b"", Duration::from_secs(60))
+    })
+    .await;
+    assert!(ok, "curl failed: {report}");
+    // One line per transfer (curl's parallel progress meter comes with them on stderr).
+    let lines: Vec<&str> = report.lines().filter(|l| l.contains(" https://")).collect();
+    assert_eq!(lines.len(), 8, "{report}");
+    let mut connections = 0;
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(&fields[..2], &["2", "200"], "{report}");
+        connections += fields[2].parse::<u32>().unwrap();
+    }
+    assert_eq!(
+        connections, 1,
+        "one connection carried all eight:\n{report}"
+    );
+    for i in 0..8 {
+        let body = std::fs::read(out.path().join(format!("answer-{i}"))).unwrap();
+        match i % 3 {
+            0 if i / 3 < blobs.len() => assert_eq!(sha256_hex(&body), blobs[i / 3].1),
+            _ => assert_eq!(body, b"{}"),
         }
     }
 }
