@@ -175,15 +175,29 @@ impl Config {
         } else {
             serde_yaml::from_str(src).map_err(|e| yaml_error(path, &e))?
         };
-        let env_warnings = env::apply(&mut raw, vars).map_err(|(var, message)| ConfigError {
+        let applied = env::apply(&mut raw, vars).map_err(|(var, message)| ConfigError {
             file: path.to_owned(),
             position: None,
             key: Some(format!("environment {var}")),
             message,
             hint: None,
         })?;
-        let mut config = validate(path, src, raw)?;
-        config.warnings.extend(env_warnings);
+        let mut config = validate(path, src, raw).map_err(|mut e| {
+            // A value may come from the environment: say so, or the operator looks for
+            // it in the file.
+            if let Some(key) = &e.key {
+                let vars = applied.behind(key, e.position.is_some());
+                if !vars.is_empty() {
+                    let note = format!("set from the environment by {}", vars.join(", "));
+                    e.hint = Some(match e.hint.take() {
+                        Some(h) => format!("{h}; {note}"),
+                        None => note,
+                    });
+                }
+            }
+            e
+        })?;
+        config.warnings.extend(applied.warnings);
         Ok(config)
     }
 }

@@ -235,12 +235,42 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
 /// Variables the command line reads itself, not config keys.
 const CLI: &[&str] = &["REGATE_CONFIG", "REGATE_LOG"];
 
-/// Applies every `REGATE_*` override in `vars`; returns warnings for unknown ones.
+/// What [`apply`] did: the overrides it set, and warnings for unknown variables.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// (variable, key) for each override set.
+    pub set: Vec<(String, &'static str)>,
+    pub warnings: Vec<String>,
+}
+
+impl Applied {
+    /// The variables behind an error at `key`: the one that set it; or, when the file
+    /// does not have the key (`in_file` false), those that set keys in its section.
+    pub fn behind(&self, key: &str, in_file: bool) -> Vec<&str> {
+        let section = |k: &str| k.split('.').next().unwrap_or("").to_owned();
+        let exact: Vec<&str> = self
+            .set
+            .iter()
+            .filter(|(_, k)| *k == key)
+            .map(|(v, _)| v.as_str())
+            .collect();
+        if !exact.is_empty() || in_file {
+            return exact;
+        }
+        self.set
+            .iter()
+            .filter(|(_, k)| section(k) == section(key))
+            .map(|(v, _)| v.as_str())
+            .collect()
+    }
+}
+
+/// Applies every `REGATE_*` override in `vars`; warns about unknown ones.
 pub fn apply(
     raw: &mut RawConfig,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<String>, (String, String)> {
-    let mut warnings = Vec::new();
+) -> Result<Applied, (String, String)> {
+    let mut applied = Applied::default();
     let mut vars: Vec<(String, String)> = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with("REGATE_") && !CLI.contains(&k.as_str()))
@@ -249,14 +279,15 @@ pub fn apply(
     for (name, value) in vars {
         match OVERRIDES.iter().find(|(var, _, _)| *var == name) {
             Some((_, key, set)) => {
-                set(raw, &value).map_err(|m| (format!("{name} (for {key})"), m))?
+                set(raw, &value).map_err(|m| (format!("{name} (for {key})"), m))?;
+                applied.set.push((name, key));
             }
-            None => warnings.push(format!(
+            None => applied.warnings.push(format!(
                 "environment variable {name} is not a regate setting; ignored"
             )),
         }
     }
-    Ok(warnings)
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -272,7 +303,7 @@ mod tests {
     #[test]
     fn overrides_set_nested_keys() {
         let mut raw = RawConfig::default();
-        let warnings = apply(
+        let applied = apply(
             &mut raw,
             vars(&[
                 ("REGATE_TOKEN_ISSUER", "from env"),
@@ -293,8 +324,11 @@ mod tests {
             raw.upstream.unwrap().url.as_deref(),
             Some("http://registry:5000")
         );
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("REGATE_TYPO"));
+        assert_eq!(applied.warnings.len(), 1);
+        assert!(applied.warnings[0].contains("REGATE_TYPO"));
+        assert_eq!(applied.behind("server", false), ["REGATE_SERVER_HSTS"]);
+        assert_eq!(applied.behind("server.hsts", true), ["REGATE_SERVER_HSTS"]);
+        assert!(applied.behind("server.addr", true).is_empty());
     }
 
     #[test]

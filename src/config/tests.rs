@@ -193,4 +193,26 @@ fn environment_overrides() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("REGATE_TOKEN_EXPIRATION"), "{e}");
+
+    // A bad value from the environment points at the variable, even where the file has
+    // the key too, and a section only the environment made says where it came from.
+    let e = Config::parse_with_env(
+        Path::new("/etc/regate/config.yml"),
+        "upstream: {url: http://r:5000}\ntoken: {expiration: 900}\n",
+        vars(&[("REGATE_TOKEN_EXPIRATION", "-5")]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.hint.as_deref(),
+        Some("set from the environment by REGATE_TOKEN_EXPIRATION"),
+        "{e}"
+    );
+    let e = Config::parse_with_env(
+        Path::new("/etc/regate/config.yml"),
+        "upstream: {url: http://r:5000}\n",
+        vars(&[("REGATE_LDAP_AUTH_ADDR", "ldap.example.com:389")]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("`base` is required"), "{e}");
+    assert!(e.to_string().contains("by REGATE_LDAP_AUTH_ADDR"), "{e}");
 }
