@@ -46,6 +46,8 @@ pub struct Config {
     pub upstream: hyper::Uri,
     /// How long the registry may take to answer a complete request.
     pub upstream_read_timeout: Duration,
+    /// The CA that signed an https registry's certificate (the system's roots if `None`).
+    pub upstream_ca: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// A registry:2-style htpasswd file of more users (bcrypt only).
     pub htpasswd: Option<PathBuf>,
@@ -538,6 +540,14 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         }
     };
 
+    let upstream_ca = up.ca_certificate.as_deref().map(resolve);
+    if upstream_ca.is_some() && upstream.scheme_str() != Some("https") {
+        return Err(err.at(
+            &[key("upstream"), key("ca_certificate")],
+            "`ca_certificate` is set but the registry is reached over plain http",
+        ));
+    }
+
     let data_dir = raw
         .data_dir
         .as_deref()
@@ -564,6 +574,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         acl: Arc::new(acl),
         upstream,
         upstream_read_timeout,
+        upstream_ca,
         data_dir,
         htpasswd,
         ldap,

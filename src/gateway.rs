@@ -46,15 +46,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(runtime: Runtime) -> Gateway {
-        let upstream = Upstream::new(
-            runtime.config.upstream.clone(),
-            runtime.config.upstream_read_timeout,
-        );
-        Gateway {
+    /// Fails only when an https registry's roots cannot be read.
+    pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
+        let config = &runtime.config;
+        let tls = if config.upstream.scheme_str() == Some("https") {
+            crate::tls::client_config(config.upstream_ca.as_deref())?
+        } else {
+            crate::tls::client_config_without_roots()
+        };
+        let upstream = Upstream::new(config.upstream.clone(), config.upstream_read_timeout, tls);
+        Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,
-        }
+        })
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {

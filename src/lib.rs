@@ -48,6 +48,8 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("ldap_auth: {0}")]
     Ldap(#[from] auth::ldap::SetupError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] tls::CaError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -194,7 +196,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let runtime = Runtime::build(config, Lasting::default())?;
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
-    let gateway = Arc::new(Gateway::new(runtime));
+    let gateway = Arc::new(Gateway::new(runtime)?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (hup, hup_rx) = watch::channel(());
     let reloader = Arc::new(Reloader::new(gateway.clone(), certs));

@@ -322,6 +322,12 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(ca) = &config.upstream_ca {
+        if let Err(e) = regate::tls::client_config(Some(ca)) {
+            eprintln!("error: upstream: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match &config.token.key {
         Some(files) => {
             if let Err(e) = regate::auth::keys::SigningKey::load(&files.certificate, &files.key) {

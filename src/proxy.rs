@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -57,7 +58,7 @@ pub struct Origin {
 }
 
 pub struct Upstream {
-    client: Client<HttpConnector, ClientBody>,
+    client: Client<HttpsConnector<HttpConnector>, ClientBody>,
     base: Uri,
     /// How long the registry may take to answer once it has the whole request (nginx's
     /// `proxy_read_timeout`, 900 s in the distribution recipe).
@@ -71,11 +72,24 @@ pub struct Upstream {
 const UPSTREAM_READ_BUFFER: usize = 1 << 20;
 
 impl Upstream {
-    pub fn new(base: Uri, read_timeout: Duration) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+    /// A pooled client for the registry at `base`: plain HTTP, or HTTPS checked against
+    /// `tls` (HTTP/1.1 either way; the registry is spoken to as nginx's recipe does).
+    pub fn new(base: Uri, read_timeout: Duration, tls: rustls::ClientConfig) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        // The scheme is the config's, fixed at start: an https upstream is never reached
+        // in plain text, and a plain one needs no roots.
+        let connector = if base.scheme_str() == Some("https") {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        }
+        .enable_http1()
+        .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)

@@ -1,5 +1,6 @@
 //! HTTPS: the rustls server configuration and a certificate that can be replaced while
-//! connections stay open (renewal without a restart).
+//! connections stay open (renewal without a restart); and the client configuration regate
+//! uses to reach an HTTPS registry or LDAPS directory.
 
 use std::fs;
 use std::io;
@@ -113,4 +114,57 @@ pub fn server_config(certs: Arc<Certificates>, tls13_only: bool) -> Arc<ServerCo
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// Why the roots for a TLS client could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot read ca_certificate {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("ca_certificate {0} holds no PEM certificate rustls accepts")]
+    NoCertificate(PathBuf),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A rustls client that trusts the certificates in `ca` (PEM), or the system's roots.
+pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, CaError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem = fs::read(path).map_err(|source| CaError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(CaError::NoCertificate(path.to_owned()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    with_roots(roots).map_err(CaError::from)
+}
+
+/// A client that trusts nothing, for a plain-http registry (never used to connect).
+pub fn client_config_without_roots() -> rustls::ClientConfig {
+    with_roots(rustls::RootCertStore::empty()).expect("ring supports the default versions")
+}
+
+fn with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -363,6 +363,101 @@ async fn curl_multiplexes_blobs_and_small_answers_over_h2() {
     }
 }
 
+/// A registry that serves HTTPS itself (registry:2's `http.tls`, nginx's
+/// `proxy_pass https://`): regate checks its certificate against
+/// `upstream.ca_certificate` and streams through. Without that CA the system's roots
+/// refuse the private one: 503, and nothing goes out in plain text.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_serving_https_itself_is_reached_over_verified_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    cert_init(certs.path(), &["127.0.0.1"], false);
+    let registry = Registry::start_tls(
+        &certs.path().join("server.crt"),
+        &certs.path().join("server.key"),
+    );
+    let url = registry.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let with_ca = |config: String| {
+        config.replace(
+            &format!("  url: \"{url}\"\n"),
+            &format!(
+                "  url: \"{url}\"\n  ca_certificate: \"{}\"\n",
+                certs.path().join("ca.crt").display()
+            ),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_ca(seed_config(&url, &dir.path().join("data")));
+    assert!(config.contains("ca_certificate"));
+    let gw = Gateway::start_in(dir, &config).await;
+
+    let bearer = format!(
+        "Bearer {}",
+        token(
+            &gw.url(),
+            Some(("admin", "admin-pw")),
+            &["repository:tls/up:pull,push"]
+        )
+        .await
+    );
+    let auth = [("authorization", bearer.as_str())];
+    let r = http(
+        Method::POST,
+        &format!("{}/v2/tls/up/blobs/uploads/", gw.url()),
+        &auth,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let location = r.header("location").unwrap().to_owned();
+    let location = location.trim_start_matches(&format!("http://{}", gw.host()));
+    let data = noise(21, 3 << 20);
+    let digest = format!("sha256:{}", sha256_hex(&data));
+    let r = http(
+        Method::PUT,
+        &format!("{}{location}&digest={digest}", gw.url()),
+        &auth,
+        data.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(&format!("{}/v2/tls/up/blobs/{digest}", gw.url()), &auth).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    assert!(registry.has_repository("tls/up"));
+
+    // The same registry with the system's roots only: the private CA is not trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(
+        dir,
+        &seed_config(&url, &tempfile::tempdir().unwrap().path().join("d")),
+    )
+    .await;
+    let bearer = format!(
+        "Bearer {}",
+        token(
+            &gw.url(),
+            Some(("admin", "admin-pw")),
+            &["repository:tls/up:pull"]
+        )
+        .await
+    );
+    let r = get(
+        &format!("{}/v2/tls/up/blobs/{digest}", gw.url()),
+        &[("authorization", bearer.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // regate ended the handshake at the certificate; the registry served one GET in all.
+    let log = registry.log();
+    assert!(log.contains("unknown certificate authority"), "{log}");
+    let gets = log
+        .lines()
+        .filter(|l| l.contains("response completed") && l.contains("http.request.method=GET"))
+        .count();
+    assert_eq!(gets, 1, "{log}");
+}
+
 async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {

@@ -136,6 +136,16 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    (
+        "REGATE_UPSTREAM_CA_CERTIFICATE",
+        "upstream.ca_certificate",
+        |r, v| {
+            r.upstream
+                .get_or_insert_with(RawUpstream::default)
+                .ca_certificate = Some(v.into());
+            Ok(())
+        },
+    ),
     ("REGATE_DATA_DIR", "data_dir", |r, v| {
         r.data_dir = Some(v.into());
         Ok(())

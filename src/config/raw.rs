@@ -179,6 +179,9 @@ pub struct RawUpstream {
     pub url: Option<String>,
     /// regate: seconds the registry may take to answer a complete request.
     pub read_timeout: Option<i64>,
+    /// regate: the CA (PEM) that signed an https registry's certificate; the system's
+    /// roots when unset.
+    pub ca_certificate: Option<String>,
 }
 
 /// Every key the file may hold, by section, for "did you mean" and "belongs under" hints.
@@ -251,7 +254,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
         "acl[].match",
         &["account", "type", "name", "service", "ip", "labels"],
     ),
-    ("upstream", &["url", "read_timeout"]),
+    ("upstream", &["url", "read_timeout", "ca_certificate"]),
     (
         "ldap_auth",
         &[

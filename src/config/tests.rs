@@ -121,7 +121,13 @@ fn upstream_is_required_and_checked() {
     assert!(e.to_string().contains("upstream.url"), "{e}");
     let e = parse("upstream: {url: \"127.0.0.1:5000\"}\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("upstream.url"));
-    assert!(parse("upstream: {url: https://r}\n").is_err());
+    let c = parse("upstream: {url: \"https://registry.internal:5000\", ca_certificate: ca.crt}\n")
+        .unwrap();
+    assert_eq!(c.upstream.scheme_str(), Some("https"));
+    assert!(c.upstream_ca.unwrap().ends_with("ca.crt"));
+    let e = parse("upstream: {url: \"http://r:5000\", ca_certificate: ca.crt}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("upstream.ca_certificate"));
+    assert!(e.message.contains("plain http"), "{e}");
 }
 
 #[test]

@@ -76,9 +76,12 @@ pub(super) fn parse_upstream(url: &str) -> Result<hyper::Uri, String> {
         .parse()
         .map_err(|e| format!("`{url}` is not a URL ({e})"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("an https upstream is not supported yet: run registry:2 on plain HTTP on a private network or loopback, behind regate".into()),
-        _ => return Err(format!("`{url}` needs a scheme: http://HOST:PORT")),
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "`{url}` needs a scheme: http://HOST:PORT or https://HOST:PORT"
+            ))
+        }
     }
     if uri.authority().is_none() {
         return Err(format!("`{url}` has no host"));

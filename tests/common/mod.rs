@@ -25,6 +25,8 @@ pub const ISSUER: &str = "Auth Service";
 pub struct Registry {
     pub addr: SocketAddr,
     pub dir: TempDir,
+    /// Serves HTTPS itself (registry:2's `http.tls`).
+    https: bool,
     child: Child,
 }
 
@@ -41,11 +43,33 @@ impl Registry {
     }
 
     pub fn start_in(dir: TempDir, token_auth: Option<&TokenAuth>, addr: &str) -> Registry {
+        Registry::start_with(dir, token_auth, addr, None)
+    }
+
+    /// A registry serving HTTPS itself with `cert` and `key` (PEM).
+    pub fn start_tls(cert: &Path, key: &Path) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        Registry::start_with(dir, None, "127.0.0.1:0", Some((cert, key)))
+    }
+
+    fn start_with(
+        dir: TempDir,
+        token_auth: Option<&TokenAuth>,
+        addr: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Registry {
         let storage = dir.path().join("storage");
         let mut config = format!(
             "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: \"{addr}\"\n  secret: regate-test-secret\n",
             storage.display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some(auth) = token_auth {
             config.push_str(&format!(
                 "auth:\n  token:\n    realm: \"{}\"\n    service: \"{SERVICE}\"\n    issuer: \"{ISSUER}\"\n    rootcertbundle: {}\n",
@@ -72,7 +96,8 @@ impl Registry {
                 let _ = writeln!(log, "{line}");
                 if !sent {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let addr = rest.split(['"', ' ']).next().unwrap_or("").to_owned();
+                        // "listening on 127.0.0.1:PORT" (", tls" after it with TLS)
+                        let addr = rest.split(['"', ' ', ',']).next().unwrap_or("").to_owned();
                         let _ = tx.send(addr);
                         sent = true;
                     }
@@ -85,12 +110,14 @@ impl Registry {
         Registry {
             addr: addr.parse().unwrap(),
             dir,
+            https: tls.is_some(),
             child,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Whether the registry stored anything for `name`.

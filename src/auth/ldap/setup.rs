@@ -18,16 +18,8 @@ pub enum SetupError {
     },
     #[error("bind_password_file {0} is empty")]
     EmptyBindPassword(PathBuf),
-    #[error("cannot read ca_certificate {path}: {source}")]
-    Ca {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("ca_certificate {0} holds no PEM certificate rustls accepts")]
-    NoCa(PathBuf),
-    #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Ca(#[from] crate::tls::CaError),
 }
 
 pub(super) fn read_bind_password(path: &Path) -> Result<Secret, SetupError> {
@@ -52,30 +44,6 @@ pub(super) fn client_tls(
     if config.tls == TlsMode::None || config.insecure_tls_skip_verify {
         return Ok(None);
     }
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_certificate {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| SetupError::Ca {
-                path: path.clone(),
-                source,
-            })?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(SetupError::NoCa(path.clone()));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::tls::client_config(config.ca_certificate.as_deref())?;
     Ok(Some(Arc::new(config)))
 }
