@@ -107,6 +107,28 @@ impl Upstream {
         &self.base
     }
 
+    /// Whether the registry answers HTTP on `/v2/` (200 or 401 both count) within `limit`:
+    /// over the same pool, TLS and certificate check as the requests it serves.
+    pub async fn answers(&self, limit: Duration) -> Result<StatusCode, String> {
+        let uri = format!("{}v2/", self.base)
+            .parse::<Uri>()
+            .map_err(|e| e.to_string())?;
+        let req = Request::get(uri)
+            .body(ClientBody::new(body::empty(), Arc::default()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(limit, self.client.request(req)).await {
+            Err(_) => Err(format!("no answer within {limit:?}")),
+            Ok(Err(e)) => Err(match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            }),
+            Ok(Ok(resp)) if resp.status().is_server_error() => {
+                Err(format!("it answered {}", resp.status()))
+            }
+            Ok(Ok(resp)) => Ok(resp.status()),
+        }
+    }
+
     /// Sends `req` to the registry with `path_and_query` (already checked) and returns the
     /// registry's response with its body streaming.
     pub async fn forward(

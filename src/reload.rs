@@ -75,7 +75,10 @@ impl Reloader {
         for (what, changed) in [
             ("server.addr", config.listen != old.listen),
             ("upstream.url", config.upstream != old.upstream),
-            ("upstream.ca_certificate", config.upstream_ca != old.upstream_ca),
+            (
+                "upstream.ca_certificate",
+                config.upstream_ca != old.upstream_ca,
+            ),
             ("HTTPS on or off", config.tls.is_some() != old.tls.is_some()),
         ] {
             if changed {

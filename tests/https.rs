@@ -425,6 +425,7 @@ async fn a_registry_serving_https_itself_is_reached_over_verified_tls() {
     assert_eq!(r.status, 200);
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
     assert!(registry.has_repository("tls/up"));
+    assert_eq!(get(&format!("{}/readyz", gw.url()), &[]).await.status, 200);
 
     // The same registry with the system's roots only: the private CA is not trusted.
     let dir = tempfile::tempdir().unwrap();
@@ -448,14 +449,20 @@ async fn a_registry_serving_https_itself_is_reached_over_verified_tls() {
     )
     .await;
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
-    // regate ended the handshake at the certificate; the registry served one GET in all.
+    // /readyz asks the registry through the same client, so it says why.
+    let r = get(&format!("{}/readyz", gw.url()), &[]).await;
+    assert_eq!(r.status, 503);
+    let reason = r.json()["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("certificate"), "{reason}");
+    // regate ended those handshakes at the certificate: the registry served only the first
+    // regate's two GETs (the blob and its /readyz).
     let log = registry.log();
     assert!(log.contains("unknown certificate authority"), "{log}");
     let gets = log
         .lines()
         .filter(|l| l.contains("response completed") && l.contains("http.request.method=GET"))
         .count();
-    assert_eq!(gets, 1, "{log}");
+    assert_eq!(gets, 2, "the pull and the first /readyz:\n{log}");
 }
 
 async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
