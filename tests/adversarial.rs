@@ -755,39 +755,6 @@ async fn paths_cannot_smuggle_a_scope() {
     never_forwarded(&seed.registry, "victim/app");
 }
 
-/// Pushes `data` as a blob of `repo` with admin's token; returns its digest.
-async fn push_blob(base: &str, repo: &str, data: &[u8]) -> String {
-    let t = token(
-        base,
-        Some(("admin", "admin-pw")),
-        &[&format!("repository:{repo}:pull,push")],
-    )
-    .await;
-    let digest = format!("sha256:{}", sha256_hex(data));
-    let auth = format!("Bearer {t}");
-    let r = http(
-        Method::POST,
-        &format!("{base}/v2/{repo}/blobs/uploads/"),
-        &[("authorization", &auth)],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(r.status, 202);
-    let location = r.header("location").unwrap();
-    let r = http(
-        Method::PUT,
-        &format!("{location}&digest={digest}"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/octet-stream"),
-        ],
-        data.to_vec(),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    digest
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mount_source_the_caller_cannot_pull_is_never_mounted() {
     let seed = Seed::start().await;

@@ -13,15 +13,6 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn admin_token(base: &str, repo: &str) -> String {
-    token(
-        base,
-        Some(("admin", "admin-pw")),
-        &[&format!("repository:{repo}:pull,push")],
-    )
-    .await
-}
-
 async fn status_of(url: &str) -> u16 {
     get(url, &[]).await.status.as_u16()
 }

@@ -145,8 +145,8 @@ impl Tls {
     }
 }
 
-/// Pushes `data` as a blob of `repo` in one PUT; its digest.
-async fn push_blob(c: &mut Tls, host: &str, bearer: &str, repo: &str, data: &[u8]) -> String {
+/// Pushes `data` as a blob of `repo` in one PUT on this connection; its digest.
+async fn push_blob_on(c: &mut Tls, host: &str, bearer: &str, repo: &str, data: &[u8]) -> String {
     let r = c
         .send(
             Method::POST,
@@ -234,7 +234,7 @@ async fn https_with_only_the_ca_over_h2_and_http1() {
         .unwrap();
     let bearer = c.admin_bearer(&host, "repository:h2/blob:pull,push").await;
     let data = noise(9, 8 << 20);
-    let digest = push_blob(&mut c, &host, &bearer, "h2/blob", &data).await;
+    let digest = push_blob_on(&mut c, &host, &bearer, "h2/blob", &data).await;
     let r = c
         .send(
             Method::GET,
@@ -311,7 +311,7 @@ async fn curl_multiplexes_blobs_and_small_answers_over_h2() {
     let mut blobs = Vec::new();
     for seed in 1..=3 {
         let data = noise(seed, (5 << 20) + seed as usize * 4099);
-        let digest = push_blob(&mut c, &host, &bearer, "curl/blobs", &data).await;
+        let digest = push_blob_on(&mut c, &host, &bearer, "curl/blobs", &data).await;
         blobs.push((digest, sha256_hex(&data)));
     }
 
@@ -391,36 +391,10 @@ async fn a_registry_serving_https_itself_is_reached_over_verified_tls() {
     assert!(config.contains("ca_certificate"));
     let gw = Gateway::start_in(dir, &config).await;
 
-    let bearer = format!(
-        "Bearer {}",
-        token(
-            &gw.url(),
-            Some(("admin", "admin-pw")),
-            &["repository:tls/up:pull,push"]
-        )
-        .await
-    );
-    let auth = [("authorization", bearer.as_str())];
-    let r = http(
-        Method::POST,
-        &format!("{}/v2/tls/up/blobs/uploads/", gw.url()),
-        &auth,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let location = r.header("location").unwrap().to_owned();
-    let location = location.trim_start_matches(&format!("http://{}", gw.host()));
     let data = noise(21, 3 << 20);
-    let digest = format!("sha256:{}", sha256_hex(&data));
-    let r = http(
-        Method::PUT,
-        &format!("{}{location}&digest={digest}", gw.url()),
-        &auth,
-        data.clone(),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let digest = push_blob(&gw.url(), "tls/up", &data).await;
+    let bearer = format!("Bearer {}", admin_token(&gw.url(), "tls/up").await);
+    let auth = [("authorization", bearer.as_str())];
     let r = get(&format!("{}/v2/tls/up/blobs/{digest}", gw.url()), &auth).await;
     assert_eq!(r.status, 200);
     assert_eq!(sha256_hex(&r.body), sha256_hex(&data));

@@ -206,12 +206,7 @@ async fn slowloris_clients_are_dropped_after_the_header_timeout() {
 /// Starts an upload in `repo` through regate; returns the token and the session's
 /// path and query.
 async fn upload_session(base: &str, repo: &str) -> (String, String) {
-    let t = token(
-        base,
-        Some(("admin", "admin-pw")),
-        &[&format!("repository:{repo}:pull,push")],
-    )
-    .await;
+    let t = admin_token(base, repo).await;
     let r = http(
         Method::POST,
         &format!("{base}/v2/{repo}/blobs/uploads/"),

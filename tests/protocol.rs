@@ -368,12 +368,7 @@ async fn paths_the_registry_would_not_route() {
 async fn forwarding_headers_bring_clients_back_through_regate() {
     let seed = Seed::start().await;
     let base = seed.gateway.url();
-    let t = token(
-        &base,
-        Some(("admin", "admin-pw")),
-        &["repository:library/app:pull,push"],
-    )
-    .await;
+    let t = admin_token(&base, "library/app").await;
     let r = http(
         Method::POST,
         &format!("{base}/v2/library/app/blobs/uploads/"),

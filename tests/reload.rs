@@ -57,12 +57,7 @@ async fn config_changes_apply_live_under_a_running_push() {
     let original = std::fs::read_to_string(&path).unwrap();
 
     // A push in flight: an upload whose body is still being sent.
-    let t = token(
-        &base,
-        Some(("admin", "admin-pw")),
-        &["repository:live/app:pull,push"],
-    )
-    .await;
+    let t = admin_token(&base, "live/app").await;
     let bearer = format!("Bearer {t}");
     let r = http(
         Method::POST,

@@ -62,12 +62,7 @@ async fn a_gib_blob_streams_both_ways_in_constant_memory() {
         dir: _dir,
     } = SeedProcess::start();
     let base = regate.url();
-    let t = token(
-        &base,
-        Some(("admin", "admin-pw")),
-        &["repository:big/blob:pull,push"],
-    )
-    .await;
+    let t = admin_token(&base, "big/blob").await;
     let bearer = format!("Bearer {t}");
 
     let r = http(

@@ -324,6 +324,44 @@ pub async fn token(base: &str, creds: Option<(&str, &str)>, scopes: &[&str]) -> 
     resp.json()["token"].as_str().unwrap().to_owned()
 }
 
+/// admin's token (the seed's config grants admin everything) for pull and push on `repo`.
+pub async fn admin_token(base: &str, repo: &str) -> String {
+    token(
+        base,
+        Some(("admin", "admin-pw")),
+        &[&format!("repository:{repo}:pull,push")],
+    )
+    .await
+}
+
+/// Pushes `data` as a blob of `repo` in one upload through regate at `base`, with admin's
+/// token; returns its digest.
+pub async fn push_blob(base: &str, repo: &str, data: &[u8]) -> String {
+    let auth = format!("Bearer {}", admin_token(base, repo).await);
+    let digest = format!("sha256:{}", sha256_hex(data));
+    let r = http(
+        Method::POST,
+        &format!("{base}/v2/{repo}/blobs/uploads/"),
+        &[("authorization", &auth)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let location = r.header("location").unwrap();
+    let r = http(
+        Method::PUT,
+        &format!("{location}&digest={digest}"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/octet-stream"),
+        ],
+        data.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    digest
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, data);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
