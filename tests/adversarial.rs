@@ -777,6 +777,13 @@ async fn a_mount_source_the_caller_cannot_pull_is_never_mounted() {
         }
     };
 
+    // A mount request with `query`, straight on the wire (no client normalises it).
+    let post_upload = |query: String| {
+        let target = format!("/v2/bob/app/blobs/uploads/?{query}");
+        let wire = request("POST", &target, &bob, "");
+        async move { raw(addr, &wire).await }
+    };
+
     // Every spelling of `from` that registry:2 (Go's FormValue) would read as secret/app is
     // read so by regate too, and the mount becomes a plain upload (202), never a 201.
     let spellings = [
@@ -789,8 +796,7 @@ async fn a_mount_source_the_caller_cannot_pull_is_never_mounted() {
         format!("mount={secret}&from=secret/app&from=bob/app"),
     ];
     for query in &spellings {
-        let target = format!("/v2/bob/app/blobs/uploads/?{query}");
-        let answer = raw(addr, &request("POST", &target, &bob, "")).await;
+        let answer = post_upload(query.clone()).await;
         assert_eq!(raw_status(&answer), 202, "{query}: {answer}");
         assert!(
             raw_header(&answer, "docker-content-digest").is_none(),
@@ -799,42 +805,15 @@ async fn a_mount_source_the_caller_cannot_pull_is_never_mounted() {
     }
     // A first `from` the caller can read is the one both read; nothing to mount there.
     let query = format!("mount={secret}&from=bob/app&from=secret/app");
-    let answer = raw(
-        addr,
-        &request(
-            "POST",
-            &format!("/v2/bob/app/blobs/uploads/?{query}"),
-            &bob,
-            "",
-        ),
-    )
-    .await;
+    let answer = post_upload(query).await;
     assert_eq!(raw_status(&answer), 202, "{answer}");
     // `;` splits a query differently in Go: refused whole.
     let query = format!("mount={secret};from=secret/app");
-    let answer = raw(
-        addr,
-        &request(
-            "POST",
-            &format!("/v2/bob/app/blobs/uploads/?{query}"),
-            &bob,
-            "",
-        ),
-    )
-    .await;
+    let answer = post_upload(query).await;
     assert_eq!(raw_status(&answer), 400, "{answer}");
     // An invalid source name, and a source hidden in a form body (FormValue reads bodies).
     let query = format!("mount={secret}&from=Secret/app");
-    let answer = raw(
-        addr,
-        &request(
-            "POST",
-            &format!("/v2/bob/app/blobs/uploads/?{query}"),
-            &bob,
-            "",
-        ),
-    )
-    .await;
+    let answer = post_upload(query).await;
     assert_eq!(raw_status(&answer), 400, "{answer}");
     let form = format!("mount={secret}&from=secret/app");
     let r = http(

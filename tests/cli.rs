@@ -7,6 +7,13 @@ use std::process::{Command, Output, Stdio};
 
 use tempfile::TempDir;
 
+/// `regate explain --config CONFIG --account ACCOUNT REST...` with `stdin`.
+fn explain(config: &str, account: &str, rest: &[&str], stdin: &str) -> Output {
+    let mut args = vec!["explain", "--config", config, "--account", account];
+    args.extend_from_slice(rest);
+    regate(&args, stdin)
+}
+
 fn regate(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
         .args(args)
@@ -152,16 +159,10 @@ fn check_locates_a_lost_indentation() {
 fn explain_says_why_hussein_may_only_pull_ubuntu() {
     let (_dir, path) = seed_file();
     let config = path.to_str().unwrap();
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            config,
-            "--account",
-            "hussein",
-            "--password-stdin",
-            "repository:ubuntu:pull,push",
-        ],
+    let out = explain(
+        config,
+        "hussein",
+        &["--password-stdin", "repository:ubuntu:pull,push"],
         "hussein-pw\n",
     );
     let stdout = text(&out.stdout);
@@ -180,16 +181,10 @@ fn explain_says_why_hussein_may_only_pull_ubuntu() {
         assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
     }
 
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            config,
-            "--account",
-            "hussein",
-            "--password-stdin",
-            "repository:ubuntu:pull",
-        ],
+    let out = explain(
+        config,
+        "hussein",
+        &["--password-stdin", "repository:ubuntu:pull"],
         "wrong\n",
     );
     assert!(text(&out.stdout).contains("password: wrong: a token request gets 401"));
@@ -199,16 +194,10 @@ fn explain_says_why_hussein_may_only_pull_ubuntu() {
 fn explain_anonymous_unknown_and_json() {
     let (_dir, path) = seed_file();
     let config = path.to_str().unwrap();
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            config,
-            "--account",
-            "",
-            "repository:hello-world:pull",
-            "repository:private:pull",
-        ],
+    let out = explain(
+        config,
+        "",
+        &["repository:hello-world:pull", "repository:private:pull"],
         "",
     );
     let stdout = text(&out.stdout);
@@ -219,17 +208,10 @@ fn explain_anonymous_unknown_and_json() {
         "{stdout}"
     );
 
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            config,
-            "--account",
-            "mallory",
-            "--label",
-            "team=web",
-            "repository:x:pull",
-        ],
+    let out = explain(
+        config,
+        "mallory",
+        &["--label", "team=web", "repository:x:pull"],
         "",
     );
     let stdout = text(&out.stdout);
@@ -243,18 +225,7 @@ fn explain_anonymous_unknown_and_json() {
         "{stdout}"
     );
 
-    let out = regate(
-        &[
-            "explain",
-            "--json",
-            "--config",
-            config,
-            "--account",
-            "admin",
-            "registry:catalog:*",
-        ],
-        "",
-    );
+    let out = explain(config, "admin", &["--json", "registry:catalog:*"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "user");
@@ -267,43 +238,21 @@ fn explain_anonymous_unknown_and_json() {
 fn explain_refuses_bad_input() {
     let (_dir, path) = seed_file();
     let config = path.to_str().unwrap();
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            config,
-            "--account",
-            "admin",
-            "nonsense",
-        ],
-        "",
-    );
+    let out = explain(config, "admin", &["nonsense"], "");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("nonsense"));
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            config,
-            "--account",
-            "admin",
-            "--label",
-            "novalue",
-            "repository:x:pull",
-        ],
+    let out = explain(
+        config,
+        "admin",
+        &["--label", "novalue", "repository:x:pull"],
         "",
     );
     assert!(!out.status.success());
     let missing = path.with_file_name("missing.yml");
-    let out = regate(
-        &[
-            "explain",
-            "--config",
-            missing.to_str().unwrap(),
-            "--account",
-            "admin",
-            "repository:x:pull",
-        ],
+    let out = explain(
+        missing.to_str().unwrap(),
+        "admin",
+        &["repository:x:pull"],
         "",
     );
     assert!(!out.status.success());
