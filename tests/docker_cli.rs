@@ -190,6 +190,18 @@ impl DockerCli {
         .await
     }
 
+    /// `docker import` of a one-file root filesystem (`file` holding `contents`, the tar
+    /// written under `dir`) as `image`; its ID, checked against what import printed.
+    async fn import(&self, dir: &Path, file: &str, contents: &[u8], image: &str) -> String {
+        let tar = dir.join("rootfs.tar");
+        std::fs::write(&tar, tar_with_file(file, contents)).unwrap();
+        let (ok, out) = self.docker(&["import", tar.to_str().unwrap(), image]).await;
+        assert!(ok, "docker import: {out}");
+        let id = self.image_id(image).await.expect("the imported image");
+        assert_eq!(out.trim(), id);
+        id
+    }
+
     async fn image_id(&self, image: &str) -> Option<String> {
         let (ok, out) = self
             .docker(&["image", "inspect", "--format", "{{.Id}}", image])
@@ -257,17 +269,15 @@ async fn docker_cli_over_trusted_https() {
     assert!(out.contains("Login Succeeded"), "{out}");
 
     // An image made with `docker import`, pushed, removed, pulled back: same image ID.
-    let tar = work.path().join("rootfs.tar");
-    std::fs::write(
-        &tar,
-        tar_with_file("hello.txt", b"hello from regate's docker test\n"),
-    )
-    .unwrap();
     let image = format!("{host}/library/app:v1");
-    let (ok, out) = cli.docker(&["import", tar.to_str().unwrap(), &image]).await;
-    assert!(ok, "docker import: {out}");
-    let id = cli.image_id(&image).await.expect("the imported image");
-    assert_eq!(out.trim(), id);
+    let id = cli
+        .import(
+            work.path(),
+            "hello.txt",
+            b"hello from regate's docker test\n",
+            &image,
+        )
+        .await;
 
     let (ok, out) = cli.docker(&["push", &image]).await;
     assert!(ok, "docker push: {out}");
@@ -474,16 +484,15 @@ async fn docker_login_keeps_a_refresh_token_not_the_password() {
     assert!(!text.contains("alice-pw"), "{text}");
 
     // Push and pull with it (dockerd POSTs grant_type=refresh_token).
-    let tar = work.path().join("rootfs.tar");
-    std::fs::write(
-        &tar,
-        tar_with_file("id.txt", b"pushed with a refresh token\n"),
-    )
-    .unwrap();
     let image = format!("{host}/alice/app:v1");
-    let (ok, out) = cli.docker(&["import", tar.to_str().unwrap(), &image]).await;
-    assert!(ok, "docker import: {out}");
-    let id = cli.image_id(&image).await.expect("the imported image");
+    let id = cli
+        .import(
+            work.path(),
+            "id.txt",
+            b"pushed with a refresh token\n",
+            &image,
+        )
+        .await;
     let (ok, out) = cli.docker(&["push", &image]).await;
     assert!(ok, "docker push with the identity token: {out}");
     assert!(tls.seed.registry.has_repository("alice/app"));
