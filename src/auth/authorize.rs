@@ -34,11 +34,12 @@ pub enum Refused {
 
 /// Authenticates a login, with throttling, audit lines and counters.
 pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<Identity, Refused> {
+    // A named account with a password: what the throttle counts and the audit names.
     let claimed = match login {
-        Login::Password { user, .. } if !user.is_empty() => Some(user.as_str()),
+        Login::Password { user, password } if !user.is_empty() => Some((user.as_str(), password)),
         _ => None,
     };
-    if let Some(user) = claimed {
+    if let Some((user, _)) = claimed {
         if let Some(wait) = rt.throttle.check(user, client_ip) {
             rt.metrics.throttled.fetch_add(1, Relaxed);
             tracing::info!(
@@ -74,17 +75,15 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 "directory_unavailable"
             } else {
                 rt.metrics.auth_failures.fetch_add(1, Relaxed);
-                if let Login::Password { user, password } = login {
-                    if !user.is_empty() {
-                        rt.throttle.failed(user, password, client_ip);
-                    }
+                if let Some((user, password)) = claimed {
+                    rt.throttle.failed(user, password, client_ip);
                 }
                 "authentication_failed"
             };
             tracing::info!(
                 target: "regate::audit",
                 client = %client_ip,
-                account = claimed.unwrap_or(""),
+                account = claimed.map_or("", |(user, _)| user),
                 outcome,
                 reason = %e,
                 "login refused"
