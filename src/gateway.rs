@@ -49,12 +49,11 @@ impl Gateway {
     /// Fails only when an https registry's roots cannot be read.
     pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
         let config = &runtime.config;
-        let tls = if config.upstream.scheme_str() == Some("https") {
-            crate::tls::client_config(config.upstream_ca.as_deref())?
-        } else {
-            crate::tls::client_config_without_roots()
-        };
-        let upstream = Upstream::new(config.upstream.clone(), config.upstream_read_timeout, tls);
+        let upstream = Upstream::new(
+            config.upstream.clone(),
+            config.upstream_read_timeout,
+            config.upstream_ca.as_deref(),
+        )?;
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,

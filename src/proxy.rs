@@ -73,17 +73,28 @@ const UPSTREAM_READ_BUFFER: usize = 1 << 20;
 
 impl Upstream {
     /// A pooled client for the registry at `base`: plain HTTP, or HTTPS checked against
-    /// `tls` (HTTP/1.1 either way; the registry is spoken to as nginx's recipe does).
-    pub fn new(base: Uri, read_timeout: Duration, tls: rustls::ClientConfig) -> Upstream {
+    /// the certificates in `ca` (the system's roots without it); HTTP/1.1 either way, as
+    /// nginx's recipe speaks to the registry. Fails only when those roots cannot be read.
+    pub fn new(
+        base: Uri,
+        read_timeout: Duration,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Upstream, crate::tls::CaError> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_keepalive(Some(Duration::from_secs(60)));
         http.enforce_http(false);
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
         // The scheme is the config's, fixed at start: an https upstream is never reached
         // in plain text, and a plain one needs no roots.
-        let connector = if base.scheme_str() == Some("https") {
+        let https = base.scheme_str() == Some("https");
+        let tls = if https {
+            crate::tls::client_config(ca)?
+        } else {
+            crate::tls::client_config_without_roots()
+        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let connector = if https {
             builder.https_only()
         } else {
             builder.https_or_http()
@@ -96,11 +107,11 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .build(connector);
-        Upstream {
+        Ok(Upstream {
             client,
             base,
             read_timeout,
-        }
+        })
     }
 
     pub fn base(&self) -> &Uri {
