@@ -100,12 +100,19 @@ pub struct Acl {
 }
 
 impl Acl {
-    pub fn compile(entries: &[RawEntry]) -> Result<Acl, AclError> {
-        let rules = entries
-            .iter()
-            .enumerate()
-            .map(|(index, entry)| Rule::compile(index, entry))
-            .collect::<Result<_, _>>()?;
+    /// Compiles the rules; every rule that does not compile is reported.
+    pub fn compile(entries: &[RawEntry]) -> Result<Acl, Vec<AclError>> {
+        let mut rules = Vec::with_capacity(entries.len());
+        let mut errors = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match Rule::compile(index, entry) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         Ok(Acl {
             rules,
             entries: entries.to_vec(),

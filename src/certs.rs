@@ -200,7 +200,7 @@ mod tests {
             assert!(opts.out.join(f).exists(), "{f}");
         }
         // The server pair loads as regate's TLS pair, the token pair as its signing key.
-        let files = crate::config::TlsFiles {
+        let files = crate::tls::TlsFiles {
             certificate: opts.out.join("server.crt"),
             key: opts.out.join("server.key"),
         };

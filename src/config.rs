@@ -1,58 +1,58 @@
-//! Loads a config file: raw serde structs (`raw.rs`) become a validated [`Config`]; every
-//! error names the file, line, column and key (`locate.rs` finds keys after parsing).
+//! Loads a config file: the YAML becomes a tree that remembers where each value was written
+//! (`yaml.rs`), `REGATE_*` variables are set into it (`env.rs`), and each section is read
+//! and validated by its own file into the type of the code that uses it:
+//!
+//! | section | file | becomes |
+//! |---|---|---|
+//! | `server` | `server.rs` | [`crate::server::Settings`] |
+//! | `token` | `token.rs` | [`crate::auth::token::Settings`] |
+//! | `users`, `robots`, `htpasswd` | `users.rs` | [`crate::auth::users::User`]s |
+//! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
+//! | `ldap_auth` | `ldap.rs` | [`crate::auth::ldap::LdapConfig`] |
+//! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
+//!
+//! Every error names the file, line, column and key, or the variable that set the value;
+//! every section is checked, so one run reports every error.
 
+mod acl;
 mod env;
-mod hints;
+pub mod keys;
 mod ldap;
-mod locate;
-mod raw;
-mod values;
+mod server;
+mod token;
+mod upstream;
+mod users;
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-pub(crate) use hints::edit_distance;
-use hints::yaml_error;
-pub use locate::{display as display_path, Seg};
-pub(crate) use locate::{key, locate};
-use raw::RawConfig;
-use values::{parse_expiry, parse_listen, parse_upstream, read_htpasswd};
+use serde::Deserialize;
 
-use crate::acl::{Acl, Labels};
-use crate::auth::keys::KidFormat;
-use crate::auth::users::{is_bcrypt, Backend, Robot, User};
+use crate::acl::Acl;
+use crate::auth::ldap::LdapConfig;
+use crate::auth::users::User;
+use keys::{Key, Kind};
+pub use yaml::{display as display_path, key, Node, Seg};
 
-/// A validated configuration. Loading it touches no file but the config itself; key and
-/// certificate files are read when the gateway is built from it.
+/// A validated configuration. Loading it touches no file but the config itself and the
+/// htpasswd file; key and certificate files are read when the gateway is built from it.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
-    pub listen: SocketAddr,
-    /// A plain-HTTP listener that redirects everything to HTTPS.
-    pub redirect_listen: Option<SocketAddr>,
-    pub tls: Option<TlsFiles>,
-    pub tls13_only: bool,
-    pub hsts: bool,
-    /// Whether HTTP Basic credentials are accepted on registry routes.
-    pub basic_auth: bool,
-    pub real_ip: Option<RealIp>,
-    pub token: TokenConfig,
+    pub server: crate::server::Settings,
+    pub token: crate::auth::token::Settings,
+    /// `users`, `robots` and the `htpasswd` file's users, by name.
     pub users: HashMap<String, User>,
-    pub acl: Arc<Acl>,
-    pub upstream: hyper::Uri,
-    /// How long the registry may take to answer a complete request.
-    pub upstream_read_timeout: Duration,
-    /// The CA that signed an https registry's certificate (the system's roots if `None`).
-    pub upstream_ca: Option<PathBuf>,
-    pub data_dir: PathBuf,
     /// A registry:2-style htpasswd file of more users (bcrypt only).
     pub htpasswd: Option<PathBuf>,
+    pub acl: Arc<Acl>,
     /// docker_auth's `ldap_auth`: the directory asked about accounts `users` lacks.
-    pub ldap: Option<crate::auth::ldap::LdapConfig>,
+    pub ldap: Option<LdapConfig>,
+    pub upstream: crate::proxy::Settings,
+    pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
 }
@@ -66,31 +66,62 @@ pub enum AuditLog {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
+/// The file as written: each section is read by its own file's struct.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<server::RawServer>,
+    token: Option<token::RawToken>,
+    users: Option<users::RawUsers>,
+    robots: Option<users::RawRobots>,
+    htpasswd: Option<String>,
+    acl: Option<Vec<crate::acl::RawEntry>>,
+    ldap_auth: Option<ldap::RawLdap>,
+    upstream: Option<upstream::RawUpstream>,
+    data_dir: Option<String>,
+    audit_log: Option<String>,
 }
 
-/// docker_auth's `real_ip_header` / `real_ip_pos`: the client address comes from a header
-/// a trusted proxy in front sets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RealIp {
-    pub header: String,
-    pub position: i64,
-}
+const REFUSED: &str = "regate authenticates with `users`, `htpasswd` and `ldap_auth`, and authorizes with the static `acl`; remove the section or keep docker_auth for it";
 
-#[derive(Debug, Clone)]
-pub struct TokenConfig {
-    pub issuer: String,
-    pub service: String,
-    pub realm: Option<String>,
-    pub expiration: Duration,
-    pub refresh_expiration: Duration,
-    pub kid_format: KidFormat,
-    /// The signing certificate and key; `None`: generated in `data_dir`.
-    pub key: Option<TlsFiles>,
-}
+/// Every key the file may hold.
+pub const KEYS: &[Key] = &[
+    Key::new("server", Kind::Section(server::KEYS)),
+    Key::new("token", Kind::Section(token::KEYS)),
+    Key::new("users", Kind::Named(users::USER_KEYS)),
+    Key::new("robots", Kind::Named(users::ROBOT_KEYS)),
+    Key::scalar(
+        "htpasswd",
+        "off",
+        "a registry:2-style bcrypt htpasswd file of more users",
+    ),
+    Key::new("acl", Kind::Items(acl::KEYS)),
+    Key::new("ldap_auth", Kind::Section(ldap::KEYS)),
+    Key::new("upstream", Kind::Section(upstream::KEYS)),
+    Key::scalar(
+        "data_dir",
+        "<config folder>/data",
+        "where a generated token key is kept",
+    ),
+    Key::scalar(
+        "audit_log",
+        "stdout",
+        "`stdout`, `stderr`, `off` or a file: the JSON audit log",
+    ),
+    Key::new("ext_auth", Kind::Refused(REFUSED)),
+    Key::new("google_auth", Kind::Refused(REFUSED)),
+    Key::new("github_auth", Kind::Refused(REFUSED)),
+    Key::new("oidc_auth", Kind::Refused(REFUSED)),
+    Key::new("gitlab_auth", Kind::Refused(REFUSED)),
+    Key::new("mongo_auth", Kind::Refused(REFUSED)),
+    Key::new("xorm_auth", Kind::Refused(REFUSED)),
+    Key::new("plugin_authn", Kind::Refused(REFUSED)),
+    Key::new("acl_mongo", Kind::Refused(REFUSED)),
+    Key::new("acl_xorm", Kind::Refused(REFUSED)),
+    Key::new("ext_authz", Kind::Refused(REFUSED)),
+    Key::new("plugin_authz", Kind::Refused(REFUSED)),
+    Key::new("casbin_authz", Kind::Refused(REFUSED)),
+];
 
 /// What went wrong, and where: `file:line:column: key: message`, and a hint when one helps.
 #[derive(Debug)]
@@ -100,10 +131,29 @@ pub struct ConfigError {
     pub key: Option<String>,
     pub message: String,
     pub hint: Option<String>,
+    /// Further errors found in the same file, in file order.
+    pub also: Vec<ConfigError>,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigError {
+    /// An error about the whole file, not a key in it.
+    pub fn file(file: &Path, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_owned(),
+            position: None,
+            key: None,
+            message: message.into(),
+            hint: None,
+            also: Vec::new(),
+        }
+    }
+
+    /// This error and the ones found with it.
+    pub fn all(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(self).chain(self.also.iter())
+    }
+
+    fn one(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
         if let Some((line, column)) = self.position {
             write!(f, ":{line}:{column}")?;
@@ -120,23 +170,122 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
-
-/// Builds errors located in one source text.
-struct Errors<'a> {
-    file: &'a Path,
-    src: &'a str,
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.one(f)?;
+        for e in &self.also {
+            f.write_str("\n")?;
+            e.one(f)?;
+        }
+        Ok(())
+    }
 }
 
-impl Errors<'_> {
-    fn at(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
+impl std::error::Error for ConfigError {}
+
+/// A section failed; its errors are recorded in the [`Cx`].
+#[derive(Debug)]
+pub(crate) struct Failed;
+
+/// What validating one file needs: where errors point, where relative paths start; and
+/// what it found.
+pub(crate) struct Cx<'a> {
+    file: &'a Path,
+    doc: &'a Node,
+    base: PathBuf,
+    warnings: Vec<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Cx<'a> {
+    fn new(file: &'a Path, doc: &'a Node) -> Cx<'a> {
+        Cx {
+            file,
+            doc,
+            base: file.parent().unwrap_or(Path::new(".")).to_owned(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// An error at `path`, located in the file (or naming the variable that set it).
+    pub fn error(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
+        let (position, variable) = self.doc.locate(path);
         ConfigError {
             file: self.file.to_owned(),
-            position: locate(self.src, path),
+            position,
             key: (!path.is_empty()).then(|| display_path(path)),
             message: message.into(),
-            hint: None,
+            hint: variable.map(|v| format!("set from the environment by {v}")),
+            also: Vec::new(),
         }
+    }
+
+    /// Records an error made with [`Cx::error`].
+    pub fn push(&mut self, e: ConfigError) -> Failed {
+        self.errors.push(e);
+        Failed
+    }
+
+    /// Records an error at a path of keys and fails the section.
+    pub fn fail<T>(&mut self, path: &[&str], message: impl Into<String>) -> Result<T, Failed> {
+        let path: Vec<Seg> = path.iter().map(|k| key(k)).collect();
+        Err(self.fail_at(&path, message))
+    }
+
+    pub fn fail_at(&mut self, path: &[Seg], message: impl Into<String>) -> Failed {
+        let e = self.error(path, message);
+        self.errors.push(e);
+        Failed
+    }
+
+    /// As [`Cx::fail`], with a hint on what to write instead.
+    pub fn fail_hint<T>(
+        &mut self,
+        path: &[&str],
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Result<T, Failed> {
+        let path: Vec<Seg> = path.iter().map(|k| key(k)).collect();
+        let mut e = self.error(&path, message);
+        let hint = hint.into();
+        e.hint = Some(match e.hint.take() {
+            Some(env) => format!("{hint}; {env}"),
+            None => hint,
+        });
+        self.errors.push(e);
+        Err(Failed)
+    }
+
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// A path from the file, relative to the config's folder unless absolute.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    pub fn file(&self) -> &Path {
+        self.file
+    }
+}
+
+/// The parsed file, kept for the lints that point into it.
+pub struct Document {
+    pub file: PathBuf,
+    pub root: Node,
+}
+
+impl Document {
+    /// Line and column of `path` (or of the nearest enclosing key that exists).
+    pub fn position(&self, path: &[Seg]) -> Option<(usize, usize)> {
+        self.root.locate(path).0
     }
 }
 
@@ -144,20 +293,14 @@ impl Config {
     /// Reads and validates the config file, with `REGATE_*` overrides from the
     /// environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with_source(path).map(|(config, _)| config)
+        Config::load_document(path).map(|(config, _)| config)
     }
 
-    /// As [`Config::load`], also returning the file's text (for lints that point at it).
-    pub fn load_with_source(path: &Path) -> Result<(Config, String), ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            position: None,
-            key: None,
-            message: format!("cannot read the config: {e}"),
-            hint: None,
-        })?;
-        let config = Config::parse_with_env(path, &src, std::env::vars())?;
-        Ok((config, src))
+    /// As [`Config::load`], also returning the parsed file (for lints that point at it).
+    pub fn load_document(path: &Path) -> Result<(Config, Document), ConfigError> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read the config: {e}")))?;
+        Config::parse_document(path, &src, std::env::vars())
     }
 
     /// Parses and validates `src` as the contents of `path` (relative paths in it are
@@ -172,416 +315,198 @@ impl Config {
         src: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut raw: RawConfig = if src.trim().is_empty() {
-            RawConfig::default()
-        } else {
-            serde_yaml::from_str(src).map_err(|e| yaml_error(path, &e))?
-        };
-        let applied = env::apply(&mut raw, vars).map_err(|(var, message)| ConfigError {
+        Config::parse_document(path, src, vars).map(|(config, _)| config)
+    }
+
+    /// As [`Config::parse_with_env`], also returning the parsed file.
+    pub fn parse_document(
+        path: &Path,
+        src: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Document), ConfigError> {
+        let parsed = Node::parse_all(src).map_err(|e| syntax_error(path, e))?;
+        let mut root = parsed.root;
+        let env_warnings = env::apply(&mut root, vars);
+        let doc = Document {
             file: path.to_owned(),
-            position: None,
-            key: Some(format!("environment {var}")),
-            message,
-            hint: None,
-        })?;
-        let mut config = validate(path, src, raw).map_err(|mut e| {
-            // A value may come from the environment: say so, or the operator looks for
-            // it in the file.
-            if let Some(key) = &e.key {
-                let vars = applied.behind(key, e.position.is_some());
-                if !vars.is_empty() {
-                    let note = format!("set from the environment by {}", vars.join(", "));
-                    e.hint = Some(match e.hint.take() {
-                        Some(h) => format!("{h}; {note}"),
-                        None => note,
-                    });
-                }
+            root,
+        };
+        let mut cx = Cx::new(path, &doc.root);
+        for e in parsed.duplicates {
+            cx.push(syntax_error(path, e));
+        }
+        let broken = parsed.broken.map(|e| syntax_error(path, e));
+        let config = read(&mut cx);
+        let Cx {
+            mut warnings,
+            mut errors,
+            ..
+        } = cx;
+        // In file order, as a compiler reports; errors without a line (the environment's)
+        // last.
+        errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
+        // Past a syntax error the file was not read: what is missing there is not missing.
+        if let Some(broken) = broken {
+            let at = broken.position;
+            errors.retain(|e| e.position.is_some() && e.position < at);
+            errors.push(broken);
+        }
+        match config {
+            Ok(mut config) if errors.is_empty() => {
+                // (A syntax error is always among the errors.)
+                warnings.extend(env_warnings);
+                config.warnings = warnings;
+                Ok((config, doc))
             }
-            e
-        })?;
-        config.warnings.extend(applied.warnings);
-        Ok(config)
+            _ => {
+                let mut errors = errors.into_iter();
+                let mut first = errors
+                    .next()
+                    .unwrap_or_else(|| ConfigError::file(path, "the config is not valid"));
+                first.also = errors.collect();
+                Err(first)
+            }
+        }
     }
 }
 
-fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigError> {
-    let err = Errors { file: path, src };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
-    let mut warnings = Vec::new();
+fn syntax_error(file: &Path, e: yaml::SyntaxError) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        position: Some(e.position),
+        key: (!e.path.is_empty()).then(|| display_path(&e.path)),
+        message: e.message,
+        hint: None,
+        also: Vec::new(),
+    }
+}
 
-    if let Some(section) = raw.unsupported_sections().first() {
-        let mut e = err.at(
-            &[key(section)],
-            "this docker_auth section is not implemented by regate",
-        );
-        e.hint = Some(
-            "regate authenticates with `users`, `htpasswd` and `ldap_auth`, and authorizes with the static `acl`; remove the section or keep docker_auth for it".into(),
-        );
-        return Err(e);
-    }
-
-    let server = raw.server.unwrap_or_default();
-    let srv = |k: &str| [key("server"), key(k)];
-    if let Some(net) = server.net.as_deref().filter(|n| *n != "tcp") {
-        return Err(err.at(
-            &srv("net"),
-            format!("`{net}` listeners are not supported; use tcp"),
-        ));
-    }
-    if server
-        .path_prefix
-        .as_deref()
-        .is_some_and(|p| !p.is_empty() && p != "/")
-    {
-        return Err(err.at(
-            &srv("path_prefix"),
-            "a path prefix is not supported: registry clients always use /v2/ at the root",
-        ));
-    }
-    if server.letsencrypt.is_some() {
-        return Err(err.at(
-            &srv("letsencrypt"),
-            "Let's Encrypt is not supported; give `certificate` and `key` (see `regate cert init`)",
-        ));
-    }
-    for ignored in [
-        (
-            "tls_curve_preferences",
-            server.tls_curve_preferences.is_some(),
-        ),
-        ("tls_cipher_suites", server.tls_cipher_suites.is_some()),
-    ] {
-        if ignored.1 {
-            warnings.push(format!(
-                "server.{} is ignored: rustls offers only modern curves and AEAD cipher suites",
-                ignored.0
-            ));
+/// A serde error from reading a section, located, with the hint for an unknown key.
+fn read_error(cx: &Cx<'_>, e: yaml::Error) -> ConfigError {
+    let mut out = cx.error(&e.path, e.message);
+    // The key that was not understood is the place to look, not its section.
+    if let Some(origin) = &e.origin {
+        if origin.position().is_some() {
+            out.position = origin.position();
         }
     }
-    let addr = server.addr.as_deref().unwrap_or(":5000");
-    let listen = parse_listen(addr).map_err(|m| err.at(&srv("addr"), m))?;
-    let tls = match (&server.certificate, &server.key) {
-        (Some(c), Some(k)) => Some(TlsFiles {
-            certificate: resolve(c),
-            key: resolve(k),
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(err.at(
-                &srv("certificate"),
-                "`certificate` is set but `key` is not; give both for HTTPS, or neither",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(err.at(
-                &srv("key"),
-                "`key` is set but `certificate` is not; give both for HTTPS, or neither",
-            ))
-        }
-    };
-    let redirect_listen = match &server.http_redirect_addr {
-        None => None,
-        Some(_) if tls.is_none() => {
-            return Err(err.at(
-                &srv("http_redirect_addr"),
-                "redirecting to HTTPS needs HTTPS: set `certificate` and `key`",
-            ))
-        }
-        Some(a) => Some(parse_listen(a).map_err(|m| err.at(&srv("http_redirect_addr"), m))?),
-    };
-    let basic_auth = match server.basic_auth.as_deref() {
-        None | Some("auto") => tls.is_some(),
-        Some("on") => true,
-        Some("off") => false,
-        Some(other) => {
-            return Err(err.at(
-                &srv("basic_auth"),
-                format!("`{other}` is not auto (HTTPS only), on or off"),
-            ))
-        }
-    };
-    if basic_auth && tls.is_none() {
-        warnings.push("server.basic_auth is on without HTTPS: passwords cross the network in clear text on every request".into());
-    }
-    let tls13_only = match server.tls_min_version.as_deref() {
-        None | Some("TLS12") | Some("tls12") | Some("1.2") => false,
-        Some("TLS13") | Some("tls13") | Some("1.3") => true,
-        Some(other) => {
-            return Err(err.at(
-                &srv("tls_min_version"),
-                format!(
-                "`{other}` is not a TLS version regate offers; use TLS12 (the default) or TLS13"
-            ),
-            ))
-        }
-    };
-    let real_ip = server.real_ip_header.map(|header| RealIp {
-        header,
-        position: server.real_ip_pos.unwrap_or(0),
-    });
-
-    let token = raw.token.unwrap_or_default();
-    let tok = |k: &str| [key("token"), key(k)];
-    if token.disable_legacy_key_id == Some(true) {
-        return Err(err.at(&tok("disable_legacy_key_id"), "RFC 7638 key IDs (registry v3) are not supported yet; tokens use libtrust key IDs and carry x5c, which registry 2.x and 3.x both accept"));
-    }
-    let expiration = match token.expiration {
-        None => 300,
-        Some(s) if s > 0 => s as u64,
-        Some(s) => {
-            return Err(err.at(
-                &tok("expiration"),
-                format!("{s} is not a positive number of seconds"),
-            ))
-        }
-    };
-    let kid_format = match token.kid_format.as_deref() {
-        None | Some("libtrust") => KidFormat::Libtrust,
-        Some("rfc7638") => KidFormat::Rfc7638,
-        Some(other) => {
-            return Err(err.at(
-                &tok("kid_format"),
-                format!("`{other}` is not libtrust (registry 2.x) or rfc7638 (registry v3)"),
-            ))
-        }
-    };
-    let refresh_expiration = match token.refresh_expiration {
-        None => 30 * 24 * 3600,
-        Some(s) if s > 0 => s as u64,
-        Some(s) => {
-            return Err(err.at(
-                &tok("refresh_expiration"),
-                format!("{s} is not a positive number of seconds"),
-            ))
-        }
-    };
-    if expiration < 60 {
-        warnings.push(format!("token.expiration is {expiration}s: clients treat a token as valid for at least 60s (token spec)"));
-    }
-    let token_key = match (&token.certificate, &token.key) {
-        (Some(c), Some(k)) => Some(TlsFiles {
-            certificate: resolve(c),
-            key: resolve(k),
-        }),
-        (None, None) => tls.clone(), // docker_auth signs with the server's pair when token has none
-        (Some(_), None) => {
-            return Err(err.at(&tok("certificate"), "`certificate` is set but `key` is not"))
-        }
-        (None, Some(_)) => return Err(err.at(&tok("key"), "`key` is set but `certificate` is not")),
-    };
-    let service = token
-        .service
-        .unwrap_or_else(|| "Docker registry".to_owned());
-    if let Some(realm) = &token.realm {
-        let ok = realm
-            .parse::<hyper::Uri>()
-            .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
-        if !ok {
-            return Err(err.at(
-                &tok("realm"),
-                "the realm must be an absolute URL (clients do not resolve a relative one)",
-            ));
-        }
-    }
-    let token = TokenConfig {
-        issuer: token.issuer.unwrap_or_else(|| "regate".to_owned()),
-        service,
-        realm: token.realm,
-        expiration: Duration::from_secs(expiration),
-        refresh_expiration: Duration::from_secs(refresh_expiration),
-        kid_format,
-        key: token_key,
-    };
-
-    let mut users = HashMap::new();
-    for (name, user) in raw.users.unwrap_or_default() {
-        let user = user.unwrap_or_default();
-        let at = |k: &str| [key("users"), key(&name), key(k)];
-        let password_hash = match (name.is_empty(), user.password) {
-            (true, Some(_)) => {
-                return Err(err.at(
-                    &at("password"),
-                    "the anonymous entry \"\" takes no password",
-                ))
-            }
-            (true, None) => None,
-            (false, None) => {
-                let mut e = err.at(&[key("users"), key(&name)], "this user has no password");
-                e.hint = Some("docker_auth lets such a user in with any password; regate refuses. Add a bcrypt hash from `regate hash-password` or `htpasswd -nB`".into());
-                return Err(e);
-            }
-            (false, Some(p)) if is_bcrypt(&p) => Some(p),
-            (false, Some(_)) => {
-                let mut e = err.at(&at("password"), "not a bcrypt hash");
-                e.hint = Some("make one with `regate hash-password` or `htpasswd -nB USER`".into());
-                return Err(e);
-            }
+    if let Some((field, expected)) = &e.unknown {
+        let hint = unknown_key_hint(&e.path, field, expected);
+        out.hint = match (hint, out.hint.take()) {
+            (Some(h), Some(env)) => Some(format!("{h}; {env}")),
+            (h, env) => h.or(env),
         };
-        users.insert(
-            name,
-            User {
-                password_hash,
-                labels: user.labels.unwrap_or_else(Labels::new),
-                robot: None,
-                backend: Backend::Users,
-            },
-        );
     }
+    out
+}
 
-    for (name, robot) in raw.robots.unwrap_or_default() {
-        let at = |k: &str| vec![key("robots"), key(&name), key(k)];
-        if users.contains_key(&name) {
-            return Err(err.at(&[key("robots"), key(&name)], "a user has this name already"));
-        }
-        let secret = match robot.secret {
-            Some(s) if is_bcrypt(&s) => s,
-            Some(_) => {
-                return Err(err.at(
-                    &at("secret"),
-                    "not a bcrypt hash (make one with `regate hash-password`)",
-                ))
-            }
-            None => {
-                return Err(err.at(
-                    &[key("robots"), key(&name)],
-                    "a robot needs a `secret` (bcrypt)",
-                ))
-            }
-        };
-        let expires = match robot.expires.as_deref() {
-            None => None,
-            Some(text) => Some(parse_expiry(text).ok_or_else(|| {
-                err.at(
-                    &at("expires"),
-                    format!("`{text}` is not YYYY-MM-DD or an RFC 3339 time"),
-                )
-            })?),
-        };
-        let entries = robot.acl.unwrap_or_default();
-        let acl = Acl::compile(&entries).map_err(|e| {
-            let mut path = at("acl");
-            path.push(Seg::Index(e.index));
-            path.extend(e.field.split('.').map(key));
-            err.at(&path, e.message.clone())
-        })?;
-        if entries.is_empty() {
-            warnings.push(format!(
-                "robot {name} has no `acl`: it can log in but is granted nothing"
-            ));
-        }
-        users.insert(
-            name,
-            User {
-                password_hash: Some(secret),
-                labels: robot.labels.unwrap_or_default(),
-                robot: Some(Robot {
-                    expires,
-                    acl: Arc::new(acl),
-                }),
-                backend: Backend::Robots,
-            },
-        );
+/// For an unknown key: the closest known one, or the section it belongs to when it stands
+/// at the wrong level (a paste that lost its indentation).
+fn unknown_key_hint(section: &[Seg], field: &str, expected: &[&str]) -> Option<String> {
+    if let Some(best) = keys::closest(field, expected.iter().copied()) {
+        return Some(format!("did you mean `{best}`?"));
     }
-
-    let ldap = match raw.ldap_auth {
-        Some(section) => Some(ldap::validate(section, &err, &resolve, &mut warnings)?),
-        None => None,
+    let here = display_path(section);
+    let homes = keys::sections_with(KEYS, field);
+    let home = homes.first()?;
+    let at = if here.is_empty() {
+        "the top level".to_owned()
+    } else {
+        format!("`{here}`")
     };
+    Some(format!(
+        "`{field}` is a key of `{home}`, but it stands at {at}: was the indentation lost? Keys of a section are indented under it"
+    ))
+}
 
-    let htpasswd = raw.htpasswd.as_deref().map(resolve);
-    if let Some(file) = &htpasswd {
-        for (name, hash) in read_htpasswd(file)? {
-            // A user in `users` wins over the same name in the file (it has labels).
-            users.entry(name).or_insert(User {
-                password_hash: Some(hash),
-                labels: Labels::new(),
-                robot: None,
-                backend: Backend::Htpasswd,
-            });
+/// The top-level mapping without the keys `drop` names.
+fn without(doc: &Node, drop: impl Fn(&str) -> bool) -> Node {
+    let mut doc = doc.clone();
+    if let yaml::Value::Map(entries) = &mut doc.value {
+        entries.retain(|(k, _)| !drop(&k.name));
+    }
+    doc
+}
+
+/// Reads every section; errors are recorded in `cx`.
+fn read(cx: &mut Cx<'_>) -> Result<Config, Failed> {
+    // docker_auth sections regate does not implement: each one is an error that says so,
+    // and the rest of the file is still read.
+    let mut refused = false;
+    for key in KEYS {
+        if let (Kind::Refused(hint), Some(_)) = (&key.kind, cx.doc.get(key.name)) {
+            refused = true;
+            let _: Result<(), _> = cx.fail_hint(
+                &[key.name],
+                "this docker_auth section is not implemented by regate",
+                *hint,
+            );
         }
     }
-
-    let entries = raw.acl.unwrap_or_else(|| {
-        warnings.push("no `acl`: every request is denied".into());
-        Vec::new()
-    });
-    let acl = Acl::compile(&entries).map_err(|e| {
-        let mut path = vec![key("acl"), Seg::Index(e.index)];
-        path.extend(e.field.split('.').map(key));
-        err.at(&path, e.message.clone())
-    })?;
-
-    let up = raw.upstream.unwrap_or_default();
-    let Some(url) = up.url else {
-        let mut e = err.at(
-            &[key("upstream")],
-            "`upstream.url` is required: the registry:2 regate forwards to",
-        );
-        e.hint = Some("for example:\n    upstream:\n      url: http://127.0.0.1:5000".into());
-        return Err(e);
+    let without_refused;
+    let doc = if refused {
+        without_refused = without(cx.doc, |name| {
+            KEYS.iter()
+                .any(|k| k.name == name && matches!(k.kind, Kind::Refused(_)))
+        });
+        &without_refused
+    } else {
+        cx.doc
     };
-    let upstream = parse_upstream(&url).map_err(|m| err.at(&[key("upstream"), key("url")], m))?;
-    let upstream_read_timeout = match up.read_timeout {
-        None => Duration::from_secs(900),
-        Some(s) if s > 0 => Duration::from_secs(s as u64),
-        Some(s) => {
-            return Err(err.at(
-                &[key("upstream"), key("read_timeout")],
-                format!("{s} is not a positive number of seconds"),
-            ))
+    let raw: RawConfig = match yaml::from_node(doc) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let e = read_error(cx, e);
+            return Err(cx.push(e));
         }
     };
-
-    let upstream_ca = up.ca_certificate.as_deref().map(resolve);
-    if upstream_ca.is_some() && upstream.scheme_str() != Some("https") {
-        return Err(err.at(
-            &[key("upstream"), key("ca_certificate")],
-            "`ca_certificate` is set but the registry is reached over plain http",
-        ));
-    }
-
+    // Each section on its own, so one run reports every section's error.
+    let server = server::build(raw.server.unwrap_or_default(), cx);
+    let token = server
+        .as_ref()
+        .ok()
+        .map(|s| token::build(raw.token.unwrap_or_default(), s, cx));
+    let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
+    let acl = acl::build(raw.acl, cx);
+    let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
+    let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let data_dir = raw
         .data_dir
         .as_deref()
-        .map(resolve)
-        .unwrap_or_else(|| base.join("data"));
+        .map(|p| cx.resolve(p))
+        .unwrap_or_else(|| cx.resolve("data"));
     let audit_log = match raw.audit_log.as_deref() {
         None | Some("stdout") => AuditLog::Stdout,
         Some("stderr") => AuditLog::Stderr,
         Some("off") => AuditLog::Off,
-        Some(path) => AuditLog::File(resolve(path)),
+        Some(path) => AuditLog::File(cx.resolve(path)),
     };
-
+    let (users, htpasswd) = users?;
     Ok(Config {
-        path: path.to_owned(),
-        listen,
-        redirect_listen,
-        tls,
-        tls13_only,
-        basic_auth,
-        hsts: server.hsts.unwrap_or(false),
-        real_ip,
-        token,
+        path: cx.file().to_owned(),
+        server: server?,
+        token: token.ok_or(Failed)??,
         users,
-        acl: Arc::new(acl),
-        upstream,
-        upstream_read_timeout,
-        upstream_ca,
-        data_dir,
         htpasswd,
-        ldap,
+        acl: acl?,
+        ldap: ldap?,
+        upstream: upstream?,
+        data_dir,
         audit_log,
-        warnings,
+        warnings: Vec::new(),
     })
 }
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[test]
+fn the_keys_are_the_structs() {
+    let kept: Vec<Key> = KEYS
+        .iter()
+        .filter(|k| !matches!(k.kind, Kind::Refused(_)))
+        .map(|k| Key::new(k.name, Kind::Scalar))
+        .collect();
+    keys::assert_keys_match::<RawConfig>(&kept);
+}

@@ -13,9 +13,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::acl::{self, Acl, Explanation, Labels};
+use crate::auth::identity::Backend;
 use crate::auth::ldap::{Directory, LdapConfig, Lookup};
 use crate::auth::scope::Scope;
-use crate::auth::users::Backend;
 use crate::auth::Secret;
 use crate::config::Config;
 

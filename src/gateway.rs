@@ -49,11 +49,7 @@ impl Gateway {
     /// Fails only when an https registry's roots cannot be read.
     pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
         let config = &runtime.config;
-        let upstream = Upstream::new(
-            config.upstream.clone(),
-            config.upstream_read_timeout,
-            config.upstream_ca.as_deref(),
-        )?;
+        let upstream = Upstream::new(&config.upstream)?;
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,
@@ -94,7 +90,7 @@ impl Gateway {
         if !headers.contains_key(&API_VERSION) {
             headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
         }
-        if rt.config.hsts && conn.https {
+        if rt.config.server.hsts && conn.https {
             headers.insert(
                 hyper::header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static("max-age=63072000; includeSubDomains"),
@@ -195,7 +191,7 @@ impl Gateway {
                     return Err(RegistryError::unauthorized(challenge));
                 }
             },
-            Credential::Basic { user, password } if rt.config.basic_auth => {
+            Credential::Basic { user, password } if rt.config.server.basic_auth => {
                 basic_grant(rt, user, password, client_ip, &required)
                     .await
                     .map_err(|e| {
@@ -326,7 +322,7 @@ async fn basic_grant(
                 .with_retry_after(wait),
             ))
         }
-        Err(Refused::Authn(e @ crate::auth::users::AuthnError::DirectoryUnavailable)) => {
+        Err(Refused::Authn(e @ crate::auth::identity::AuthnError::DirectoryUnavailable)) => {
             return Err(Some(RegistryError::new(Code::Unavailable, e.to_string())))
         }
         Err(Refused::Authn(_)) => return Err(None),
@@ -372,7 +368,7 @@ fn metrics_response(rt: &Runtime) -> Response<Body> {
 
 /// The caller's address: the connection's, or docker_auth's `real_ip_header` when set.
 fn client_ip<B>(rt: &Runtime, req: &Request<B>, peer: IpAddr) -> IpAddr {
-    let Some(real) = &rt.config.real_ip else {
+    let Some(real) = &rt.config.server.real_ip else {
         return peer;
     };
     let Some(value) = req

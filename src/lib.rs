@@ -184,15 +184,16 @@ impl Server {
 
 /// Builds the runtime, binds the listeners and serves in the background.
 pub async fn start(config: Config) -> Result<Server, Error> {
-    let listen = config.listen;
-    let redirect = config.redirect_listen;
-    let certs = match &config.tls {
-        Some(files) => Some(tls::Certificates::new(tls::load_certified_key(files)?)),
+    let listen = config.server.listen;
+    let redirect = config.server.redirect_listen;
+    let certs = match &config.server.tls {
+        Some(t) => Some(tls::Certificates::new(tls::load_certified_key(&t.files)?)),
         None => None,
     };
+    let tls13_only = config.server.tls.as_ref().is_some_and(|t| t.tls13_only);
     let acceptor = certs
         .as_ref()
-        .map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), config.tls13_only)));
+        .map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), tls13_only)));
     let runtime = Runtime::build(config, Lasting::default())?;
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
@@ -227,7 +228,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     tasks.push(tokio::spawn(
         Reloader::clone(&reloader).run(hup_rx, shutdown_rx),
     ));
-    tracing::info!(addr = %local_addr, https = gateway.runtime().config.tls.is_some(), "regate listening");
+    tracing::info!(addr = %local_addr, https = gateway.runtime().config.server.tls.is_some(), "regate listening");
     Ok(Server {
         local_addr,
         redirect_addr,

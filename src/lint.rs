@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::acl::{Acl, Labels, RawEntry, RawMatch, Request};
 use crate::auth::users::User;
-use crate::config::{display_path, edit_distance, key, locate, Config, ConfigError, Seg};
+use crate::config::keys::closest;
+use crate::config::{display_path, key, Config, ConfigError, Document, Seg};
 
 #[cfg(test)]
 mod tests;
@@ -41,14 +42,14 @@ impl fmt::Display for Warning {
 /// Reads and validates the config at `path`, then lints it.
 pub fn load_and_lint(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
     // The same loading as `serve`, environment overrides included.
-    let (config, src) = Config::load_with_source(path)?;
-    let warnings = lint(&config, &src);
+    let (config, doc) = Config::load_document(path)?;
+    let warnings = lint(&config, &doc);
     Ok((config, warnings))
 }
 
-/// Lints a loaded config; `src` is the text it was parsed from (for line and column).
+/// Lints a loaded config; `doc` is the file it was read from (for line and column).
 /// Warnings come in file order.
-pub fn lint(config: &Config, src: &str) -> Vec<Warning> {
+pub fn lint(config: &Config, doc: &Document) -> Vec<Warning> {
     // The global `acl` judges every account but robots; a robot only its own rules.
     let people: Vec<(&String, &User)> = config
         .users
@@ -64,7 +65,7 @@ pub fn lint(config: &Config, src: &str) -> Vec<Warning> {
     });
     let mut global = Linter::new(
         config,
-        src,
+        doc,
         vec![key("acl")],
         &config.acl,
         None,
@@ -88,7 +89,7 @@ pub fn lint(config: &Config, src: &str) -> Vec<Warning> {
         out.extend(
             Linter::new(
                 config,
-                src,
+                doc,
                 vec![key("robots"), key(name), key("acl")],
                 &robot.acl,
                 Some(name),
@@ -108,7 +109,7 @@ const ACTIONS: [&str; 4] = ["pull", "push", "delete", "*"];
 /// Lints one list of rules: the global `acl`, or one robot's.
 struct Linter<'a> {
     config: &'a Config,
-    src: &'a str,
+    doc: &'a Document,
     /// Where the list is: `acl`, or `robots.NAME.acl`.
     prefix: Vec<Seg>,
     acl: &'a Acl,
@@ -140,7 +141,7 @@ fn field_raw<'m>(m: &'m RawMatch, field: &str) -> Option<&'m str> {
 impl<'a> Linter<'a> {
     fn new(
         config: &'a Config,
-        src: &'a str,
+        doc: &'a Document,
         prefix: Vec<Seg>,
         acl: &'a Acl,
         robot: Option<&'a str>,
@@ -150,7 +151,7 @@ impl<'a> Linter<'a> {
         accounts.sort();
         Linter {
             config,
-            src,
+            doc,
             prefix,
             acl,
             robot,
@@ -193,14 +194,14 @@ impl<'a> Linter<'a> {
     fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
         self.out.push(Warning {
             file: self.config.path.clone(),
-            position: locate(self.src, path),
+            position: self.doc.position(path),
             key: display_path(path),
             message: message.into(),
         });
     }
 
     fn line_of(&self, i: usize) -> Option<usize> {
-        locate(self.src, &self.path(i, &[])).map(|(line, _)| line)
+        self.doc.position(&self.path(i, &[])).map(|(line, _)| line)
     }
 
     /// A rule for an account nobody can authenticate as never applies.
@@ -250,13 +251,13 @@ impl<'a> Linter<'a> {
     }
 
     fn closest_user(&self, name: &str) -> Option<&str> {
-        self.accounts
-            .iter()
-            .filter(|a| !a.is_empty())
-            .map(|a| (edit_distance(name, a), a.as_str()))
-            .filter(|(d, a)| *d <= 2.max(a.chars().count() / 3))
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, a)| a)
+        closest(
+            name,
+            self.accounts
+                .iter()
+                .filter(|a| !a.is_empty())
+                .map(String::as_str),
+        )
     }
 
     /// Every token request carries this gateway's `token.service`; another never matches.
@@ -387,9 +388,9 @@ impl<'a> Linter<'a> {
         let m = &e.match_;
         FIELDS
             .iter()
-            .all(|f| field_raw(m, f).map_or(true, |raw| self.universal(f, raw)))
+            .all(|f| field_raw(m, f).is_none_or(|raw| self.universal(f, raw)))
             && m.ip.is_none()
-            && m.labels.as_ref().map_or(true, |l| l.is_empty())
+            && m.labels.as_ref().is_none_or(|l| l.is_empty())
     }
 
     /// Whether a pattern provably matches every value the field can take.
@@ -580,12 +581,7 @@ fn missing_dollar(raw: &str) -> Vec<&str> {
 
 fn suggest_placeholder(inner: &str) -> Option<String> {
     let close = |word: &str, candidates: &[&str]| {
-        candidates
-            .iter()
-            .map(|c| (edit_distance(word, c), *c))
-            .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, c)| c.to_owned())
+        closest(word, candidates.iter().copied()).map(str::to_owned)
     };
     match inner.split_once(':') {
         Some((head, tail)) => {

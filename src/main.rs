@@ -308,8 +308,8 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
     }
     let warnings = config.warnings.len() + lints.len();
     // Key and certificate files are part of a config that works: read them too.
-    if let Some(tls) = &config.tls {
-        if let Err(e) = regate::tls::load_certified_key(tls) {
+    if let Some(tls) = &config.server.tls {
+        if let Err(e) = regate::tls::load_certified_key(&tls.files) {
             eprintln!("error: server TLS: {e}");
             return ExitCode::FAILURE;
         }
@@ -322,7 +322,7 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if let Some(ca) = &config.upstream_ca {
+    if let Some(ca) = &config.upstream.ca_certificate {
         if let Err(e) = regate::tls::client_config(Some(ca)) {
             eprintln!("error: upstream: {e}");
             return ExitCode::FAILURE;
@@ -373,7 +373,7 @@ fn check(path: PathBuf, strict: bool) -> ExitCode {
         path.display(),
         config.users.len(),
         config.acl.len(),
-        config.upstream
+        config.upstream.url
     );
     ExitCode::SUCCESS
 }

@@ -57,6 +57,17 @@ pub struct Origin {
     pub https: bool,
 }
 
+/// The `upstream` section, validated (`config/upstream.rs` reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
+    pub url: Uri,
+    /// How long the registry may stay silent (nginx's `proxy_read_timeout`).
+    pub read_timeout: Duration,
+    /// The CA that signed an https registry's certificate (the system's roots if `None`).
+    pub ca_certificate: Option<std::path::PathBuf>,
+}
+
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ClientBody>,
     base: Uri,
@@ -75,11 +86,10 @@ impl Upstream {
     /// A pooled client for the registry at `base`: plain HTTP, or HTTPS checked against
     /// the certificates in `ca` (the system's roots without it); HTTP/1.1 either way, as
     /// nginx's recipe speaks to the registry. Fails only when those roots cannot be read.
-    pub fn new(
-        base: Uri,
-        read_timeout: Duration,
-        ca: Option<&std::path::Path>,
-    ) -> Result<Upstream, crate::tls::CaError> {
+    pub fn new(settings: &Settings) -> Result<Upstream, crate::tls::CaError> {
+        let base = settings.url.clone();
+        let read_timeout = settings.read_timeout;
+        let ca = settings.ca_certificate.as_deref();
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));

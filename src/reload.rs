@@ -49,7 +49,8 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         paths.extend(ldap.bind_password_file.clone());
         paths.extend(ldap.ca_certificate.clone());
     }
-    for files in [&config.tls, &config.token.key].into_iter().flatten() {
+    let server = config.server.tls.as_ref().map(|t| &t.files);
+    for files in [server, config.token.key.as_ref()].into_iter().flatten() {
         paths.push(files.certificate.clone());
         paths.push(files.key.clone());
     }
@@ -73,21 +74,24 @@ impl Reloader {
         let config = Config::load(&current.config.path)?;
         let old = &current.config;
         for (what, changed) in [
-            ("server.addr", config.listen != old.listen),
-            ("upstream.url", config.upstream != old.upstream),
+            ("server.addr", config.server.listen != old.server.listen),
+            ("upstream.url", config.upstream.url != old.upstream.url),
             (
                 "upstream.ca_certificate",
-                config.upstream_ca != old.upstream_ca,
+                config.upstream.ca_certificate != old.upstream.ca_certificate,
             ),
-            ("HTTPS on or off", config.tls.is_some() != old.tls.is_some()),
+            (
+                "HTTPS on or off",
+                config.server.tls.is_some() != old.server.tls.is_some(),
+            ),
         ] {
             if changed {
                 tracing::warn!("{what} changed: that takes a restart; the rest is reloaded");
             }
         }
         // Both halves are loaded before either is swapped in.
-        let new_cert = match (&config.tls, &self.certs) {
-            (Some(files), Some(_)) => Some(tls::load_certified_key(files)?),
+        let new_cert = match (&config.server.tls, &self.certs) {
+            (Some(t), Some(_)) => Some(tls::load_certified_key(&t.files)?),
             _ => None,
         };
         let runtime = Runtime::build(config, current.lasting())?;

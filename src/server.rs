@@ -23,6 +23,29 @@ use crate::gateway::Conn;
 mod coalesce;
 use coalesce::Coalesce;
 
+/// The `server` section, validated (`config/server.rs` reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// A plain-HTTP listener that redirects everything to HTTPS.
+    pub redirect_listen: Option<SocketAddr>,
+    /// `None`: plain HTTP.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// `Strict-Transport-Security` on HTTPS answers.
+    pub hsts: bool,
+    /// Whether HTTP Basic credentials are accepted on registry routes.
+    pub basic_auth: bool,
+    pub real_ip: Option<RealIp>,
+}
+
+/// docker_auth's `real_ip_header` / `real_ip_pos`: the client address comes from a header
+/// a trusted proxy in front sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealIp {
+    pub header: String,
+    pub position: i64,
+}
+
 /// What answers the requests of one connection.
 pub trait Handler: Clone + Send + Sync + 'static {
     type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static;

@@ -12,7 +12,20 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::TlsFiles;
+/// A certificate (chain) and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// HTTPS as the `server` section asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub files: TlsFiles,
+    /// `tls_min_version: TLS13`.
+    pub tls13_only: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

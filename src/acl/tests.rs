@@ -5,13 +5,14 @@ use super::pattern::{parse_pieces, quote_meta, Piece, REGEX_CACHE_CAPACITY};
 use super::*;
 
 fn acl(yaml: &str) -> Acl {
-    let entries: Vec<RawEntry> = serde_yaml::from_str(yaml).expect("test YAML parses");
+    let entries: Vec<RawEntry> = crate::config::yaml::from_str(yaml).expect("test YAML parses");
     Acl::compile(&entries).expect("test ACL compiles")
 }
 
 fn compile_error(yaml: &str) -> AclError {
-    let entries: Vec<RawEntry> = serde_yaml::from_str(yaml).expect("test YAML parses");
-    Acl::compile(&entries).expect_err("ACL should be rejected")
+    let entries: Vec<RawEntry> = crate::config::yaml::from_str(yaml).expect("test YAML parses");
+    let mut errors = Acl::compile(&entries).expect_err("ACL should be rejected");
+    errors.remove(0)
 }
 
 /// An owned request with the defaults of a `docker pull` of a repository.
@@ -475,9 +476,10 @@ fn compile_errors_name_index_and_field() {
 fn unknown_keys_are_rejected() {
     // docs/auth-methods.md shows `match: {team: ...}`, which docker_auth silently ignores,
     // turning the rule into match-all.
-    let entries = serde_yaml::from_str::<Vec<RawEntry>>("- match: {team: dev}\n  actions: ['*']");
+    let entries =
+        crate::config::yaml::from_str::<Vec<RawEntry>>("- match: {team: dev}\n  actions: ['*']");
     assert!(entries.is_err());
-    let entries = serde_yaml::from_str::<Vec<RawEntry>>("- match: {}\n  action: ['*']");
+    let entries = crate::config::yaml::from_str::<Vec<RawEntry>>("- match: {}\n  action: ['*']");
     assert!(entries.is_err());
     let acl = acl("- match: {}\n  actions: ['*']\n  comment: everyone");
     assert_eq!(acl.comment(0), Some("everyone"));

@@ -9,9 +9,9 @@ use std::time::Duration;
 use crate::acl;
 use crate::Runtime;
 
+use super::identity::{AuthnError, Identity};
 use super::scope::Scope;
 use super::token::Access;
-use super::users::{AuthnError, Identity};
 use super::Secret;
 
 /// How a caller proves who it is.

@@ -20,8 +20,8 @@ use crate::Runtime;
 
 use super::authorize::{decide, identify, Login, Refused};
 use super::challenge::{parse_authorization, Credential};
+use super::identity::AuthnError;
 use super::scope::Scope;
-use super::users::AuthnError;
 use super::Secret;
 
 /// A form body larger than this is not a token request.

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use crate::acl::Labels;
 use crate::metrics::Metrics;
 
-use super::users::{AuthnError, Backend, Identity};
+use super::identity::{AuthnError, Backend, Identity};
 use super::{CredentialKey, Secret};
 
 mod setup;

@@ -4,6 +4,7 @@
 pub mod authorize;
 pub mod challenge;
 pub mod endpoint;
+pub mod identity;
 pub mod keys;
 pub mod ldap;
 pub mod scope;

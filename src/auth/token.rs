@@ -20,6 +20,20 @@ pub const LEEWAY_SECS: u64 = 60;
 /// token at once (cesanta/docker_auth issue 41).
 const NBF_MARGIN_SECS: u64 = 10;
 
+/// The `token` section, validated (`config/token.rs` reads it).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    pub service: String,
+    /// The realm URL in challenges; `None`: this gateway's `/auth` at the client's host.
+    pub realm: Option<String>,
+    pub expiration: Duration,
+    pub refresh_expiration: Duration,
+    pub kid_format: super::keys::KidFormat,
+    /// The signing certificate and key; `None`: generated in `data_dir`.
+    pub key: Option<crate::tls::TlsFiles>,
+}
+
 /// One entry of the `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {

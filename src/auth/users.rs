@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
+use super::identity::{AuthnError, Backend, Identity};
 use super::ldap::Directory;
 use super::{CredentialKey, Secret};
 
@@ -27,30 +28,6 @@ pub struct User {
     pub robot: Option<Robot>,
     /// Where the config got it from.
     pub backend: Backend,
-}
-
-/// Which backend vouched for an account, named as the config section it comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// The `users` list, the anonymous `""` entry included.
-    Users,
-    /// The `htpasswd` file.
-    Htpasswd,
-    Robots,
-    /// The LDAP directory of `ldap_auth`.
-    LdapAuth,
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Users => "users",
-            Backend::Htpasswd => "htpasswd",
-            Backend::Robots => "robots",
-            Backend::LdapAuth => "ldap_auth",
-        })
-    }
 }
 
 /// What makes a robot account different from a user.
@@ -76,42 +53,14 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// An authenticated caller, as the ACL sees it. Anonymous is account `""`.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub account: String,
-    pub labels: Labels,
-    /// A robot's own rules, used instead of the global ACL.
-    pub acl: Option<Arc<Acl>>,
-    /// Which backend said yes.
-    pub backend: Backend,
-}
-
-impl Identity {
-    fn of(name: &str, user: &User) -> Identity {
-        Identity {
-            account: name.to_owned(),
-            labels: user.labels.clone(),
-            acl: user.robot.as_ref().map(|r| r.acl.clone()),
-            backend: user.backend,
-        }
+/// The identity of a user in the list.
+fn identity(name: &str, user: &User) -> Identity {
+    Identity {
+        account: name.to_owned(),
+        labels: user.labels.clone(),
+        acl: user.robot.as_ref().map(|r| r.acl.clone()),
+        backend: user.backend,
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthnError {
-    #[error("incorrect username or password")]
-    BadCredentials,
-    #[error("anonymous access is not enabled (no \"\" entry in users)")]
-    AnonymousDisabled,
-    #[error("this robot account has expired")]
-    Expired,
-    #[error("the refresh token is no longer valid; log in again")]
-    StaleRefresh,
-    /// The LDAP directory did not answer in time, or answered with an error: nobody can
-    /// say whether the password is right (503, not 401).
-    #[error("the user directory (LDAP) is unavailable; try again later")]
-    DirectoryUnavailable,
 }
 
 pub struct Users {
@@ -152,7 +101,7 @@ impl Users {
     /// The anonymous caller, if `users` has docker_auth's `"": {}` entry.
     pub fn anonymous(&self) -> Result<Identity, AuthnError> {
         match self.users.get("") {
-            Some(user) => Ok(Identity::of("", user)),
+            Some(user) => Ok(identity("", user)),
             None => Err(AuthnError::AnonymousDisabled),
         }
     }
@@ -196,7 +145,7 @@ impl Users {
             Some(user) if ok => {
                 self.cache.insert(key, ());
                 check_expiry(user)?;
-                Ok(Identity::of(name, user))
+                Ok(identity(name, user))
             }
             _ => Err(AuthnError::BadCredentials),
         }
@@ -223,7 +172,7 @@ impl Users {
             return Err(AuthnError::StaleRefresh);
         }
         check_expiry(user)?;
-        Ok(Identity::of(name, user))
+        Ok(identity(name, user))
     }
 
     /// A keyed hash of the credential and the stored hash: a changed password, or a

@@ -2,35 +2,126 @@
 //! when the port is 636), regate's additions with theirs, and every mistake that would
 //! otherwise show up as a failed login reported at load time instead.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::raw::RawLdap;
-use super::{key, ConfigError, Errors};
+use serde::Deserialize;
+
+use super::keys::{Key, Kind};
+use super::{Cx, Failed};
 use crate::auth::ldap::{expand, GroupSearch, LabelMap, LdapConfig, TlsMode};
+
+/// `ldap_auth`: docker_auth's keys (`addr` ... `labels`), then regate's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLdap {
+    addr: Option<String>,
+    tls: Option<String>,
+    insecure_tls_skip_verify: Option<bool>,
+    ca_certificate: Option<String>,
+    bind_dn: Option<String>,
+    bind_password_file: Option<String>,
+    initial_bind_as_user: Option<bool>,
+    base: Option<String>,
+    filter: Option<String>,
+    labels: Option<BTreeMap<String, RawLdapLabel>>,
+    group_search: Option<RawGroupSearch>,
+    connect_timeout: Option<f64>,
+    timeout: Option<f64>,
+    pool_size: Option<i64>,
+    cache_ttl: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdapLabel {
+    attribute: Option<String>,
+    parse_cn: Option<bool>,
+    lower_case: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupSearch {
+    base: Option<String>,
+    filter: Option<String>,
+    attribute: Option<String>,
+    label: Option<String>,
+    parse_cn: Option<bool>,
+    lower_case: Option<bool>,
+}
+
+const LABEL_KEYS: &[Key] = &[
+    Key::scalar("attribute", "", ""),
+    Key::scalar("parse_cn", "false", ""),
+    Key::scalar("lower_case", "false", ""),
+];
+
+const GROUP_SEARCH_KEYS: &[Key] = &[
+    Key::scalar("base", "", "the DN to search for groups under"),
+    Key::scalar(
+        "filter",
+        "(member=${dn})",
+        "the group filter, with `${dn}` or `${account}`",
+    ),
+    Key::scalar(
+        "attribute",
+        "cn",
+        "the group attribute that becomes the label",
+    ),
+    Key::scalar("label", "group", "the label's name"),
+    Key::scalar("parse_cn", "false", "keep only the CN of a DN value"),
+    Key::scalar("lower_case", "false", "lower-case the values"),
+];
+
+pub(super) const KEYS: &[Key] = &[
+    Key::scalar("addr", "", "`HOST:PORT` of the directory"),
+    Key::scalar(
+        "tls",
+        "none (always on port 636)",
+        "`none`, `starttls` or `always`",
+    ),
+    Key::scalar("insecure_tls_skip_verify", "false", ""),
+    Key::scalar("ca_certificate", "the system's roots", ""),
+    Key::scalar("bind_dn", "", ""),
+    Key::scalar("bind_password_file", "", ""),
+    Key::scalar("initial_bind_as_user", "false", ""),
+    Key::scalar("base", "", ""),
+    Key::scalar("filter", "", ""),
+    Key::new("labels", Kind::Named(LABEL_KEYS)),
+    Key::new("group_search", Kind::Section(GROUP_SEARCH_KEYS)),
+    Key::scalar(
+        "connect_timeout",
+        "3",
+        "seconds to open a connection (TCP and TLS)",
+    ),
+    Key::scalar(
+        "timeout",
+        "5",
+        "seconds the directory has for one login, all steps together",
+    ),
+    Key::scalar("pool_size", "8", "connections to the directory at most"),
+    Key::scalar(
+        "cache_ttl",
+        "60",
+        "seconds a successful login is remembered; 0: never",
+    ),
+];
 
 const DEFAULT_CONNECT_TIMEOUT: f64 = 3.0;
 const DEFAULT_TIMEOUT: f64 = 5.0;
 const DEFAULT_POOL_SIZE: i64 = 8;
 const DEFAULT_CACHE_TTL: f64 = 60.0;
 
-pub(super) fn validate(
-    raw: RawLdap,
-    err: &Errors<'_>,
-    resolve: &dyn Fn(&str) -> PathBuf,
-    warnings: &mut Vec<String>,
-) -> Result<LdapConfig, ConfigError> {
-    let fail = |k: &str, message: String| err.at(&[key("ldap_auth"), key(k)], message);
-
+pub(super) fn build(raw: RawLdap, cx: &mut Cx<'_>) -> Result<LdapConfig, Failed> {
     let Some(addr) = raw.addr.filter(|a| !a.trim().is_empty()) else {
-        let mut e = err.at(
-            &[key("ldap_auth")],
+        return cx.fail_hint(
+            &["ldap_auth"],
             "`addr` is required: the directory's HOST:PORT",
+            "for example `addr: ldap.example.com:389` (or :636 for LDAPS)",
         );
-        e.hint = Some("for example `addr: ldap.example.com:389` (or :636 for LDAPS)".into());
-        return Err(e);
     };
-    let (scheme, host, port) = parse_addr(&addr).map_err(|m| fail("addr", m))?;
+    let (scheme, host, port) = parse_addr(&addr).or_else(|m| fail(cx, "addr", m))?;
     let tls = match raw.tls.as_deref() {
         None | Some("") => match (scheme, port) {
             (Some("ldaps"), _) | (None, Some(636)) => TlsMode::Always,
@@ -40,25 +131,27 @@ pub(super) fn validate(
         Some("starttls") => TlsMode::StartTls,
         Some("always") => TlsMode::Always,
         Some(other) => {
-            return Err(fail(
+            return fail(
+                cx,
                 "tls",
                 format!("`{other}` is not none, starttls or always (LDAPS)"),
-            ))
+            )
         }
     };
     match (scheme, tls) {
         (Some("ldaps"), TlsMode::None | TlsMode::StartTls) => {
-            return Err(fail(
+            return fail(
+                cx,
                 "tls",
-                "an ldaps:// address is TLS from the first byte: use `tls: always`".into(),
-            ))
+                "an ldaps:// address is TLS from the first byte: use `tls: always`",
+            )
         }
         (Some("ldap"), TlsMode::Always) => {
-            return Err(fail(
+            return fail(
+                cx,
                 "tls",
-                "`tls: always` is LDAPS: write the address as ldaps://HOST:PORT or HOST:PORT"
-                    .into(),
-            ))
+                "`tls: always` is LDAPS: write the address as ldaps://HOST:PORT or HOST:PORT",
+            )
         }
         _ => {}
     }
@@ -72,7 +165,7 @@ pub(super) fn validate(
         }
     );
     if url.parse::<hyper::Uri>().is_err() {
-        return Err(fail("addr", format!("`{addr}` is not HOST:PORT")));
+        return fail(cx, "addr", format!("`{addr}` is not HOST:PORT"));
     }
 
     let insecure = raw.insecure_tls_skip_verify.unwrap_or(false);
@@ -81,16 +174,16 @@ pub(super) fn validate(
         .ca_certificate
         .as_deref()
         .filter(|p| !p.is_empty())
-        .map(resolve);
+        .map(|p| cx.resolve(p));
     if tls == TlsMode::None {
         if ca_certificate.is_some() || insecure {
-            warnings.push("ldap_auth.ca_certificate and insecure_tls_skip_verify apply only with `tls: starttls` or `always`".into());
+            cx.warn("ldap_auth.ca_certificate and insecure_tls_skip_verify apply only with `tls: starttls` or `always`");
         }
         if !is_loopback(host) {
-            warnings.push(format!("ldap_auth.tls is none: passwords cross the network to {host} in clear text; use `tls: starttls` or `always`"));
+            cx.warn(format!("ldap_auth.tls is none: passwords cross the network to {host} in clear text; use `tls: starttls` or `always`"));
         }
     } else if insecure {
-        warnings.push("ldap_auth.insecure_tls_skip_verify is on: the directory's certificate is not checked, so anyone in the path can read passwords".into());
+        cx.warn("ldap_auth.insecure_tls_skip_verify is on: the directory's certificate is not checked, so anyone in the path can read passwords");
     }
 
     let initial_bind_as_user = raw.initial_bind_as_user.unwrap_or(false);
@@ -99,28 +192,30 @@ pub(super) fn validate(
         .bind_password_file
         .as_deref()
         .filter(|p| !p.is_empty())
-        .map(resolve);
+        .map(|p| cx.resolve(p));
     if initial_bind_as_user {
         match &bind_dn {
             Some(dn) if dn.contains("${account}") => {}
-            _ => return Err(fail("bind_dn", "with `initial_bind_as_user` the first bind is as the user: `bind_dn` must hold ${account}, e.g. uid=${account},ou=people,dc=example,dc=org".into())),
+            _ => return fail(cx, "bind_dn", "with `initial_bind_as_user` the first bind is as the user: `bind_dn` must hold ${account}, e.g. uid=${account},ou=people,dc=example,dc=org"),
         }
         if bind_password_file.is_some() {
-            warnings.push("ldap_auth.bind_password_file is unused with initial_bind_as_user (the user's own password binds)".into());
+            cx.warn("ldap_auth.bind_password_file is unused with initial_bind_as_user (the user's own password binds)");
         }
     } else {
         match (&bind_dn, &bind_password_file) {
             (Some(_), None) => {
-                return Err(fail(
+                return fail(
+                    cx,
                     "bind_dn",
-                    "`bind_dn` needs `bind_password_file`, the file holding its password".into(),
-                ))
+                    "`bind_dn` needs `bind_password_file`, the file holding its password",
+                )
             }
             (None, Some(_)) => {
-                return Err(fail(
+                return fail(
+                    cx,
                     "bind_password_file",
-                    "`bind_password_file` without `bind_dn`: whose password is it?".into(),
-                ))
+                    "`bind_password_file` without `bind_dn`: whose password is it?",
+                )
             }
             _ => {}
         }
@@ -129,37 +224,38 @@ pub(super) fn validate(
     let base = match raw.base {
         Some(b) if !b.trim().is_empty() => b,
         _ => {
-            return Err(err.at(
-                &[key("ldap_auth")],
+            return cx.fail(
+                &["ldap_auth"],
                 "`base` is required: the DN to search for accounts under, e.g. ou=people,dc=example,dc=org",
-            ))
+            )
         }
     };
     let Some(filter) = raw.filter.filter(|f| !f.trim().is_empty()) else {
-        return Err(err.at(
-            &[key("ldap_auth")],
+        return cx.fail(
+            &["ldap_auth"],
             "`filter` is required, e.g. (&(objectClass=person)(uid=${account}))",
-        ));
+        );
     };
     if !filter.contains("${account}") {
-        return Err(fail(
+        return fail(
+            cx,
             "filter",
-            "the filter must hold ${account}: without it every login finds the same entry".into(),
-        ));
+            "the filter must hold ${account}: without it every login finds the same entry",
+        );
     }
-    check_filter(&filter, &[("${account}", "x")]).map_err(|m| fail("filter", m))?;
+    check_filter(&filter, &[("${account}", "x")]).or_else(|m| fail(cx, "filter", m))?;
 
     let mut labels = Vec::new();
     for (label, map) in raw.labels.unwrap_or_default() {
-        let path = [key("ldap_auth"), key("labels"), key(&label)];
+        let path = ["ldap_auth", "labels", label.as_str()];
         let Some(attribute) = map.attribute.filter(|a| !a.is_empty()) else {
-            return Err(err.at(
+            return cx.fail(
                 &path,
                 "a label needs `attribute`: the attribute of the user's entry it comes from",
-            ));
+            );
         };
         if label.is_empty() {
-            return Err(err.at(&path, "a label needs a name"));
+            return cx.fail(&path, "a label needs a name");
         }
         labels.push(LabelMap {
             label,
@@ -172,22 +268,22 @@ pub(super) fn validate(
     let group_search = match raw.group_search {
         None => None,
         Some(g) => {
-            let at = |k: &str, m: &str| err.at(&[key("ldap_auth"), key("group_search"), key(k)], m);
+            let at = ["ldap_auth", "group_search", "filter"];
             let Some(base) = g.base.filter(|b| !b.trim().is_empty()) else {
-                return Err(err.at(
-                    &[key("ldap_auth"), key("group_search")],
+                return cx.fail(
+                    &["ldap_auth", "group_search"],
                     "`base` is required: the DN to search for groups under",
-                ));
+                );
             };
             let filter = g.filter.unwrap_or_else(|| "(member=${dn})".to_owned());
             if !filter.contains("${dn}") && !filter.contains("${account}") {
-                return Err(at(
-                    "filter",
+                return cx.fail(
+                    &at,
                     "the filter must hold ${dn} (the user's entry) or ${account}, e.g. (member=${dn})",
-                ));
+                );
             }
             check_filter(&filter, &[("${dn}", "x"), ("${account}", "x")])
-                .map_err(|m| at("filter", &m))?;
+                .or_else(|m| cx.fail(&at, m))?;
             Some(GroupSearch {
                 base,
                 filter,
@@ -199,36 +295,39 @@ pub(super) fn validate(
         }
     };
 
-    let seconds = |k: &str, v: Option<f64>, default: f64, zero_ok: bool| {
+    let seconds = |cx: &mut Cx<'_>, k: &str, v: Option<f64>, default: f64, zero_ok: bool| {
         let v = v.unwrap_or(default);
         let ok = v.is_finite() && (v > 0.0 || zero_ok && v == 0.0) && v < 86_400.0;
         if ok {
             Ok(Duration::from_secs_f64(v))
         } else {
-            Err(fail(
+            fail(
+                cx,
                 k,
                 format!("{v} is not a number of seconds regate takes"),
-            ))
+            )
         }
     };
     let connect_timeout = seconds(
+        cx,
         "connect_timeout",
         raw.connect_timeout,
         DEFAULT_CONNECT_TIMEOUT,
         false,
     )?;
-    let timeout = seconds("timeout", raw.timeout, DEFAULT_TIMEOUT, false)?;
+    let timeout = seconds(cx, "timeout", raw.timeout, DEFAULT_TIMEOUT, false)?;
     if connect_timeout > timeout {
-        warnings.push(format!("ldap_auth.connect_timeout ({connect_timeout:?}) is longer than timeout ({timeout:?}), which bounds a whole login"));
+        cx.warn(format!("ldap_auth.connect_timeout ({connect_timeout:?}) is longer than timeout ({timeout:?}), which bounds a whole login"));
     }
-    let cache_ttl = seconds("cache_ttl", raw.cache_ttl, DEFAULT_CACHE_TTL, true)?;
+    let cache_ttl = seconds(cx, "cache_ttl", raw.cache_ttl, DEFAULT_CACHE_TTL, true)?;
     let pool_size = match raw.pool_size.unwrap_or(DEFAULT_POOL_SIZE) {
         n @ 1..=256 => n as usize,
         n => {
-            return Err(fail(
+            return fail(
+                cx,
                 "pool_size",
                 format!("{n} is not a number of connections from 1 to 256"),
-            ))
+            )
         }
     };
 
@@ -249,6 +348,10 @@ pub(super) fn validate(
         pool_size,
         cache_ttl,
     })
+}
+
+fn fail<T>(cx: &mut Cx<'_>, k: &str, message: impl Into<String>) -> Result<T, Failed> {
+    cx.fail(&["ldap_auth", k], message)
 }
 
 /// `HOST:PORT`, `HOST`, `[V6]:PORT`, or an `ldap://` / `ldaps://` URL (regate) ->
@@ -302,4 +405,13 @@ fn check_filter(filter: &str, vars: &[(&str, &str)]) -> Result<(), String> {
     ldap3::parse_filter(expand(filter, vars))
         .map(|_| ())
         .map_err(|_| format!("`{filter}` is not an LDAP search filter (RFC 4515), e.g. (&(objectClass=person)(uid=${{account}}))"))
+}
+
+#[cfg(test)]
+#[test]
+fn the_keys_are_the_structs() {
+    use super::keys::assert_keys_match;
+    assert_keys_match::<RawLdap>(KEYS);
+    assert_keys_match::<RawLdapLabel>(LABEL_KEYS);
+    assert_keys_match::<RawGroupSearch>(GROUP_SEARCH_KEYS);
 }

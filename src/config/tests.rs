@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 fn parse(src: &str) -> Result<Config, ConfigError> {
@@ -44,14 +46,14 @@ upstream:
 #[test]
 fn the_seed_config_loads() {
     let c = parse(&seed()).unwrap();
-    assert_eq!(c.listen.port(), 5001);
+    assert_eq!(c.server.listen.port(), 5001);
     assert_eq!(c.token.issuer, "Auth Service");
     assert_eq!(c.token.expiration, Duration::from_secs(900));
     assert_eq!(c.token.service, "Docker registry");
     assert_eq!(c.users.len(), 3);
     assert_eq!(c.acl.len(), 5);
     // No token key of its own: docker_auth signs with the server's pair.
-    assert_eq!(c.token.key, c.tls);
+    assert_eq!(c.token.key, c.server.tls.map(|t| t.files));
     assert_eq!(c.data_dir, Path::new("/etc/regate/data"));
 }
 
@@ -123,8 +125,8 @@ fn upstream_is_required_and_checked() {
     assert_eq!(e.key.as_deref(), Some("upstream.url"));
     let c = parse("upstream: {url: \"https://registry.internal:5000\", ca_certificate: ca.crt}\n")
         .unwrap();
-    assert_eq!(c.upstream.scheme_str(), Some("https"));
-    assert!(c.upstream_ca.unwrap().ends_with("ca.crt"));
+    assert_eq!(c.upstream.url.scheme_str(), Some("https"));
+    assert!(c.upstream.ca_certificate.unwrap().ends_with("ca.crt"));
     let e = parse("upstream: {url: \"http://r:5000\", ca_certificate: ca.crt}\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("upstream.ca_certificate"));
     assert!(e.message.contains("plain http"), "{e}");
@@ -133,16 +135,16 @@ fn upstream_is_required_and_checked() {
 #[test]
 fn relative_paths_resolve_against_the_config_folder() {
     let c = parse("server: {addr: \"127.0.0.1:0\", certificate: tls/s.crt, key: tls/s.key}\nupstream: {url: http://r:5000}\ndata_dir: state\n").unwrap();
-    let tls = c.tls.unwrap();
+    let tls = c.server.tls.unwrap().files;
     assert_eq!(tls.certificate, Path::new("/etc/regate/tls/s.crt"));
     assert_eq!(c.data_dir, Path::new("/etc/regate/state"));
 }
 
 #[test]
 fn closest_and_distance() {
-    assert_eq!(edit_distance("hussien", "hussein"), 2);
-    assert_eq!(hints::closest("adr", &["addr", "net"]), Some("addr"));
-    assert_eq!(hints::closest("zzzzzz", &["addr", "net"]), None);
+    assert_eq!(strsim::levenshtein("hussien", "hussein"), 2);
+    assert_eq!(keys::closest("adr", ["addr", "net"]), Some("addr"));
+    assert_eq!(keys::closest("zzzzzz", ["addr", "net"]), None);
 }
 
 #[test]
@@ -191,7 +193,7 @@ fn environment_overrides() {
     )
     .unwrap();
     assert_eq!(c.token.issuer, "env");
-    assert_eq!(c.upstream.to_string(), "http://registry:5000/");
+    assert_eq!(c.upstream.url.to_string(), "http://registry:5000/");
     let e = Config::parse_with_env(
         Path::new("/etc/regate/config.yml"),
         "upstream: {url: http://r:5000}\n",

@@ -17,8 +17,10 @@ fn with(users: &[&str], acl: &str) -> String {
 }
 
 fn lints(src: &str) -> Vec<Warning> {
-    let config = Config::parse(Path::new("/etc/regate/config.yml"), src).expect("config loads");
-    lint(&config, src)
+    let (config, doc) =
+        Config::parse_document(Path::new("/etc/regate/config.yml"), src, std::iter::empty())
+            .expect("config loads");
+    lint(&config, &doc)
 }
 
 fn keys(warnings: &[Warning]) -> Vec<&str> {

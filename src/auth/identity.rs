@@ -1,0 +1,58 @@
+//! Who a caller turned out to be, and why a login failed: the types every login backend
+//! (static users, the htpasswd file, robots, LDAP) and every consumer (the token endpoint,
+//! `explain`, the ACL) share, kept below all of them.
+
+use std::sync::Arc;
+
+use crate::acl::{Acl, Labels};
+
+/// Which backend vouched for an account, named as the config section it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The `users` list, the anonymous `""` entry included.
+    Users,
+    /// The `htpasswd` file.
+    Htpasswd,
+    Robots,
+    /// The LDAP directory of `ldap_auth`.
+    LdapAuth,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Users => "users",
+            Backend::Htpasswd => "htpasswd",
+            Backend::Robots => "robots",
+            Backend::LdapAuth => "ldap_auth",
+        })
+    }
+}
+
+/// An authenticated caller, as the ACL sees it. Anonymous is account `""`.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub account: String,
+    pub labels: Labels,
+    /// A robot's own rules, used instead of the global ACL.
+    pub acl: Option<Arc<Acl>>,
+    /// Which backend said yes.
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthnError {
+    #[error("incorrect username or password")]
+    BadCredentials,
+    #[error("anonymous access is not enabled (no \"\" entry in users)")]
+    AnonymousDisabled,
+    #[error("this robot account has expired")]
+    Expired,
+    #[error("the refresh token is no longer valid; log in again")]
+    StaleRefresh,
+    /// The LDAP directory did not answer in time, or answered with an error: nobody can
+    /// say whether the password is right (503, not 401).
+    #[error("the user directory (LDAP) is unavailable; try again later")]
+    DirectoryUnavailable,
+}

@@ -1,0 +1,197 @@
+//! `server:` -> [`server::Settings`]: docker_auth's listener keys, and regate's redirect
+//! listener and Basic-credential switch.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use serde::Deserialize;
+
+use super::keys::{Key, Kind};
+use super::{Cx, Failed};
+use crate::server::{RealIp, Settings};
+use crate::tls::{ServerTls, TlsFiles};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    addr: Option<String>,
+    net: Option<String>,
+    path_prefix: Option<String>,
+    certificate: Option<String>,
+    key: Option<String>,
+    hsts: Option<bool>,
+    tls_min_version: Option<String>,
+    tls_curve_preferences: Option<serde::de::IgnoredAny>,
+    tls_cipher_suites: Option<serde::de::IgnoredAny>,
+    letsencrypt: Option<serde::de::IgnoredAny>,
+    real_ip_header: Option<String>,
+    real_ip_pos: Option<i64>,
+    http_redirect_addr: Option<String>,
+    basic_auth: Option<String>,
+}
+
+pub(super) const KEYS: &[Key] = &[
+    Key::scalar("addr", ":5000", "`HOST:PORT` or `:PORT` to listen on"),
+    Key::scalar("net", "tcp", "docker_auth's listener type; only `tcp`"),
+    Key::scalar("path_prefix", "", "docker_auth's route prefix; only `/`"),
+    Key::scalar(
+        "certificate",
+        "",
+        "server certificate (PEM); with `key`: HTTPS",
+    ),
+    Key::scalar("key", "", "the certificate's private key (PEM)"),
+    Key::scalar(
+        "hsts",
+        "false",
+        "send `Strict-Transport-Security` over HTTPS",
+    ),
+    Key::scalar("tls_min_version", "TLS12", "`TLS12` or `TLS13`"),
+    Key::new("tls_curve_preferences", Kind::List),
+    Key::new("tls_cipher_suites", Kind::List),
+    Key::new(
+        "letsencrypt",
+        Kind::Refused("give `certificate` and `key` (see `regate cert init`)"),
+    ),
+    Key::scalar(
+        "real_ip_header",
+        "",
+        "take the client address from this header (set by a proxy in front)",
+    ),
+    Key::scalar(
+        "real_ip_pos",
+        "0",
+        "which address of that header; negative counts from the end",
+    ),
+    Key::scalar(
+        "http_redirect_addr",
+        "off",
+        "a plain-HTTP listener that only redirects to HTTPS",
+    ),
+    Key::scalar(
+        "basic_auth",
+        "auto",
+        "HTTP Basic credentials on registry routes: `auto` (HTTPS only), `on`, `off`",
+    ),
+];
+
+pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed> {
+    let at = |k: &'static str| ["server", k];
+    if let Some(net) = raw.net.as_deref().filter(|n| *n != "tcp") {
+        return cx.fail(
+            &at("net"),
+            format!("`{net}` listeners are not supported; use tcp"),
+        );
+    }
+    if raw
+        .path_prefix
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && p != "/")
+    {
+        return cx.fail(
+            &at("path_prefix"),
+            "a path prefix is not supported: registry clients always use /v2/ at the root",
+        );
+    }
+    if raw.letsencrypt.is_some() {
+        return cx.fail(
+            &at("letsencrypt"),
+            "Let's Encrypt is not supported; give `certificate` and `key` (see `regate cert init`)",
+        );
+    }
+    for (name, set) in [
+        ("tls_curve_preferences", raw.tls_curve_preferences.is_some()),
+        ("tls_cipher_suites", raw.tls_cipher_suites.is_some()),
+    ] {
+        if set {
+            cx.warn(format!(
+                "server.{name} is ignored: rustls offers only modern curves and AEAD cipher suites"
+            ));
+        }
+    }
+    let addr = raw.addr.as_deref().unwrap_or(":5000");
+    let listen = parse_listen(addr).or_else(|m| cx.fail(&at("addr"), m))?;
+    let files = match (&raw.certificate, &raw.key) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            certificate: cx.resolve(c),
+            key: cx.resolve(k),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return cx.fail(
+                &at("certificate"),
+                "`certificate` is set but `key` is not; give both for HTTPS, or neither",
+            )
+        }
+        (None, Some(_)) => {
+            return cx.fail(
+                &at("key"),
+                "`key` is set but `certificate` is not; give both for HTTPS, or neither",
+            )
+        }
+    };
+    let redirect_listen = match &raw.http_redirect_addr {
+        None => None,
+        Some(_) if files.is_none() => {
+            return cx.fail(
+                &at("http_redirect_addr"),
+                "redirecting to HTTPS needs HTTPS: set `certificate` and `key`",
+            )
+        }
+        Some(a) => Some(parse_listen(a).or_else(|m| cx.fail(&at("http_redirect_addr"), m))?),
+    };
+    let basic_auth = match raw.basic_auth.as_deref() {
+        None | Some("auto") => files.is_some(),
+        Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return cx.fail(
+                &at("basic_auth"),
+                format!("`{other}` is not auto (HTTPS only), on or off"),
+            )
+        }
+    };
+    if basic_auth && files.is_none() {
+        cx.warn("server.basic_auth is on without HTTPS: passwords cross the network in clear text on every request");
+    }
+    let tls13_only = match raw.tls_min_version.as_deref() {
+        None | Some("TLS12") | Some("tls12") | Some("1.2") => false,
+        Some("TLS13") | Some("tls13") | Some("1.3") => true,
+        Some(other) => {
+            return cx.fail(
+                &at("tls_min_version"),
+                format!(
+                    "`{other}` is not a TLS version regate offers; use TLS12 (the default) or TLS13"
+                ),
+            )
+        }
+    };
+    Ok(Settings {
+        listen,
+        redirect_listen,
+        tls: files.map(|files| ServerTls { files, tls13_only }),
+        hsts: raw.hsts.unwrap_or(false),
+        basic_auth,
+        real_ip: raw.real_ip_header.map(|header| RealIp {
+            header,
+            position: raw.real_ip_pos.unwrap_or(0),
+        }),
+    })
+}
+
+/// docker_auth's `addr`: `HOST:PORT`, or `:PORT` for every interface (Go's form).
+fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
+    let full = if addr.starts_with(':') {
+        format!("[::]{addr}")
+    } else {
+        addr.to_owned()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("`{addr}` is not HOST:PORT or :PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("`{addr}` resolves to no address"))
+}
+
+#[cfg(test)]
+#[test]
+fn the_keys_are_the_structs() {
+    super::keys::assert_keys_match::<RawServer>(KEYS);
+}

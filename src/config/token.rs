@@ -1,0 +1,141 @@
+//! `token:` -> [`token::Settings`]: docker_auth's issuer, expiration and key pair, and
+//! regate's service, realm, refresh tokens and key ID format.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::keys::Key;
+use super::{Cx, Failed};
+use crate::auth::keys::KidFormat;
+use crate::auth::token::Settings;
+use crate::tls::TlsFiles;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    issuer: Option<String>,
+    expiration: Option<i64>,
+    certificate: Option<String>,
+    key: Option<String>,
+    disable_legacy_key_id: Option<bool>,
+    service: Option<String>,
+    realm: Option<String>,
+    refresh_expiration: Option<i64>,
+    kid_format: Option<String>,
+}
+
+pub(super) const KEYS: &[Key] = &[
+    Key::scalar(
+        "issuer",
+        "regate",
+        "the tokens' `iss` (= the registry's `auth.token.issuer`, if it checks tokens)",
+    ),
+    Key::scalar("expiration", "300", "seconds a token is valid"),
+    Key::scalar(
+        "certificate",
+        "`server.certificate`",
+        "the token signing certificate (PEM)",
+    ),
+    Key::scalar("key", "`server.key`", "the token signing key (PEM)"),
+    Key::scalar(
+        "disable_legacy_key_id",
+        "false",
+        "docker_auth's switch to RFC 7638 key IDs",
+    ),
+    Key::scalar(
+        "service",
+        "Docker registry",
+        "the challenge's `service` and the tokens' `aud` (= the registry's `auth.token.service` if it checks tokens)",
+    ),
+    Key::scalar(
+        "realm",
+        "<scheme>://<Host>/auth",
+        "the realm URL in challenges",
+    ),
+    Key::scalar(
+        "refresh_expiration",
+        "2592000 (30 days)",
+        "lifetime of refresh tokens (docker login's identity token)",
+    ),
+    Key::scalar(
+        "kid_format",
+        "libtrust",
+        "`rfc7638` for registry v3 and JWKS",
+    ),
+];
+
+/// `server` comes first: docker_auth signs with the server's pair when `token` has none.
+pub(super) fn build(
+    raw: RawToken,
+    server: &crate::server::Settings,
+    cx: &mut Cx<'_>,
+) -> Result<Settings, Failed> {
+    let at = |k: &'static str| ["token", k];
+    if raw.disable_legacy_key_id == Some(true) {
+        return cx.fail(&at("disable_legacy_key_id"), "RFC 7638 key IDs (registry v3) are not supported yet; tokens use libtrust key IDs and carry x5c, which registry 2.x and 3.x both accept");
+    }
+    let seconds = |cx: &mut Cx<'_>, k: &'static str, v: Option<i64>, default: u64| match v {
+        None => Ok(default),
+        Some(s) if s > 0 => Ok(s as u64),
+        Some(s) => cx.fail(&at(k), format!("{s} is not a positive number of seconds")),
+    };
+    let expiration = seconds(cx, "expiration", raw.expiration, 300)?;
+    let kid_format = match raw.kid_format.as_deref() {
+        None | Some("libtrust") => KidFormat::Libtrust,
+        Some("rfc7638") => KidFormat::Rfc7638,
+        Some(other) => {
+            return cx.fail(
+                &at("kid_format"),
+                format!("`{other}` is not libtrust (registry 2.x) or rfc7638 (registry v3)"),
+            )
+        }
+    };
+    let refresh_expiration = seconds(
+        cx,
+        "refresh_expiration",
+        raw.refresh_expiration,
+        30 * 24 * 3600,
+    )?;
+    if expiration < 60 {
+        cx.warn(format!("token.expiration is {expiration}s: clients treat a token as valid for at least 60s (token spec)"));
+    }
+    let key = match (&raw.certificate, &raw.key) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            certificate: cx.resolve(c),
+            key: cx.resolve(k),
+        }),
+        // docker_auth signs with the server's pair when token has none.
+        (None, None) => server.tls.as_ref().map(|t| t.files.clone()),
+        (Some(_), None) => {
+            return cx.fail(&at("certificate"), "`certificate` is set but `key` is not")
+        }
+        (None, Some(_)) => return cx.fail(&at("key"), "`key` is set but `certificate` is not"),
+    };
+    if let Some(realm) = &raw.realm {
+        let ok = realm
+            .parse::<hyper::Uri>()
+            .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
+        if !ok {
+            return cx.fail(
+                &at("realm"),
+                "the realm must be an absolute URL (clients do not resolve a relative one)",
+            );
+        }
+    }
+    Ok(Settings {
+        issuer: raw.issuer.unwrap_or_else(|| "regate".to_owned()),
+        service: raw.service.unwrap_or_else(|| "Docker registry".to_owned()),
+        realm: raw.realm,
+        expiration: Duration::from_secs(expiration),
+        refresh_expiration: Duration::from_secs(refresh_expiration),
+        kid_format,
+        key,
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn the_keys_are_the_structs() {
+    super::keys::assert_keys_match::<RawToken>(KEYS);
+}

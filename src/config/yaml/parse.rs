@@ -1,0 +1,274 @@
+//! From saphyr-parser's events to a [`Node`] tree: aliases copied (with a bound), `<<`
+//! merged, duplicate keys and the first syntax error kept for the reader to report.
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+
+use super::{Key, Node, Origin, Seg, SyntaxError, Value, MAX_NODES};
+
+pub(super) struct Builder<'a> {
+    pub(super) parser: Parser<'a, saphyr_parser::StrInput<'a>>,
+    /// The source, for the `-` of a list item (the parser marks the item's content).
+    pub(super) chars: Vec<char>,
+    /// Anchored nodes by anchor id (ids start at 1).
+    pub(super) anchors: Vec<Option<Node>>,
+    pub(super) nodes: usize,
+    pub(super) duplicates: Vec<SyntaxError>,
+    /// The syntax error the parser stopped at.
+    pub(super) broken: Option<SyntaxError>,
+}
+
+impl<'a> Builder<'a> {
+    /// The next event. After a syntax error the parser cannot go on: the error is kept and
+    /// `Nothing` comes back, which closes every open list and mapping, so what was read up
+    /// to the error is still a tree a reader can check (and report on, beside the error).
+    fn next(&mut self) -> Result<(Event<'a>, Span), SyntaxError> {
+        if self.broken.is_some() {
+            return Ok((Event::Nothing, Span::default()));
+        }
+        match self.parser.next_event() {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => {
+                self.broken = Some(scan_error(&e));
+                Ok((Event::Nothing, Span::default()))
+            }
+            None => Ok((Event::StreamEnd, Span::default())),
+        }
+    }
+
+    pub(super) fn document(&mut self) -> Result<Node, SyntaxError> {
+        let mut root = None;
+        loop {
+            let (event, span) = self.next()?;
+            match event {
+                Event::StreamStart | Event::DocumentEnd => {}
+                Event::StreamEnd | Event::Nothing => break,
+                Event::DocumentStart(_) if root.is_some() => {
+                    return Err(SyntaxError {
+                        position: (span.start.line(), span.start.col() + 1),
+                        message: "a second YAML document (`---`): the config is one document"
+                            .into(),
+                        path: Vec::new(),
+                    })
+                }
+                Event::DocumentStart(_) => {
+                    let (event, span) = self.next()?;
+                    if matches!(event, Event::DocumentEnd) {
+                        continue;
+                    }
+                    root = Some(self.node(event, span, &mut Vec::new())?);
+                }
+                _ => {}
+            }
+        }
+        Ok(match root {
+            Some(node) if !node.is_null() => node,
+            _ => Node::empty_map(Origin::File(1, 1)),
+        })
+    }
+
+    fn node(
+        &mut self,
+        event: Event<'a>,
+        span: Span,
+        path: &mut Vec<Seg>,
+    ) -> Result<Node, SyntaxError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                position: (span.start.line(), span.start.col() + 1),
+                message: format!("more than {MAX_NODES} values (aliases expand to copies)"),
+                path: path.clone(),
+            });
+        }
+        let origin = Origin::of(&span);
+        let (node, anchor) = match event {
+            Event::Scalar(text, style, anchor, _) => (
+                Node {
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    },
+                    origin,
+                },
+                anchor,
+            ),
+            Event::Alias(id) => {
+                let node = self.anchors.get(id).cloned().flatten().ok_or(SyntaxError {
+                    position: (span.start.line(), span.start.col() + 1),
+                    message: "an alias (*name) of an anchor that is not defined above it".into(),
+                    path: path.clone(),
+                })?;
+                self.nodes += count(&node);
+                return Ok(node);
+            }
+            Event::SequenceStart(anchor, _) => {
+                let mut items = Vec::new();
+                loop {
+                    let (event, span) = self.next()?;
+                    if matches!(event, Event::SequenceEnd | Event::Nothing) {
+                        break;
+                    }
+                    path.push(Seg::Index(items.len()));
+                    let mut item = self.node(event, span, path)?;
+                    path.pop();
+                    // A block list's item is where its `-` is, as a reader points at it.
+                    if let Some(dash) = self.dash_before(&span) {
+                        item.origin = dash;
+                    }
+                    items.push(item);
+                }
+                (
+                    Node {
+                        value: Value::Seq(items),
+                        origin,
+                    },
+                    anchor,
+                )
+            }
+            Event::MappingStart(anchor, _) => (self.mapping(origin, path)?, anchor),
+            other => {
+                return Err(SyntaxError {
+                    position: (span.start.line(), span.start.col() + 1),
+                    message: format!("unexpected {other:?}"),
+                    path: path.clone(),
+                })
+            }
+        };
+        if anchor > 0 {
+            if self.anchors.len() <= anchor {
+                self.anchors.resize(anchor + 1, None);
+            }
+            self.anchors[anchor] = Some(node.clone());
+        }
+        Ok(node)
+    }
+
+    fn mapping(&mut self, origin: Origin, path: &mut Vec<Seg>) -> Result<Node, SyntaxError> {
+        let mut entries: Vec<(Key, Node)> = Vec::new();
+        // `<<: *base` entries, applied after the mapping's own keys (which win).
+        let mut merges = Vec::new();
+        loop {
+            let (event, span) = self.next()?;
+            let key_origin = Origin::of(&span);
+            let name = match event {
+                Event::MappingEnd | Event::Nothing => break,
+                Event::Scalar(text, ..) => text.into_owned(),
+                Event::Alias(_) => {
+                    let node = self.node(event, span, path)?;
+                    match node.value {
+                        Value::Scalar { text, .. } => text,
+                        _ => return Err(not_a_scalar_key(&span, path)),
+                    }
+                }
+                _ => return Err(not_a_scalar_key(&span, path)),
+            };
+            let (event, span) = self.next()?;
+            path.push(Seg::Key(name.clone()));
+            let value = match event {
+                Event::Nothing => Node {
+                    value: Value::Scalar {
+                        text: String::new(),
+                        plain: true,
+                    },
+                    origin: key_origin.clone(),
+                },
+                event => self.node(event, span, path)?,
+            };
+            if name == "<<" {
+                merges.push(value);
+                path.pop();
+                continue;
+            }
+            if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                let (line, col) = key_origin.position().unwrap_or((1, 1));
+                let first = first.origin.position().map_or(0, |p| p.0);
+                self.duplicates.push(SyntaxError {
+                    position: (line, col),
+                    message: format!(
+                        "`{name}` is written twice in this mapping (first on line {first}); YAML keeps one, so say which"
+                    ),
+                    path: path.clone(),
+                });
+                path.pop();
+                continue;
+            }
+            path.pop();
+            entries.push((
+                Key {
+                    name,
+                    origin: key_origin,
+                },
+                value,
+            ));
+        }
+        for merge in merges {
+            let sources = match merge.value {
+                Value::Seq(items) => items,
+                _ => vec![merge],
+            };
+            for source in sources {
+                let Value::Map(more) = source.value else {
+                    let (line, col) = source.origin.position().unwrap_or((1, 1));
+                    return Err(SyntaxError {
+                        position: (line, col),
+                        message: "`<<` merges a mapping (or a list of mappings) into this one"
+                            .into(),
+                        path: path.clone(),
+                    });
+                };
+                for (k, v) in more {
+                    if !entries.iter().any(|(e, _)| e.name == k.name) {
+                        entries.push((k, v));
+                    }
+                }
+            }
+        }
+        Ok(Node {
+            value: Value::Map(entries),
+            origin,
+        })
+    }
+}
+
+impl Builder<'_> {
+    /// The `-` that starts the block-list item whose content starts at `span`.
+    fn dash_before(&self, span: &Span) -> Option<Origin> {
+        let mut i = span.start.index();
+        let mut col = span.start.col();
+        while i > 0 && col > 0 {
+            i -= 1;
+            col -= 1;
+            match self.chars.get(i)? {
+                ' ' => continue,
+                '-' => return Some(Origin::File(span.start.line(), col + 1)),
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+fn count(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar { .. } => 1,
+        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| count(v)).sum::<usize>(),
+    }
+}
+
+fn not_a_scalar_key(span: &Span, path: &[Seg]) -> SyntaxError {
+    SyntaxError {
+        position: (span.start.line(), span.start.col() + 1),
+        message: "a key must be a plain name, not a list or mapping".into(),
+        path: path.to_vec(),
+    }
+}
+
+fn scan_error(e: &ScanError) -> SyntaxError {
+    let m = e.marker();
+    SyntaxError {
+        position: (m.line(), m.col() + 1),
+        message: e.info().to_owned(),
+        path: Vec::new(),
+    }
+}
