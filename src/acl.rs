@@ -17,6 +17,9 @@ use regex::Regex;
 mod glob;
 mod ip;
 mod pattern;
+mod reason;
+
+pub use reason::rule_name;
 
 use ip::IpNet;
 use pattern::{quote_meta, Context, Pattern, Piece, RegexCache};

@@ -8,15 +8,12 @@
 pub mod acl;
 pub mod auth;
 pub mod body;
-pub mod certs;
 pub mod config;
 pub mod error;
-pub mod explain;
 pub mod fuzzing;
 pub mod gateway;
-pub mod lint;
 pub mod metrics;
-pub mod probe;
+pub mod ops;
 pub mod proxy;
 pub mod reload;
 pub mod route;

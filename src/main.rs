@@ -1,12 +1,13 @@
 //! The `regate` command: parse, load the config, set up logging, run until a signal.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use regate::config::{AuditLog, Config};
+use regate::config::{AuditLog, Config, ConfigError};
+use regate::ops::{certs, explain};
 
 #[derive(Parser)]
 #[command(
@@ -128,12 +129,12 @@ enum CertCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { config } => serve(config.path),
-        Command::Check { config, strict } => check(config.path, strict),
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config.path),
+        Command::Check { config, strict } => check(&config.path, strict),
         Command::Explain(args) => explain(args),
         Command::HashPassword { cost } => hash_password(cost),
-        Command::Jwks { config, out } => jwks(config.path, out),
+        Command::Jwks { config, out } => jwks(&config.path, out),
         Command::Probe {
             url,
             insecure,
@@ -147,14 +148,41 @@ fn main() -> ExitCode {
                     force,
                     days,
                 },
-        } => cert_init(regate::certs::Options {
+        } => cert_init(certs::Options {
             hosts,
             out,
             force,
             days,
         }),
+    };
+    // The one place a command's failure is printed.
+    match result {
+        Ok(code) => code,
+        Err(Failure(lines)) => {
+            for line in lines {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }
+
+/// Why a command failed: one or more lines, printed by `main` as `error: ...`.
+struct Failure(Vec<String>);
+
+impl Failure {
+    fn new(message: impl std::fmt::Display) -> Failure {
+        Failure(vec![message.to_string()])
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure(e.all().map(|e| e.to_string()).collect())
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
 
 /// Logs go to stderr as text (`REGATE_LOG` filters them, e.g. `info,regate::access=off`);
 /// audit lines go, as JSON, where the config says.
@@ -205,38 +233,20 @@ fn init_tracing(audit: &AuditLog) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = init_tracing(&config.audit_log) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
+fn serve(path: &Path) -> Outcome {
+    let config = Config::load(path)?;
+    init_tracing(&config.audit_log).map_err(Failure::new)?;
     for w in &config.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve_until_signal(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(serve_until_signal(config))
+        .map_err(Failure::new)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Serves; SIGHUP reloads the config, SIGINT or SIGTERM stop gracefully.
@@ -292,135 +302,47 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn check(path: PathBuf, strict: bool) -> ExitCode {
-    let (config, lints) = match regate::lint::load_and_lint(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for w in &config.warnings {
-        eprintln!("warning: {}: {w}", path.display());
-    }
-    for w in &lints {
+fn check(path: &Path, strict: bool) -> Outcome {
+    let report = regate::ops::check::check(path);
+    for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    let warnings = config.warnings.len() + lints.len();
-    // Key and certificate files are part of a config that works: read them too.
-    if let Some(tls) = &config.server.tls {
-        if let Err(e) = regate::tls::load_certified_key(&tls.files) {
-            eprintln!("error: server TLS: {e}");
-            return ExitCode::FAILURE;
-        }
+    for note in &report.notes {
+        println!("{note}");
     }
-    // The directory's own files (bind password, CA) are read as serve reads them; the
-    // directory itself is not contacted.
-    if let Some(ldap) = &config.ldap {
-        if let Err(e) = regate::auth::ldap::Directory::new(ldap.clone(), Default::default()) {
-            eprintln!("error: ldap_auth: {e}");
-            return ExitCode::FAILURE;
-        }
+    if strict && report.errors.is_empty() && !report.warnings.is_empty() {
+        return Err(Failure::new(format!(
+            "{}: {} warning(s), which --strict makes errors",
+            path.display(),
+            report.warnings.len()
+        )));
     }
-    if let Some(ca) = &config.upstream.ca_certificate {
-        if let Err(e) = regate::tls::client_config(Some(ca)) {
-            eprintln!("error: upstream: {e}");
-            return ExitCode::FAILURE;
-        }
+    if !report.errors.is_empty() {
+        return Err(Failure(report.errors));
     }
-    match &config.token.key {
-        Some(files) => {
-            if let Err(e) = regate::auth::keys::SigningKey::load(&files.certificate, &files.key) {
-                eprintln!("error: token key: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        None => println!(
-            "token key: none configured; `serve` uses (or generates) {}",
-            config.data_dir.join("token.crt").display()
-        ),
+    if let Some(summary) = &report.summary {
+        println!("{summary}");
     }
-    let mut robots: Vec<_> = config
-        .users
-        .iter()
-        .filter_map(|(name, u)| u.robot.as_ref().map(|r| (name, r)))
-        .collect();
-    robots.sort_by_key(|(name, _)| *name);
-    for (name, robot) in robots {
-        let expires = match robot.expires {
-            Some(t) => {
-                let t: time::OffsetDateTime = t.into();
-                let state = if t < time::OffsetDateTime::now_utc() {
-                    " (EXPIRED)"
-                } else {
-                    ""
-                };
-                format!("expires {}{state}", t.date())
-            }
-            None => "never expires".to_owned(),
-        };
-        println!("robot {name}: {} rule(s), {expires}", robot.acl.len());
-    }
-    if strict && warnings > 0 {
-        eprintln!(
-            "error: {}: {warnings} warning(s), which --strict makes errors",
-            path.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    println!(
-        "{}: ok ({} users, {} ACL rules, upstream {}, {warnings} warning(s))",
-        path.display(),
-        config.users.len(),
-        config.acl.len(),
-        config.upstream.url
-    );
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
-fn explain(args: ExplainArgs) -> ExitCode {
-    let config = match Config::load(&args.config.path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn explain(args: ExplainArgs) -> Outcome {
+    let config = Config::load(&args.config.path)?;
     let mut scopes = Vec::new();
     for s in &args.scopes {
-        match regate::auth::scope::Scope::parse_list(s) {
-            Ok(list) => scopes.extend(list),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        scopes.extend(regate::auth::scope::Scope::parse_list(s).map_err(Failure::new)?);
     }
-    let labels = if args.labels.is_empty() {
-        None
-    } else {
-        match regate::explain::parse_labels(&args.labels) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    let labels = match args.labels.is_empty() {
+        true => None,
+        false => Some(explain::parse_labels(&args.labels).map_err(Failure::new)?),
     };
-    let password = if args.password_stdin {
-        match password_from_stdin() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
+    let password = match args.password_stdin {
+        true => Some(password_from_stdin().map_err(Failure::new)?),
+        false => None,
     };
-    let report = regate::explain::explain(
+    let report = explain::explain(
         &config,
-        &regate::explain::Input {
+        &explain::Input {
             account: &args.account,
             password: password.as_ref(),
             ip: args.ip,
@@ -429,17 +351,14 @@ fn explain(args: ExplainArgs) -> ExitCode {
         },
     );
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(Failure::new)?
+        );
     } else {
         print!("{}", report.to_text());
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A password typed or piped on stdin; one trailing newline is the terminal's, not the
@@ -454,96 +373,45 @@ fn password_from_stdin() -> Result<regate::auth::Secret, String> {
     Ok(regate::auth::Secret::new(password))
 }
 
-fn hash_password(cost: u32) -> ExitCode {
-    let password = match password_from_stdin() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let password = password.expose();
-    if password.is_empty() {
-        eprintln!("error: empty password");
-        return ExitCode::FAILURE;
+fn hash_password(cost: u32) -> Outcome {
+    let password = password_from_stdin().map_err(Failure::new)?;
+    if password.expose().is_empty() {
+        return Err(Failure::new("empty password"));
     }
-    match bcrypt::hash(password, cost) {
-        Ok(h) => {
-            println!("{h}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    println!(
+        "{}",
+        bcrypt::hash(password.expose(), cost).map_err(Failure::new)?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
-fn cert_init(opts: regate::certs::Options) -> ExitCode {
-    match regate::certs::init(&opts) {
-        Ok(()) => {
-            print!("{}", regate::certs::instructions(&opts));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn cert_init(opts: certs::Options) -> Outcome {
+    certs::init(&opts).map_err(Failure::new)?;
+    print!("{}", certs::instructions(&opts));
+    Ok(ExitCode::SUCCESS)
 }
 
-fn probe(url: &str, insecure: bool, timeout: u64) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+fn probe(url: &str, insecure: bool, timeout: u64) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(Failure::new)?;
     let timeout = std::time::Duration::from_secs(timeout);
-    match runtime.block_on(regate::probe::probe(url, insecure, timeout)) {
-        Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
-        Ok(status) => {
-            eprintln!("{url}: {status}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{url}: {e}");
-            ExitCode::FAILURE
-        }
+    match runtime.block_on(regate::ops::probe::probe(url, insecure, timeout)) {
+        Ok(status) if (200..300).contains(&status) => Ok(ExitCode::SUCCESS),
+        Ok(status) => Err(Failure::new(format!("{url}: {status}"))),
+        Err(e) => Err(Failure::new(format!("{url}: {e}"))),
     }
 }
 
-fn jwks(path: PathBuf, out: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let key = match regate::signing_key(&config) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: token key: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn jwks(path: &Path, out: Option<PathBuf>) -> Outcome {
+    let config = Config::load(path)?;
+    let key = regate::signing_key(&config).map_err(|e| Failure::new(format!("token key: {e}")))?;
     let text = format!("{:#}\n", key.jwks());
     match out {
-        Some(file) => match std::fs::write(&file, text) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {}: {e}", file.display());
-                ExitCode::FAILURE
-            }
-        },
-        None => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Some(file) => std::fs::write(&file, text)
+            .map_err(|e| Failure::new(format!("{}: {e}", file.display())))?,
+        None => print!("{text}"),
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,6 @@
 //! ACL patterns: `/regex/` or Go glob, with docker_auth's placeholders substituted into the
 //! pattern text before it is matched.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-
 use regex::Regex;
 
 use super::glob::Glob;
@@ -265,12 +262,18 @@ pub(super) fn quote_meta(text: &str) -> String {
 }
 
 /// Regexes built from substituted patterns, keyed by source; `None` caches a failure.
-#[derive(Debug, Default)]
-pub(super) struct RegexCache(Mutex<HashMap<String, Option<Regex>>>);
+/// Bounded, least recently used out first (moka).
+#[derive(Debug)]
+pub(super) struct RegexCache(moka::sync::Cache<String, Option<Regex>>);
 
-/// Enough for every distinct substituted pattern of a busy registry; past it we start over
-/// rather than track recency.
+/// Enough for every distinct substituted pattern of a busy registry.
 pub(super) const REGEX_CACHE_CAPACITY: usize = 1024;
+
+impl Default for RegexCache {
+    fn default() -> RegexCache {
+        RegexCache(moka::sync::Cache::new(REGEX_CACHE_CAPACITY as u64))
+    }
+}
 
 impl RegexCache {
     /// Matches a substituted pattern; one that is malformed matches nothing, as in Go.
@@ -278,25 +281,7 @@ impl RegexCache {
         let Some(source) = regex_source(pattern) else {
             return Glob::new(pattern).is_ok_and(|glob| glob.is_match(value));
         };
-        // A poisoned lock only means another thread panicked mid-insert; the map is intact.
-        let cached = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(source)
-            .cloned();
-        let regex = match cached {
-            Some(regex) => regex,
-            None => {
-                let regex = Regex::new(source).ok();
-                let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-                if map.len() >= REGEX_CACHE_CAPACITY {
-                    map.clear();
-                }
-                map.insert(source.to_owned(), regex.clone());
-                regex
-            }
-        };
+        let regex = self.0.get_with_by_ref(source, || Regex::new(source).ok());
         regex.is_some_and(|regex| regex.is_match(value))
     }
 }

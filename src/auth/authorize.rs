@@ -143,7 +143,7 @@ pub fn decide(
                     account = %identity.account,
                     scope = %scope,
                     "denied: {}",
-                    crate::explain::denial_reason(&explanation, rules, &list)
+                    explanation.reason(rules, &list)
                 );
             }
             let decision = explanation.decision;

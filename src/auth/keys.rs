@@ -350,31 +350,12 @@ pub fn jwk_thumbprint(jwk: &serde_json::Value) -> String {
 /// finds the verifying certificate by it.
 pub fn libtrust_key_id(spki_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
-    let b32 = base32(&digest.as_ref()[..30]);
+    let b32 = data_encoding::BASE32_NOPAD.encode(&digest.as_ref()[..30]);
     b32.as_bytes()
         .chunks(4)
         .map(|c| std::str::from_utf8(c).unwrap_or_default())
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// RFC 4648 base32 without padding (30 bytes in, 48 characters out).
-fn base32(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &byte in data {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -290,7 +290,7 @@ fn labels_come_from_the_mapped_attributes() {
 
 #[test]
 fn explain_says_when_the_directory_cannot_be_asked() {
-    use crate::explain::{explain, Account, Input, Password};
+    use crate::ops::explain::{explain, Account, Input, Password};
     let c = config(&format!(
         "  addr: 127.0.0.1:{}\n  base: dc=x\n  filter: (uid=${{account}})\n",
         closed_port()

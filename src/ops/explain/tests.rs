@@ -227,11 +227,11 @@ fn denial_reasons_for_the_log() {
     };
     let e = c.acl.explain(&ask("bob", "alice/app"));
     assert_eq!(
-        denial_reason(&e, &c.acl, "acl"),
+        e.reason(&c.acl, "acl"),
         "acl[4] decided, allowing [\"pull\"]; before it: acl[0] account \"bob\" does not match \"admin\"; acl[1] name \"alice/app\" does not match \"${account}/*\"; acl[2] name \"alice/app\" does not match \"web/*\"; acl[3] ip: no client address to test against \"10.0.0.0/8\""
     );
     let e = c.acl.explain(&ask("", "private"));
-    let reason = denial_reason(&e, &c.acl, "acl");
+    let reason = e.reason(&c.acl, "acl");
     assert!(
         reason.starts_with(
             "no rule matched (denied by default): acl[0] account \"\" does not match \"admin\"; "
@@ -244,7 +244,7 @@ fn denial_reasons_for_the_log() {
     );
     let empty = Acl::compile(&[]).unwrap();
     assert_eq!(
-        denial_reason(&empty.explain(&ask("bob", "x")), &empty, "acl"),
+        empty.explain(&ask("bob", "x")).reason(&empty, "acl"),
         "the ACL is empty (denied by default)"
     );
 }

@@ -1,6 +1,6 @@
 //! `regate explain`: for an account and some scopes, which rule decides each scope, what it
-//! grants, and why every earlier rule did not match; and [`denial_reason`], the same
-//! reason in one line for the token endpoint's log.
+//! grants, and why every earlier rule did not match (the token endpoint's log line says
+//! the same in one line: [`crate::acl::Explanation::reason`]).
 //!
 //! Everything here is pure (bcrypt, and asking the LDAP directory about an account
 //! `users` lacks, aside): the binary parses arguments and prints.
@@ -339,13 +339,6 @@ fn scope_report(
 }
 
 /// `acl[3] "comment"`, or `robots.ci.acl[3]`.
-fn rule_name(list: &str, rule: usize, comment: Option<&str>) -> String {
-    match comment {
-        Some(c) => format!("{list}[{rule}] {c:?}"),
-        None => format!("{list}[{rule}]"),
-    }
-}
-
 fn list(actions: &[String]) -> String {
     if actions.is_empty() {
         "(none)".to_owned()
@@ -421,12 +414,12 @@ impl Report {
             let _ = writeln!(out, "\nscope: {}", s.scope);
             let _ = writeln!(out, "  asks: {}", list(&s.requested));
             for k in &s.skipped {
-                let name = rule_name(&self.acl, k.rule, k.comment.as_deref());
+                let name = acl::rule_name(&self.acl, k.rule, k.comment.as_deref());
                 let _ = writeln!(out, "  {name}: no match: {}", k.reason);
             }
             match (s.rule, &s.rule_actions) {
                 (Some(rule), Some(actions)) => {
-                    let name = rule_name(&self.acl, rule, s.comment.as_deref());
+                    let name = acl::rule_name(&self.acl, rule, s.comment.as_deref());
                     let _ = writeln!(out, "  {name}: decides: actions {actions:?}");
                 }
                 _ => {
@@ -438,47 +431,4 @@ impl Report {
         }
         out
     }
-}
-
-/// How many skipped rules a log line names before it says "and N more".
-const LOG_SKIPPED: usize = 10;
-
-/// One line for the log of a denied (or partly denied) scope: the deciding rule and what
-/// it allows, or that none matched, and why the rules before it did not match. `list`
-/// names the rules in `acl` as the config does: `acl`, or `robots.NAME.acl` for a robot.
-pub fn denial_reason(explanation: &Explanation, acl: &Acl, list: &str) -> String {
-    let mut out = match explanation.decision.rule {
-        Some(i) => {
-            let allows = acl
-                .entries()
-                .get(i)
-                .map(|e| format!("{:?}", e.actions))
-                .unwrap_or_default();
-            format!(
-                "{} decided, allowing {allows}",
-                rule_name(list, i, acl.comment(i))
-            )
-        }
-        None if acl.is_empty() => "the ACL is empty (denied by default)".to_owned(),
-        None => "no rule matched (denied by default)".to_owned(),
-    };
-    let skipped = &explanation.skipped;
-    if !skipped.is_empty() {
-        let before = if explanation.decision.rule.is_some() {
-            "; before it"
-        } else {
-            ""
-        };
-        let _ = write!(out, "{before}: ");
-        let shown: Vec<String> = skipped
-            .iter()
-            .take(LOG_SKIPPED)
-            .map(|(i, why)| format!("{list}[{i}] {why}"))
-            .collect();
-        out.push_str(&shown.join("; "));
-        if skipped.len() > LOG_SKIPPED {
-            let _ = write!(out, "; and {} more", skipped.len() - LOG_SKIPPED);
-        }
-    }
-    out
 }
