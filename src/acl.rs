@@ -19,10 +19,11 @@ mod ip;
 mod pattern;
 mod reason;
 
+pub use pattern::{placeholders, Piece};
 pub use reason::rule_name;
 
 use ip::IpNet;
-use pattern::{quote_meta, Context, Pattern, Piece, RegexCache};
+use pattern::{quote_meta, Context, Pattern, RegexCache};
 
 /// A user's labels as returned by authentication: name -> values.
 pub type Labels = BTreeMap<String, Vec<String>>;
@@ -193,7 +194,7 @@ impl Acl {
 
 /// The request fields a pattern can test and a placeholder can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Account = 0,
     Type = 1,
     Name = 2,
@@ -203,7 +204,7 @@ enum Field {
 impl Field {
     const ALL: [Field; 4] = [Field::Account, Field::Type, Field::Name, Field::Service];
 
-    fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Field::Account => "account",
             Field::Type => "type",
@@ -212,7 +213,7 @@ impl Field {
         }
     }
 
-    fn from_key(key: &str) -> Option<Field> {
+    pub fn from_key(key: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|field| field.key() == key)
     }
 

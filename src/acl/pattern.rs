@@ -38,8 +38,9 @@ enum Matcher {
     Glob(Glob),
 }
 
+/// A pattern, cut at its placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Piece {
+pub enum Piece {
     Text(String),
     /// `${account}` etc.: the request's value, regex-quoted.
     Var(Field),
@@ -204,6 +205,29 @@ pub(super) fn parse_pieces(raw: &str) -> Vec<Piece> {
         pieces.push(Piece::Text(text));
     }
     pieces
+}
+
+/// Each `${...}` written in `raw`, in order, as the ACL reads it: a placeholder, or
+/// `Err(inner)` for one that is none (it stays literal text). `regate check` asks this
+/// rather than scanning patterns a second way.
+pub fn placeholders(raw: &str) -> Vec<Result<Piece, &str>> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        let tail = &rest[start..];
+        match parse_placeholder(tail) {
+            Some((piece, used)) => {
+                out.push(Ok(piece));
+                rest = &tail[used..];
+            }
+            None => {
+                let Some(end) = tail.find('}') else { break };
+                out.push(Err(&tail[2..end]));
+                rest = &tail[2..];
+            }
+        }
+    }
+    out
 }
 
 /// Parses the placeholder at the start of `s` (which starts with `${`).

@@ -11,13 +11,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::acl::{Acl, Labels, RawEntry, RawMatch, Request};
+use crate::acl::{placeholders, Acl, Piece, RawEntry, RawMatch};
 use crate::auth::users::User;
 use crate::config::keys::closest;
 use crate::config::{display_path, key, Config, ConfigError, Document, Seg};
 
+mod patterns;
 #[cfg(test)]
 mod tests;
+
+use patterns::{
+    is_literal, missing_dollar, probe, regex_source, same_captures, suggest_placeholder, Probe,
+};
 
 /// One finding: `file:line:column: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +108,7 @@ pub fn lint(config: &Config, doc: &Document) -> Vec<Warning> {
     out
 }
 
-const FIELDS: [&str; 4] = ["account", "type", "name", "service"];
+pub(super) const FIELDS: [&str; 4] = ["account", "type", "name", "service"];
 const ACTIONS: [&str; 4] = ["pull", "push", "delete", "*"];
 
 /// Lints one list of rules: the global `acl`, or one robot's.
@@ -128,7 +133,7 @@ struct Linter<'a> {
     out: Vec<Warning>,
 }
 
-fn field_raw<'m>(m: &'m RawMatch, field: &str) -> Option<&'m str> {
+pub(super) fn field_raw<'m>(m: &'m RawMatch, field: &str) -> Option<&'m str> {
     match field {
         "account" => m.account.as_deref(),
         "type" => m.type_.as_deref(),
@@ -303,10 +308,10 @@ impl<'a> Linter<'a> {
             let path = self.path(i, &keys);
             for ph in placeholders(raw) {
                 match (ph, field) {
-                    (Placeholder::Label(k), None) => self.warn(&path, format!("`${{labels:{k}}}` never expands in a label pattern (docker_auth substitutes labels only into account, type, name and service); it is matched as literal text")),
-                    (Placeholder::Label(k), Some(_)) if !self.label_keys.contains(k) => self.warn(&path, format!("no user has a label {k:?}, so `${{labels:{k}}}` never expands; it is matched as literal text")),
-                    (Placeholder::Var(v), Some(f)) if v == f => self.warn(&path, format!("`${{{v}}}` in match.{f} compares the {f} with itself: alone it always matches, with other text it never does; placeholders relate one field to another, e.g. name: \"${{account}}/*\"")),
-                    (Placeholder::Unknown(inner), _) => {
+                    (Ok(Piece::Label(k)), None) => self.warn(&path, format!("`${{labels:{k}}}` never expands in a label pattern (docker_auth substitutes labels only into account, type, name and service); it is matched as literal text")),
+                    (Ok(Piece::Label(k)), Some(_)) if !self.label_keys.contains(&k) => self.warn(&path, format!("no user has a label {k:?}, so `${{labels:{k}}}` never expands; it is matched as literal text")),
+                    (Ok(Piece::Var(v)), Some(f)) if v.key() == f => self.warn(&path, format!("`${{{f}}}` in match.{f} compares the {f} with itself: alone it always matches, with other text it never does; placeholders relate one field to another, e.g. name: \"${{account}}/*\"")),
+                    (Err(inner), _) => {
                         let hint = suggest_placeholder(inner)
                             .map(|s| format!("; did you mean `${{{s}}}`?"))
                             .unwrap_or_default();
@@ -454,140 +459,5 @@ impl<'a> Linter<'a> {
         let result = probe(at, pattern, value);
         self.probes.borrow_mut().insert(key, result);
         result
-    }
-}
-
-/// Identical patterns with `${field:N}` agree only if that field's regex is the same too.
-fn same_captures(pattern: &str, a: &RawMatch, b: &RawMatch) -> bool {
-    placeholders(pattern).iter().all(|ph| match ph {
-        Placeholder::Capture(f, _) => field_raw(a, f) == field_raw(b, f),
-        _ => true,
-    })
-}
-
-fn regex_source(raw: &str) -> Option<&str> {
-    let inner = raw.strip_prefix('/')?.strip_suffix('/')?;
-    (!inner.is_empty()).then_some(inner)
-}
-
-/// Matches exactly one string, itself (the test `Acl::literal_accounts` uses).
-fn is_literal(raw: &str) -> bool {
-    regex_source(raw).is_none() && !raw.contains(['*', '?', '[', '\\']) && !raw.contains("${")
-}
-
-#[derive(Clone, Copy)]
-enum Probe<'a> {
-    Field(&'a str),
-    Label(&'a str),
-}
-
-/// Whether `pattern` matches `value` where `at` says, by asking a one-rule ACL: the exact
-/// semantics, with no second implementation to drift. Only for placeholder-free patterns.
-fn probe(at: Probe<'_>, pattern: &str, value: &str) -> bool {
-    let mut m = RawMatch::default();
-    let mut labels = Labels::new();
-    let (mut account, mut resource_type, mut name, mut service) = ("", "repository", "x", "");
-    match at {
-        Probe::Field("account") => (m.account, account) = (Some(pattern.into()), value),
-        Probe::Field("type") => (m.type_, resource_type) = (Some(pattern.into()), value),
-        Probe::Field("name") => (m.name, name) = (Some(pattern.into()), value),
-        Probe::Field(_) => (m.service, service) = (Some(pattern.into()), value),
-        Probe::Label(k) => {
-            m.labels = Some([(k.to_owned(), pattern.to_owned())].into());
-            labels.insert(k.to_owned(), vec![value.to_owned()]);
-        }
-    }
-    let entry = RawEntry {
-        match_: m,
-        actions: vec!["*".into()],
-        comment: None,
-    };
-    let Ok(acl) = Acl::compile(&[entry]) else {
-        return false;
-    };
-    let actions = ["pull".to_owned()];
-    acl.authorize(&Request {
-        account,
-        labels: &labels,
-        ip: None,
-        service,
-        resource_type,
-        name,
-        actions: &actions,
-    })
-    .rule
-        == Some(0)
-}
-
-/// A placeholder as docker_auth (and `acl::pattern`) reads one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Placeholder<'a> {
-    /// `${account}`, `${type}`, `${name}`, `${service}`.
-    Var(&'a str),
-    /// `${labels:KEY}`.
-    Label(&'a str),
-    /// `${field:N}`.
-    Capture(&'a str, usize),
-    /// `${...}` that is none of those: left as literal text.
-    Unknown(&'a str),
-}
-
-fn classify(inner: &str) -> Placeholder<'_> {
-    if let Some(k) = inner.strip_prefix("labels:") {
-        return Placeholder::Label(k);
-    }
-    if let Some(f) = FIELDS.iter().find(|f| **f == inner) {
-        return Placeholder::Var(f);
-    }
-    if let Some((f, n)) = inner.split_once(':') {
-        let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-        if let (Some(f), true) = (FIELDS.iter().find(|x| **x == f), digits) {
-            if let Ok(n) = n.parse() {
-                return Placeholder::Capture(f, n);
-            }
-        }
-    }
-    Placeholder::Unknown(inner)
-}
-
-/// The `${...}` in `raw`, scanned the way `acl::pattern::parse_pieces` scans them.
-fn placeholders(raw: &str) -> Vec<Placeholder<'_>> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while let Some(start) = rest.find("${") {
-        let tail = &rest[start..];
-        let Some(end) = tail.find('}') else { break };
-        let ph = classify(&tail[2..end]);
-        rest = if matches!(ph, Placeholder::Unknown(_)) {
-            &tail[2..]
-        } else {
-            &tail[end + 1..]
-        };
-        out.push(ph);
-    }
-    out
-}
-
-/// `{account}`, `{labels:tier}`...: a placeholder missing its `$` (reference.yml has one).
-fn missing_dollar(raw: &str) -> Vec<&str> {
-    raw.match_indices('{')
-        .filter(|(at, _)| !raw[..*at].ends_with('$'))
-        .filter_map(|(at, _)| {
-            let inner = &raw[at + 1..at + raw[at..].find('}')?];
-            (!matches!(classify(inner), Placeholder::Unknown(_))).then_some(inner)
-        })
-        .collect()
-}
-
-fn suggest_placeholder(inner: &str) -> Option<String> {
-    let close = |word: &str, candidates: &[&str]| {
-        closest(word, candidates.iter().copied()).map(str::to_owned)
-    };
-    match inner.split_once(':') {
-        Some((head, tail)) => {
-            let head = close(head, &["account", "type", "name", "service", "labels"])?;
-            Some(format!("{head}:{tail}"))
-        }
-        None => close(inner, &FIELDS),
     }
 }
