@@ -102,7 +102,7 @@ pub const KEYS: &[Key] = &[
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::scalar(
         "data_dir",
-        "<config folder>/data",
+        "`<config folder>/data`",
         "where a generated token key is kept",
     ),
     Key::scalar(
@@ -171,8 +171,20 @@ impl Config {
         for e in parsed.duplicates {
             cx.push(syntax_error(path, e));
         }
-        let broken = parsed.broken.map(|e| syntax_error(path, e));
-        let config = read(&mut cx);
+        // Foreign whitespace comes before what YAML makes of it: the first such line ends
+        // the reading, as a syntax error does.
+        let pasted: Vec<ConfigError> = yaml::foreign_whitespace(src)
+            .into_iter()
+            .map(|e| syntax_error(path, e))
+            .collect();
+        let broken = match pasted.first() {
+            Some(first) => Some((first.position, pasted)),
+            None => parsed
+                .broken
+                .map(|e| syntax_error(path, e))
+                .map(|e| (e.position, vec![e])),
+        };
+        let config = read(&mut cx, broken.is_some());
         let Cx {
             mut warnings,
             mut errors,
@@ -182,10 +194,9 @@ impl Config {
         // last.
         errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
         // Past a syntax error the file was not read: what is missing there is not missing.
-        if let Some(broken) = broken {
-            let at = broken.position;
+        if let Some((at, broken)) = broken {
             errors.retain(|e| e.position.is_some() && e.position < at);
-            errors.push(broken);
+            errors.extend(broken);
         }
         match config {
             Ok(mut config) if errors.is_empty() => {
@@ -227,7 +238,10 @@ fn read_error(cx: &Cx<'_>, e: yaml::Error) -> ConfigError {
         }
     }
     if let Some((field, expected)) = &e.unknown {
-        let hint = unknown_key_hint(&e.path, field, expected);
+        let mut path = e.path.clone();
+        path.push(key(field));
+        let value = cx.doc.find(&path);
+        let hint = unknown_key_hint(&e.path, field, expected, value);
         out.hint = match (hint, out.hint.take()) {
             (Some(h), Some(env)) => Some(format!("{h}; {env}")),
             (h, env) => h.or(env),
@@ -237,10 +251,34 @@ fn read_error(cx: &Cx<'_>, e: yaml::Error) -> ConfigError {
 }
 
 /// For an unknown key: the closest known one, or the section it belongs to when it stands
-/// at the wrong level (a paste that lost its indentation).
-fn unknown_key_hint(section: &[Seg], field: &str, expected: &[&str]) -> Option<String> {
+/// at the wrong level (a paste that lost its indentation), or, for a name whose value has
+/// a user's or a rule's keys, the list it belongs in.
+fn unknown_key_hint(
+    section: &[Seg],
+    field: &str,
+    expected: &[&str],
+    value: Option<&Node>,
+) -> Option<String> {
     if let Some(best) = keys::closest(field, expected.iter().copied()) {
         return Some(format!("did you mean `{best}`?"));
+    }
+    let keys_of = |node: &Node| match &node.value {
+        yaml::Value::Map(entries) => entries.iter().map(|(k, _)| k.name.clone()).collect(),
+        _ => Vec::new(),
+    };
+    let value_keys: Vec<String> = value.map(keys_of).unwrap_or_default();
+    let all_in = |list: &[Key]| {
+        !value_keys.is_empty() && value_keys.iter().all(|k| list.iter().any(|l| l.name == k))
+    };
+    if all_in(users::USER_KEYS) {
+        return Some(format!(
+            "`{field}` looks like a user: user names belong under `users:`, indented below it"
+        ));
+    }
+    if all_in(users::ROBOT_KEYS) {
+        return Some(format!(
+            "`{field}` looks like a robot: robots belong under `robots:`, indented below it"
+        ));
     }
     let here = display_path(section);
     let homes = keys::sections_with(KEYS, field);
@@ -264,8 +302,10 @@ fn without(doc: &Node, drop: impl Fn(&str) -> bool) -> Node {
     doc
 }
 
-/// Reads every section; errors are recorded in `cx`.
-fn read(cx: &mut Cx<'_>) -> Result<Config, Failed> {
+/// Reads every section; errors are recorded in `cx`. In a `broken` file (one YAML could
+/// not read to the end) only what is written is checked, not what is missing: the rest of
+/// the file may well have it.
+fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     // docker_auth sections regate does not implement: each one is an error that says so,
     // and the rest of the file is still read.
     let mut refused = false;
@@ -296,12 +336,13 @@ fn read(cx: &mut Cx<'_>) -> Result<Config, Failed> {
             return Err(cx.push(e));
         }
     };
+    if broken {
+        return Err(Failed);
+    }
     // Each section on its own, so one run reports every section's error.
     let server = server::build(raw.server.unwrap_or_default(), cx);
-    let token = server
-        .as_ref()
-        .ok()
-        .map(|s| token::build(raw.token.unwrap_or_default(), s, cx));
+    let server_tls = server.as_ref().ok().and_then(|s| s.tls.as_ref());
+    let token = token::build(raw.token.unwrap_or_default(), server_tls, cx);
     let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
     let acl = acl::build(raw.acl, cx);
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
@@ -321,7 +362,7 @@ fn read(cx: &mut Cx<'_>) -> Result<Config, Failed> {
     Ok(Config {
         path: cx.file().to_owned(),
         server: server?,
-        token: token.ok_or(Failed)??,
+        token: token?,
         users,
         htpasswd,
         acl: acl?,

@@ -6,17 +6,35 @@ use super::{key, Cx, Failed, Seg};
 use crate::acl::{Acl, RawEntry};
 
 pub(super) const MATCH_KEYS: &[Key] = &[
-    Key::scalar("account", "", ""),
-    Key::scalar("type", "", ""),
-    Key::scalar("name", "", ""),
-    Key::scalar("service", "", ""),
-    Key::scalar("ip", "", ""),
-    Key::new("labels", Kind::Free),
+    Key::scalar(
+        "account",
+        "any",
+        "the account (`\"\"` anonymous); a glob, or `/regex/`, with placeholders",
+    ),
+    Key::scalar("type", "any", "the scope's type: `repository`, `registry`"),
+    Key::scalar(
+        "name",
+        "any",
+        "the repository name, e.g. `${account}/*` (`*` does not cross `/`)",
+    ),
+    Key::scalar("service", "any", "the token service asked for"),
+    Key::scalar("ip", "any", "the client's address or a CIDR"),
+    Key::with(
+        "labels",
+        Kind::Free,
+        "any",
+        "label: pattern; one of the account's values for each label must match",
+    ),
 ];
 
 pub(super) const KEYS: &[Key] = &[
     Key::new("match", Kind::Section(MATCH_KEYS)),
-    Key::new("actions", Kind::List),
+    Key::with(
+        "actions",
+        Kind::List,
+        "`[]` (deny)",
+        "what the rule grants of what was asked: `pull`, `push`, `delete`, or `\"*\"` (all asked)",
+    ),
     Key::scalar(
         "comment",
         "",

@@ -43,6 +43,21 @@ impl Key {
         }
     }
 
+    /// A list or a mapping of free names, documented.
+    pub const fn with(
+        name: &'static str,
+        kind: Kind,
+        default: &'static str,
+        doc: &'static str,
+    ) -> Key {
+        Key {
+            name,
+            kind,
+            default,
+            doc,
+        }
+    }
+
     pub const fn new(name: &'static str, kind: Kind) -> Key {
         Key {
             name,
@@ -80,6 +95,49 @@ pub fn walk(keys: &'static [Key], prefix: &str, f: &mut dyn FnMut(&str, &'static
             Kind::Named(inner) => walk(inner, &format!("{path}.<name>"), f),
             Kind::Items(inner) => walk(inner, &format!("{path}[]"), f),
             _ => {}
+        }
+    }
+}
+
+/// The README's table of keys: one row per key a value is written at, in the order of
+/// the file's sections. A list of sections with a doc of its own (a robot's `acl`) is one
+/// row; the refused docker_auth sections have none.
+pub fn table(root: &'static [Key]) -> String {
+    let mut out = String::from("| key | default | what |\n|---|---|---|\n");
+    rows(root, "", &mut out);
+    out
+}
+
+fn rows(keys: &'static [Key], prefix: &str, out: &mut String) {
+    for key in keys {
+        let path = if prefix.is_empty() {
+            key.name.to_owned()
+        } else {
+            format!("{prefix}.{}", key.name)
+        };
+        let leaf = match &key.kind {
+            Kind::Section(inner) => {
+                rows(inner, &path, out);
+                false
+            }
+            Kind::Named(inner) => {
+                rows(inner, &format!("{path}.NAME"), out);
+                false
+            }
+            Kind::Items(inner) if key.doc.is_empty() => {
+                rows(inner, &format!("{path}[]"), out);
+                false
+            }
+            Kind::Refused(_) => false,
+            _ => true,
+        };
+        if leaf {
+            let default = match key.default {
+                "" => "—".to_owned(),
+                d if d.starts_with('`') || d.contains(' ') => d.to_owned(),
+                d => format!("`{d}`"),
+            };
+            out.push_str(&format!("| `{path}` | {default} | {} |\n", key.doc));
         }
     }
 }

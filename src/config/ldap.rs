@@ -52,9 +52,17 @@ struct RawGroupSearch {
 }
 
 const LABEL_KEYS: &[Key] = &[
-    Key::scalar("attribute", "", ""),
-    Key::scalar("parse_cn", "false", ""),
-    Key::scalar("lower_case", "false", ""),
+    Key::scalar(
+        "attribute",
+        "",
+        "the entry's attribute the label's values come from",
+    ),
+    Key::scalar(
+        "parse_cn",
+        "false",
+        "keep only the CN of a DN value (`memberOf`)",
+    ),
+    Key::scalar("lower_case", "false", "lower-case the values"),
 ];
 
 const GROUP_SEARCH_KEYS: &[Key] = &[
@@ -81,13 +89,33 @@ pub(super) const KEYS: &[Key] = &[
         "none (always on port 636)",
         "`none`, `starttls` or `always`",
     ),
-    Key::scalar("insecure_tls_skip_verify", "false", ""),
-    Key::scalar("ca_certificate", "the system's roots", ""),
-    Key::scalar("bind_dn", "", ""),
-    Key::scalar("bind_password_file", "", ""),
-    Key::scalar("initial_bind_as_user", "false", ""),
-    Key::scalar("base", "", ""),
-    Key::scalar("filter", "", ""),
+    Key::scalar(
+        "insecure_tls_skip_verify",
+        "false",
+        "do not check the directory's certificate (a warning)",
+    ),
+    Key::scalar(
+        "ca_certificate",
+        "the system's roots",
+        "the CA (PEM) of the directory's certificate",
+    ),
+    Key::scalar("bind_dn", "", "the service account that searches"),
+    Key::scalar(
+        "bind_password_file",
+        "",
+        "a file holding `bind_dn`'s password",
+    ),
+    Key::scalar(
+        "initial_bind_as_user",
+        "false",
+        "bind as the user (`bind_dn` with `${account}`) instead",
+    ),
+    Key::scalar("base", "", "the DN to search for accounts under"),
+    Key::scalar(
+        "filter",
+        "",
+        "the account search, with `${account}` (RFC 4515-escaped)",
+    ),
     Key::new("labels", Kind::Named(LABEL_KEYS)),
     Key::new("group_search", Kind::Section(GROUP_SEARCH_KEYS)),
     Key::scalar(

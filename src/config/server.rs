@@ -45,8 +45,18 @@ pub(super) const KEYS: &[Key] = &[
         "send `Strict-Transport-Security` over HTTPS",
     ),
     Key::scalar("tls_min_version", "TLS12", "`TLS12` or `TLS13`"),
-    Key::new("tls_curve_preferences", Kind::List),
-    Key::new("tls_cipher_suites", Kind::List),
+    Key::with(
+        "tls_curve_preferences",
+        Kind::List,
+        "",
+        "accepted; rustls offers only modern curves (a warning)",
+    ),
+    Key::with(
+        "tls_cipher_suites",
+        Kind::List,
+        "",
+        "accepted; rustls offers only AEAD suites (a warning)",
+    ),
     Key::new(
         "letsencrypt",
         Kind::Refused("give `certificate` and `key` (see `regate cert init`)"),

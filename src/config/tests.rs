@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::auth::keys::KidFormat;
 
 fn parse(src: &str) -> Result<Config, ConfigError> {
     Config::parse(Path::new("/etc/regate/config.yml"), src)
@@ -223,4 +224,109 @@ fn environment_overrides() {
     .unwrap_err();
     assert!(e.to_string().contains("`base` is required"), "{e}");
     assert!(e.to_string().contains("by REGATE_LDAP_AUTH_ADDR"), "{e}");
+}
+
+#[test]
+fn pasted_whitespace_is_named_with_its_line() {
+    let e = parse("server:\n\u{a0}\u{a0}addr: \":5000\"\nupstream: {url: http://r:5000}\n")
+        .unwrap_err();
+    assert_eq!(e.position, Some((2, 1)), "{e}");
+    assert!(
+        e.message
+            .contains("line 2 has 2 non-breaking spaces where YAML needs plain spaces"),
+        "{e}"
+    );
+    assert!(
+        e.also.is_empty(),
+        "only the cause, not what YAML made of it: {e}"
+    );
+    let e = parse("upstream:\n\turl: http://r:5000\n").unwrap_err();
+    assert!(e.message.contains("line 2 is indented with 1 tab"), "{e}");
+    // A non-breaking space inside quotes is the value's own.
+    parse("upstream: {url: http://r:5000}\ntoken: {issuer: \"Auth\u{a0}Service\"}\n").unwrap();
+}
+
+#[test]
+fn no_message_names_a_type_of_ours() {
+    for src in [
+        "just a string\n",
+        "- a\n- list\n",
+        "server: [1]\n",
+        "token: {expiration: soon}\n",
+    ] {
+        let e = parse(src).unwrap_err();
+        for e in e.all() {
+            let text = e.to_string();
+            assert!(
+                !text.contains("struct") && !text.contains("Raw") && !text.contains("i64"),
+                "{src:?}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn users_at_the_top_level_are_pointed_under_users() {
+    let e = parse("upstream: {url: http://r:5000}\n\"admin\":\n  password: x\n").unwrap_err();
+    assert_eq!(e.position, Some((2, 1)), "{e}");
+    assert!(
+        e.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("looks like a user") && h.contains("`users:`")),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicates_and_list_items_at_column_one_get_their_own_line_and_path() {
+    let src = format!("upstream: {{url: http://r:5000}}\nusers:\n  bob: {{password: \"{HASH}\"}}\n  bob: {{password: \"{HASH}\"}}\n");
+    let e = parse(&src).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("users.bob"));
+    assert_eq!(e.position, Some((4, 3)));
+    let e = parse("upstream: {url: http://r:5000}\nacl:\n- match: {account: admin}\n  actions: []\n- match: {acount: admin}\n  actions: []\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("acl[1].match"), "{e}");
+    assert_eq!(e.position, Some((5, 11)), "{e}");
+    let e =
+        parse("upstream: {url: http://r:5000}\nacl:\n- match: {name: \"/[/\"}\n  actions: []\n")
+            .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("acl[0].match.name"), "{e}");
+    assert_eq!(e.position, Some((3, 11)), "{e}");
+}
+
+#[test]
+fn every_error_in_one_run_in_file_order() {
+    let src = "server:\n  addr: \"no port\"\ntoken:\n  expiration: -1\nusers:\n  bob:\n    password: hunter2\nupstream: {url: http://r:5000}\n";
+    let e = parse(src).unwrap_err();
+    let keys: Vec<_> = e.all().map(|e| e.key.clone().unwrap_or_default()).collect();
+    assert_eq!(
+        keys,
+        ["server.addr", "token.expiration", "users.bob.password"],
+        "{e}"
+    );
+}
+
+#[test]
+fn docker_auths_disable_legacy_key_id_means_rfc7638() {
+    let c =
+        parse("upstream: {url: http://r:5000}\ntoken: {disable_legacy_key_id: true}\n").unwrap();
+    assert_eq!(c.token.kid_format, KidFormat::Rfc7638);
+    let e = parse("upstream: {url: http://r:5000}\ntoken: {disable_legacy_key_id: true, kid_format: libtrust}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("token.kid_format"));
+}
+
+/// The README's table of keys is the one the loader reads (`config::KEYS`): a key added to
+/// a section without a README row, or a row left for a key that went, fails here.
+#[test]
+fn the_readme_lists_every_key() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("<!-- keys: begin -->\n")
+        .expect("README has the keys table markers")
+        + "<!-- keys: begin -->\n".len();
+    let end = readme[start..].find("<!-- keys: end -->").unwrap() + start;
+    let table = keys::table(KEYS);
+    assert!(
+        readme[start..end] == table,
+        "README.md's table of keys differs from config::KEYS; it should read:\n{table}"
+    );
 }

@@ -41,16 +41,16 @@ pub(super) const KEYS: &[Key] = &[
     Key::scalar(
         "disable_legacy_key_id",
         "false",
-        "docker_auth's switch to RFC 7638 key IDs",
+        "docker_auth's name for `kid_format: rfc7638`",
     ),
     Key::scalar(
         "service",
-        "Docker registry",
+        "`Docker registry`",
         "the challenge's `service` and the tokens' `aud` (= the registry's `auth.token.service` if it checks tokens)",
     ),
     Key::scalar(
         "realm",
-        "<scheme>://<Host>/auth",
+        "`<scheme>://<Host>/auth`",
         "the realm URL in challenges",
     ),
     Key::scalar(
@@ -68,23 +68,32 @@ pub(super) const KEYS: &[Key] = &[
 /// `server` comes first: docker_auth signs with the server's pair when `token` has none.
 pub(super) fn build(
     raw: RawToken,
-    server: &crate::server::Settings,
+    server: Option<&crate::tls::ServerTls>,
     cx: &mut Cx<'_>,
 ) -> Result<Settings, Failed> {
     let at = |k: &'static str| ["token", k];
-    if raw.disable_legacy_key_id == Some(true) {
-        return cx.fail(&at("disable_legacy_key_id"), "RFC 7638 key IDs (registry v3) are not supported yet; tokens use libtrust key IDs and carry x5c, which registry 2.x and 3.x both accept");
-    }
     let seconds = |cx: &mut Cx<'_>, k: &'static str, v: Option<i64>, default: u64| match v {
         None => Ok(default),
         Some(s) if s > 0 => Ok(s as u64),
         Some(s) => cx.fail(&at(k), format!("{s} is not a positive number of seconds")),
     };
     let expiration = seconds(cx, "expiration", raw.expiration, 300)?;
-    let kid_format = match raw.kid_format.as_deref() {
-        None | Some("libtrust") => KidFormat::Libtrust,
-        Some("rfc7638") => KidFormat::Rfc7638,
-        Some(other) => {
+    // docker_auth's `disable_legacy_key_id: true` is regate's `kid_format: rfc7638`.
+    let legacy = match raw.disable_legacy_key_id {
+        Some(true) => KidFormat::Rfc7638,
+        _ => KidFormat::Libtrust,
+    };
+    let kid_format = match (raw.kid_format.as_deref(), raw.disable_legacy_key_id) {
+        (None, _) => legacy,
+        (Some("libtrust"), Some(true)) | (Some("rfc7638"), Some(false)) => {
+            return cx.fail(
+                &at("kid_format"),
+                "`kid_format` and docker_auth's `disable_legacy_key_id` disagree; keep one",
+            )
+        }
+        (Some("libtrust"), _) => KidFormat::Libtrust,
+        (Some("rfc7638"), _) => KidFormat::Rfc7638,
+        (Some(other), _) => {
             return cx.fail(
                 &at("kid_format"),
                 format!("`{other}` is not libtrust (registry 2.x) or rfc7638 (registry v3)"),
@@ -106,7 +115,7 @@ pub(super) fn build(
             key: cx.resolve(k),
         }),
         // docker_auth signs with the server's pair when token has none.
-        (None, None) => server.tls.as_ref().map(|t| t.files.clone()),
+        (None, None) => server.map(|t| t.files.clone()),
         (Some(_), None) => {
             return cx.fail(&at("certificate"), "`certificate` is set but `key` is not")
         }

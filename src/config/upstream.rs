@@ -19,7 +19,7 @@ pub(super) struct RawUpstream {
 pub(super) const KEYS: &[Key] = &[
     Key::scalar(
         "url",
-        "required",
+        "none: required",
         "the registry:2 to forward to: `http://HOST:PORT`, or `https://HOST:PORT` for a registry serving TLS itself (its `http.tls`; nginx's `proxy_pass https://`), reached over verified TLS only",
     ),
     Key::scalar(

@@ -38,9 +38,14 @@ pub(super) const USER_KEYS: &[Key] = &[
     Key::scalar(
         "password",
         "",
-        "bcrypt hash (`regate hash-password`, `htpasswd -nB`)",
+        "bcrypt hash (`regate hash-password`, `htpasswd -nB`); none only for `\"\"`",
     ),
-    Key::new("labels", Kind::Free),
+    Key::with(
+        "labels",
+        Kind::Free,
+        "",
+        "label: [values] the ACL can match",
+    ),
 ];
 
 pub(super) const ROBOT_KEYS: &[Key] = &[
@@ -50,8 +55,18 @@ pub(super) const ROBOT_KEYS: &[Key] = &[
         "never",
         "`YYYY-MM-DD` (through that day, UTC) or an RFC 3339 time",
     ),
-    Key::new("labels", Kind::Free),
-    Key::new("acl", Kind::Items(acl::KEYS)),
+    Key::with(
+        "labels",
+        Kind::Free,
+        "",
+        "label: [values] the robot's rules can match",
+    ),
+    Key::with(
+        "acl",
+        Kind::Items(acl::KEYS),
+        "`[]`",
+        "the robot's only rules, written as `acl` entries",
+    ),
 ];
 
 /// The accounts by name, and the htpasswd file (watched for changes).

@@ -200,6 +200,22 @@ impl Node {
         (position, variable)
     }
 
+    /// The node at `path`, if there is one.
+    pub fn find(&self, path: &[Seg]) -> Option<&Node> {
+        let mut node = self;
+        for seg in path {
+            node = match (seg, &node.value) {
+                (Seg::Key(k), Value::Map(entries)) => entries
+                    .iter()
+                    .find(|(key, _)| key.name == *k)
+                    .map(|(_, v)| v)?,
+                (Seg::Index(i), Value::Seq(items)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
     /// Sets the scalar at `path` (making the mappings on the way), as an environment
     /// variable does; a mapping made here remembers the variable too.
     pub fn set(&mut self, path: &[&str], text: &str, origin: Origin) {
@@ -256,6 +272,64 @@ impl Node {
 
 pub(super) fn is_null(text: &str) -> bool {
     matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+/// Whitespace YAML does not take as whitespace, as text pasted from a web page or an editor
+/// brings it: non-breaking spaces (U+00A0) outside quotes, and tabs in an indentation. One
+/// error per line, naming what and how many; YAML's own error for such a line is rarely
+/// about the cause.
+pub fn foreign_whitespace(src: &str) -> Vec<SyntaxError> {
+    let mut out = Vec::new();
+    for (i, line) in src.lines().enumerate() {
+        let mut quote = None;
+        let mut nbsp = (0, 0);
+        for (col, c) in line.chars().enumerate() {
+            match (c, quote) {
+                ('#', None) => break,
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                ('\u{a0}', None) => {
+                    if nbsp.0 == 0 {
+                        nbsp.1 = col + 1;
+                    }
+                    nbsp.0 += 1;
+                }
+                _ => {}
+            }
+        }
+        let indent: String = line
+            .chars()
+            .take_while(|c| matches!(c, ' ' | '\t' | '\u{a0}'))
+            .collect();
+        let tabs = indent.chars().filter(|c| *c == '\t').count();
+        let plural = |n: usize, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            n => format!("{n} {many}"),
+        };
+        if nbsp.0 > 0 {
+            out.push(SyntaxError {
+                position: (i + 1, nbsp.1),
+                message: format!(
+                    "line {} has {} where YAML needs plain spaces (text pasted from a web page?)",
+                    i + 1,
+                    plural(nbsp.0, "non-breaking space", "non-breaking spaces")
+                ),
+                path: Vec::new(),
+            });
+        }
+        if tabs > 0 {
+            out.push(SyntaxError {
+                position: (i + 1, indent.find('\t').map_or(1, |c| c + 1)),
+                message: format!(
+                    "line {} is indented with {}; YAML indents with spaces only",
+                    i + 1,
+                    plural(tabs, "tab", "tabs")
+                ),
+                path: Vec::new(),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
