@@ -187,10 +187,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         Some(t) => Some(tls::Certificates::new(tls::load_certified_key(&t.files)?)),
         None => None,
     };
-    let tls13_only = config.server.tls.as_ref().is_some_and(|t| t.tls13_only);
     let acceptor = certs
         .as_ref()
-        .map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), tls13_only)));
+        .zip(config.server.tls.as_ref())
+        .map(|(c, settings)| {
+            tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), settings))
+        });
     let runtime = Runtime::build(config, Lasting::default())?;
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;

@@ -61,7 +61,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
-    /// Read a password on stdin and print its bcrypt hash for `users`.
+    /// Read a password (twice, without echo, on a terminal; else from stdin) and print its
+    /// bcrypt hash for `users`.
     HashPassword {
         /// bcrypt cost (htpasswd -B uses 5; each step doubles the work).
         #[arg(long, default_value_t = 10)]
@@ -124,6 +125,23 @@ enum CertCommand {
         /// How many days the server certificate is valid.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// The port regate will serve HTTPS on (for the printed steps).
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+    },
+    /// A new server certificate from the CA `init` made, for the same names (or those
+    /// given); clients that trust the CA keep trusting regate, which picks the new pair up
+    /// without a restart.
+    Renew {
+        /// The folder `init` wrote (ca.crt, ca.key, server.crt).
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// The names, if they change (repeat for several); default: the current ones.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// How many days the new certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
     },
 }
 
@@ -147,13 +165,18 @@ fn main() -> ExitCode {
                     out,
                     force,
                     days,
+                    port,
                 },
         } => cert_init(certs::Options {
             hosts,
             out,
             force,
             days,
+            port,
         }),
+        Command::Cert {
+            command: CertCommand::Renew { out, hosts, days },
+        } => cert_renew(certs::Renew { out, hosts, days }),
     };
     // The one place a command's failure is printed.
     match result {
@@ -374,7 +397,17 @@ fn password_from_stdin() -> Result<regate::auth::Secret, String> {
 }
 
 fn hash_password(cost: u32) -> Outcome {
-    let password = password_from_stdin().map_err(Failure::new)?;
+    let password = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // As htpasswd does: twice, without echo.
+        let first = rpassword::prompt_password("New password: ").map_err(Failure::new)?;
+        let again = rpassword::prompt_password("Re-type new password: ").map_err(Failure::new)?;
+        if first != again {
+            return Err(Failure::new("the passwords do not match"));
+        }
+        regate::auth::Secret::new(first)
+    } else {
+        password_from_stdin().map_err(Failure::new)?
+    };
     if password.expose().is_empty() {
         return Err(Failure::new("empty password"));
     }
@@ -388,6 +421,16 @@ fn hash_password(cost: u32) -> Outcome {
 fn cert_init(opts: certs::Options) -> Outcome {
     certs::init(&opts).map_err(Failure::new)?;
     print!("{}", certs::instructions(&opts));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cert_renew(opts: certs::Renew) -> Outcome {
+    let hosts = certs::renew(&opts).map_err(Failure::new)?;
+    println!(
+        "Wrote {}/server.crt and server.key for {}, signed by the same CA; a running regate serves them from its next look (within a second).",
+        opts.out.display(),
+        hosts.join(", ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

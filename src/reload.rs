@@ -84,6 +84,15 @@ impl Reloader {
                 "HTTPS on or off",
                 config.server.tls.is_some() != old.server.tls.is_some(),
             ),
+            (
+                "server.tls_min_version or tls_curve_preferences",
+                config
+                    .server
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.tls13_only, &t.curves))
+                    != old.server.tls.as_ref().map(|t| (t.tls13_only, &t.curves)),
+            ),
         ] {
             if changed {
                 tracing::warn!("{what} changed: that takes a restart; the rest is reloaded");

@@ -25,6 +25,40 @@ pub struct ServerTls {
     pub files: TlsFiles,
     /// `tls_min_version: TLS13`.
     pub tls13_only: bool,
+    /// docker_auth's `tls_curve_preferences`, in order; empty: rustls's default.
+    pub curves: Vec<Curve>,
+}
+
+/// The key-exchange groups regate's TLS library (rustls with ring) offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    X25519,
+    P256,
+    P384,
+}
+
+impl Curve {
+    /// A name as docker_auth (Go's `tls.CurveID`) writes it, or its number.
+    pub fn parse(name: &str) -> Result<Curve, String> {
+        match name {
+            "X25519" | "x25519" | "29" => Ok(Curve::X25519),
+            "P256" | "P-256" | "p256" | "secp256r1" | "23" => Ok(Curve::P256),
+            "P384" | "P-384" | "p384" | "secp384r1" | "24" => Ok(Curve::P384),
+            "P521" | "P-521" | "p521" | "secp521r1" | "25" => Err(format!(
+                "`{name}` is not offered by regate's TLS library (rustls with ring): use X25519, P256 or P384"
+            )),
+            _ => Err(format!("`{name}` is not a curve: X25519, P256 or P384")),
+        }
+    }
+
+    fn group(self) -> &'static dyn rustls::crypto::SupportedKxGroup {
+        use rustls::crypto::ring::kx_group;
+        match self {
+            Curve::X25519 => kx_group::X25519,
+            Curve::P256 => kx_group::SECP256R1,
+            Curve::P384 => kx_group::SECP384R1,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +146,14 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
-/// TLS 1.2 and 1.3 (or 1.3 only), ALPN `h2` then `http/1.1`.
-pub fn server_config(certs: Arc<Certificates>, tls13_only: bool) -> Arc<ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+/// TLS 1.2 and 1.3 (or 1.3 only), the curves asked for, ALPN `h2` then `http/1.1`.
+pub fn server_config(certs: Arc<Certificates>, settings: &ServerTls) -> Arc<ServerConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !settings.curves.is_empty() {
+        provider.kx_groups = settings.curves.iter().map(|c| c.group()).collect();
+    }
+    let provider = Arc::new(provider);
+    let versions: &[&rustls::SupportedProtocolVersion] = if settings.tls13_only {
         &[&rustls::version::TLS13]
     } else {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -180,4 +218,70 @@ fn with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rust
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handshake in memory between regate's server config and a client offering `offer`.
+    fn handshake(server_curves: Vec<Curve>, offer: Curve) -> Result<(), rustls::Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["regate.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let files = TlsFiles {
+            certificate: dir.path().join("s.crt"),
+            key: dir.path().join("s.key"),
+        };
+        fs::write(&files.certificate, cert.pem()).unwrap();
+        fs::write(&files.key, key.serialize_pem()).unwrap();
+        let settings = ServerTls {
+            files: files.clone(),
+            tls13_only: false,
+            curves: server_curves,
+        };
+        let certs = Certificates::new(load_certified_key(&files).unwrap());
+        let mut server = rustls::ServerConnection::new(server_config(certs, &settings)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.kx_groups = vec![offer.group()];
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(client_config),
+            "regate.test".try_into().unwrap(),
+        )
+        .unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets()?;
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish")
+    }
+
+    #[test]
+    fn curve_preferences_are_honoured() {
+        assert!(handshake(vec![], Curve::X25519).is_ok());
+        assert!(handshake(vec![Curve::P384], Curve::P384).is_ok());
+        assert!(handshake(vec![Curve::P384], Curve::X25519).is_err());
+        assert!(handshake(vec![Curve::P256, Curve::X25519], Curve::P384).is_err());
+        assert!(Curve::parse("P521").unwrap_err().contains("not offered"));
+        assert_eq!(Curve::parse("29"), Ok(Curve::X25519));
+    }
 }

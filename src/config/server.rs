@@ -6,9 +6,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use serde::Deserialize;
 
 use super::keys::{Key, Kind};
-use super::{Cx, Failed};
+use super::{key, Cx, Failed, Seg};
 use crate::server::{RealIp, Settings};
-use crate::tls::{ServerTls, TlsFiles};
+use crate::tls::{Curve, ServerTls, TlsFiles};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +20,7 @@ pub(super) struct RawServer {
     key: Option<String>,
     hsts: Option<bool>,
     tls_min_version: Option<String>,
-    tls_curve_preferences: Option<serde::de::IgnoredAny>,
+    tls_curve_preferences: Option<Vec<String>>,
     tls_cipher_suites: Option<serde::de::IgnoredAny>,
     letsencrypt: Option<serde::de::IgnoredAny>,
     real_ip_header: Option<String>,
@@ -48,8 +48,8 @@ pub(super) const KEYS: &[Key] = &[
     Key::with(
         "tls_curve_preferences",
         Kind::List,
-        "",
-        "accepted; rustls offers only modern curves (a warning)",
+        "`[X25519, P256, P384]`",
+        "the key-exchange groups offered, in order: `X25519`, `P256`, `P384` (or Go's numbers)",
     ),
     Key::with(
         "tls_cipher_suites",
@@ -107,14 +107,18 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
             "Let's Encrypt is not supported; give `certificate` and `key` (see `regate cert init`)",
         );
     }
-    for (name, set) in [
-        ("tls_curve_preferences", raw.tls_curve_preferences.is_some()),
-        ("tls_cipher_suites", raw.tls_cipher_suites.is_some()),
-    ] {
-        if set {
-            cx.warn(format!(
-                "server.{name} is ignored: rustls offers only modern curves and AEAD cipher suites"
-            ));
+    if raw.tls_cipher_suites.is_some() {
+        cx.warn("server.tls_cipher_suites is ignored: rustls offers only AEAD cipher suites with forward secrecy");
+    }
+    let mut curves = Vec::new();
+    for (i, name) in raw.tls_curve_preferences.iter().flatten().enumerate() {
+        match Curve::parse(name) {
+            Ok(c) if !curves.contains(&c) => curves.push(c),
+            Ok(_) => {}
+            Err(m) => {
+                let path = [key("server"), key("tls_curve_preferences"), Seg::Index(i)];
+                return Err(cx.fail_at(&path, m));
+            }
         }
     }
     let addr = raw.addr.as_deref().unwrap_or(":5000");
@@ -177,7 +181,11 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
     Ok(Settings {
         listen,
         redirect_listen,
-        tls: files.map(|files| ServerTls { files, tls13_only }),
+        tls: files.map(|files| ServerTls {
+            files,
+            tls13_only,
+            curves,
+        }),
         hsts: raw.hsts.unwrap_or(false),
         basic_auth,
         real_ip: raw.real_ip_header.map(|header| RealIp {

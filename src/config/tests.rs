@@ -330,3 +330,18 @@ fn the_readme_lists_every_key() {
         "README.md's table of keys differs from config::KEYS; it should read:\n{table}"
     );
 }
+
+#[test]
+fn curve_preferences_are_read_not_ignored() {
+    let c = parse("server: {addr: \":0\", certificate: s.crt, key: s.key, tls_curve_preferences: [P256, 29]}\nupstream: {url: http://r:5000}\n").unwrap();
+    assert_eq!(
+        c.server.tls.unwrap().curves,
+        [crate::tls::Curve::P256, crate::tls::Curve::X25519]
+    );
+    let e =
+        parse("server:\n  tls_curve_preferences: [X25519, P521]\nupstream: {url: http://r:5000}\n")
+            .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.tls_curve_preferences[1]"));
+    assert_eq!(e.position, Some((2, 35)));
+    assert!(e.message.contains("not offered"), "{e}");
+}
