@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod lint;
 pub mod metrics;
+pub mod percent;
 pub mod probe;
 pub mod proxy;
 pub mod reload;

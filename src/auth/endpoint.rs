@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::body::Body;
 use crate::error::{json_response, Code, RegistryError};
+use crate::percent::form_decode;
 use crate::Runtime;
 
 use super::authorize::{decide, identify, Login, Refused};
@@ -78,14 +79,6 @@ impl Params {
         }
         p
     }
-}
-
-fn form_decode(s: &str) -> Option<String> {
-    let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
 }
 
 fn bad_request(message: &str) -> RegistryError {
@@ -290,4 +283,22 @@ fn rfc3339(t: SystemTime) -> String {
     let t: time::OffsetDateTime = t.into();
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_form_use_the_strict_decoder() {
+        // Go (docker_auth, registry:2) skips a pair it cannot decode; a lenient decoder
+        // kept `%+1` as text and so read a service nobody sent.
+        let p = Params::parse("service=Docker+registry%+1&scope=repository%3Aa%3Apull");
+        assert_eq!(p.service, None);
+        assert_eq!(p.scopes, ["repository:a:pull"]);
+        let p = Params::parse("account=al%zzice&username=bob&password=p%2Bw+d");
+        assert_eq!(p.account, None);
+        assert_eq!(p.username.as_deref(), Some("bob"));
+        assert_eq!(p.password.as_ref().map(Secret::expose), Some("p+w d"));
+    }
 }
