@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
@@ -165,6 +165,17 @@ impl Users {
         name: &str,
         password: &Secret,
     ) -> Result<Identity, AuthnError> {
+        self.authenticate_at(name, password, SystemTime::now())
+            .await
+    }
+
+    /// [`Users::authenticate`] as if it were `now` (a robot's expiry is judged at it).
+    pub async fn authenticate_at(
+        self: &Arc<Self>,
+        name: &str,
+        password: &Secret,
+        now: SystemTime,
+    ) -> Result<Identity, AuthnError> {
         if name.is_empty() {
             return self.anonymous();
         }
@@ -185,21 +196,20 @@ impl Users {
             self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
             let password = password.clone();
             let checked = hash.clone();
-            let verified = tokio::task::spawn_blocking(move || {
-                bcrypt::verify(password.expose(), &checked).unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
+            let verified =
+                tokio::task::spawn_blocking(move || verify_password(&checked, &password))
+                    .await
+                    .unwrap_or(false);
             verified && user.is_some()
         };
-        match user {
-            Some(user) if ok => {
-                self.cache.insert(key, ());
-                check_expiry(user)?;
-                Ok(Identity::of(name, user))
-            }
-            _ => Err(AuthnError::BadCredentials),
+        let Some(user) = user else {
+            return Err(AuthnError::BadCredentials);
+        };
+        if ok {
+            self.cache.insert(key, ());
         }
+        login_outcome(user, ok, now)?;
+        Ok(Identity::of(name, user))
     }
 
     /// A fingerprint of the account's stored secret, carried in refresh tokens: a
@@ -222,7 +232,7 @@ impl Users {
         if self.fingerprint(name).as_deref() != Some(fingerprint) {
             return Err(AuthnError::StaleRefresh);
         }
-        check_expiry(user)?;
+        check_expiry(user, SystemTime::now())?;
         Ok(Identity::of(name, user))
     }
 
@@ -233,13 +243,31 @@ impl Users {
     }
 }
 
-fn check_expiry(user: &User) -> Result<(), AuthnError> {
-    let expired = user
-        .robot
-        .as_ref()
-        .and_then(|r| r.expires)
-        .is_some_and(|t| std::time::SystemTime::now() > t);
-    if expired {
+/// What `/auth` answers for an account in the list once bcrypt has said whether the
+/// password matches. `regate explain` asks this same function, so the two cannot drift.
+pub fn login_outcome(user: &User, password_ok: bool, now: SystemTime) -> Result<(), AuthnError> {
+    if !password_ok {
+        return Err(AuthnError::BadCredentials);
+    }
+    check_expiry(user, now)
+}
+
+/// bcrypt: whether `password` matches `hash` (a malformed hash matches nothing).
+pub fn verify_password(hash: &str, password: &Secret) -> bool {
+    bcrypt::verify(password.expose(), hash).unwrap_or(false)
+}
+
+impl Robot {
+    /// Whether its secret is refused at `now`: from `expires` on. A date means "through
+    /// that day", so `expires` is the first instant of the next one, refused; an RFC 3339
+    /// time is the first instant refused.
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        self.expires.is_some_and(|end| now >= end)
+    }
+}
+
+fn check_expiry(user: &User, now: SystemTime) -> Result<(), AuthnError> {
+    if user.robot.as_ref().is_some_and(|r| r.expired_at(now)) {
         return Err(AuthnError::Expired);
     }
     Ok(())
