@@ -1022,3 +1022,61 @@ async fn ambiguous_framing_is_refused_or_normalised() {
     }
     never_forwarded(&seed.registry, "victim/app");
 }
+
+/// The `/metrics` counter `name`, read from loopback.
+async fn counter(base: &str, name: &str) -> u64 {
+    let resp = get(&format!("{base}/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+}
+
+/// User enumeration: an unknown name is answered exactly as a wrong password is (same
+/// status, same body) after the same bcrypt work, at the cost the configured accounts
+/// use (htpasswd -B's 5 here, not a fixed 10). Counted, never timed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_user_costs_what_a_wrong_password_costs() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    // `htpasswd -nbB` (cost 5), the seed's tool, for every account.
+    let hash = bcrypt::hash("right", 5).unwrap();
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        format!("alice:{hash}\nbob:{hash}\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "server: {{addr: \"127.0.0.1:0\"}}\nhtpasswd: htpasswd\nusers:\n  carol: {{password: \"{hash}\"}}\nacl:\n  - match: {{account: \"/.+/\"}}\n    actions: [pull]\nupstream: {{url: \"{}\"}}\n",
+        registry.url()
+    );
+    let gateway = Gateway::start_in(dir, &config).await;
+    let base = gateway.url();
+    let dummy = gateway
+        .server
+        .gateway()
+        .runtime()
+        .users
+        .dummy_hash()
+        .to_owned();
+    assert_eq!(
+        regate::auth::users::bcrypt_cost(&dummy),
+        Some(5),
+        "the unknown-user check runs at the accounts' cost"
+    );
+
+    let mut seen = Vec::new();
+    for (user, password) in [("alice", "guess-1"), ("mallory", "guess-2")] {
+        let before = counter(&base, "regate_credential_cache_misses_total").await;
+        let resp = get(
+            &format!("{base}/auth?scope=repository:a:pull"),
+            &[("authorization", &basic(user, password))],
+        )
+        .await;
+        let bcrypt_runs = counter(&base, "regate_credential_cache_misses_total").await - before;
+        seen.push((resp.status.as_u16(), resp.body.clone(), bcrypt_runs));
+    }
+    assert_eq!(seen[0], seen[1], "wrong password vs unknown user");
+    assert_eq!(seen[0].0, 401);
+    assert_eq!(seen[0].2, 1, "one bcrypt check each");
+}
