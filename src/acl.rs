@@ -18,7 +18,7 @@ mod glob;
 mod ip;
 mod pattern;
 
-use ip::IpNet;
+pub use ip::IpNet;
 use pattern::{quote_meta, Context, Pattern, Piece, RegexCache};
 
 /// A user's labels as returned by authentication: name -> values.

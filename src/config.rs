@@ -78,6 +78,18 @@ pub struct TlsFiles {
 pub struct RealIp {
     pub header: String,
     pub position: i64,
+    /// `server.trusted_proxies`: the peers whose header counts; `None` (not set): any
+    /// peer's, as docker_auth does (`regate check` warns).
+    pub trusted: Option<Vec<crate::acl::IpNet>>,
+}
+
+impl RealIp {
+    /// Whether the header of a request from `peer` names the client.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted
+            .as_ref()
+            .map_or(true, |nets| nets.iter().any(|n| n.contains(peer)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -323,10 +335,40 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             ))
         }
     };
-    let real_ip = server.real_ip_header.map(|header| RealIp {
-        header,
-        position: server.real_ip_pos.unwrap_or(0),
-    });
+    let trusted = match &server.trusted_proxies {
+        None => None,
+        Some(list) => {
+            let mut nets = Vec::with_capacity(list.len());
+            for (i, raw) in list.iter().enumerate() {
+                let net = crate::acl::IpNet::parse(raw.trim()).ok_or_else(|| {
+                    err.at(
+                        &[key("server"), key("trusted_proxies"), Seg::Index(i)],
+                        format!("`{raw}` is not an address or CIDR block (10.0.0.0/8, ::1)"),
+                    )
+                })?;
+                nets.push(net);
+            }
+            Some(nets)
+        }
+    };
+    let real_ip = match server.real_ip_header {
+        Some(header) => {
+            if trusted.is_none() {
+                warnings.push(format!("server.real_ip_header ({header}) is believed from any peer: a client that reaches regate directly chooses its own address for `ip` rules and the login throttle; list the proxies in front in server.trusted_proxies"));
+            }
+            Some(RealIp {
+                header,
+                position: server.real_ip_pos.unwrap_or(0),
+                trusted,
+            })
+        }
+        None => {
+            if trusted.is_some() {
+                warnings.push("server.trusted_proxies is ignored without server.real_ip_header: the client address is the connection's".into());
+            }
+            None
+        }
+    };
 
     let token = raw.token.unwrap_or_default();
     let tok = |k: &str| [key("token"), key(k)];

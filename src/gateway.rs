@@ -370,9 +370,11 @@ fn metrics_response(rt: &Runtime) -> Response<Body> {
     resp
 }
 
-/// The caller's address: the connection's, or docker_auth's `real_ip_header` when set.
+/// The caller's address: the connection's, or docker_auth's `real_ip_header` when set and
+/// the connection comes from one of `server.trusted_proxies` (nginx's `set_real_ip_from`):
+/// from anyone else the header is the client's own claim, and ignored.
 fn client_ip<B>(rt: &Runtime, req: &Request<B>, peer: IpAddr) -> IpAddr {
-    let Some(real) = &rt.config.real_ip else {
+    let Some(real) = rt.config.real_ip.as_ref().filter(|r| r.trusts(peer)) else {
         return peer;
     };
     let Some(value) = req

@@ -1080,3 +1080,105 @@ async fn an_unknown_user_costs_what_a_wrong_password_costs() {
     assert_eq!(seen[0].0, 401);
     assert_eq!(seen[0].2, 1, "one bcrypt check each");
 }
+
+/// The `access` claim of a token from `/auth`'s answer.
+fn granted_actions(resp: &Resp) -> Vec<String> {
+    let token = resp.json()["token"].as_str().unwrap().to_owned();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["access"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["actions"].as_array().unwrap().clone())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A client that reaches regate directly cannot choose its own address with
+/// `X-Forwarded-For`: from a peer outside `server.trusted_proxies` the header is ignored,
+/// for `ip` rules and for the per-address login throttle alike. From a trusted proxy it
+/// counts (the control).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let hash = bcrypt("mallory-pw");
+    let config = |trusted: &str| {
+        format!(
+            "server:\n  addr: \"127.0.0.1:0\"\n  real_ip_header: X-Forwarded-For\n  trusted_proxies: [{trusted}]\nusers:\n  mallory: {{password: \"{hash}\"}}\nacl:\n  - match: {{account: mallory, ip: 203.0.113.0/24}}\n    actions: [pull, push]\n  - match: {{account: mallory}}\n    actions: [pull]\nupstream: {{url: \"http://127.0.0.1:9\"}}\n"
+        )
+    };
+    // The tests reach regate from 127.0.0.1: not a trusted proxy here...
+    let untrusted = Gateway::start(&config("192.0.2.0/24")).await;
+    // ...and one here.
+    let trusted = Gateway::start(&config("127.0.0.0/8")).await;
+    let ask = |base: String, user: &str, password: String, forwarded: String| {
+        let user = user.to_owned();
+        async move {
+            get(
+                &format!("{base}/auth?scope=repository:team/app:pull,push"),
+                &[
+                    ("authorization", &basic(&user, &password)),
+                    ("x-forwarded-for", &forwarded),
+                ],
+            )
+            .await
+        }
+    };
+
+    // `ip` rules: the forged address opens nothing.
+    let resp = ask(
+        untrusted.url(),
+        "mallory",
+        "mallory-pw".into(),
+        "203.0.113.5".into(),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        granted_actions(&resp),
+        ["pull"],
+        "a forged address matched `ip`"
+    );
+    let resp = ask(
+        trusted.url(),
+        "mallory",
+        "mallory-pw".into(),
+        "203.0.113.5".into(),
+    )
+    .await;
+    assert_eq!(
+        granted_actions(&resp),
+        ["pull", "push"],
+        "a trusted proxy's header"
+    );
+
+    // The throttle: a spray of distinct accounts, each guess "from" another address, is
+    // still counted against the one address it comes from: past 20 failures it is locked.
+    for i in 0..21 {
+        let resp = ask(
+            untrusted.url(),
+            &format!("sprayed-{i}"),
+            format!("guess-{i}"),
+            format!("198.51.100.{i}"),
+        )
+        .await;
+        assert_eq!(resp.status, 401, "guess {i}");
+    }
+    let resp = ask(
+        untrusted.url(),
+        "mallory",
+        "mallory-pw".into(),
+        "198.51.100.200".into(),
+    )
+    .await;
+    assert_eq!(
+        resp.status, 429,
+        "the address was locked whatever the header said"
+    );
+    assert!(resp.header("retry-after").is_some());
+}

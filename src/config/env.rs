@@ -75,6 +75,21 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
         Ok(())
     }),
     (
+        "REGATE_SERVER_TRUSTED_PROXIES",
+        "server.trusted_proxies",
+        |r, v| {
+            // A list: comma-separated, as nginx's and most tools' environment forms.
+            server(r).trusted_proxies = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
+            Ok(())
+        },
+    ),
+    (
         "REGATE_SERVER_HTTP_REDIRECT_ADDR",
         "server.http_redirect_addr",
         |r, v| {
@@ -370,6 +385,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(name, "REGATE_LDAP_AUTH_CACHE_TTL (for ldap_auth.cache_ttl)");
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_comma_separated_list() {
+        let mut raw = RawConfig::default();
+        apply(
+            &mut raw,
+            vars(&[("REGATE_SERVER_TRUSTED_PROXIES", "10.0.0.0/8, ::1,")]),
+        )
+        .unwrap();
+        assert_eq!(
+            raw.server.unwrap().trusted_proxies.unwrap(),
+            ["10.0.0.0/8", "::1"]
+        );
     }
 
     #[test]

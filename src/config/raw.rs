@@ -84,6 +84,9 @@ pub struct RawServer {
     pub letsencrypt: Option<serde_yaml::Value>,
     pub real_ip_header: Option<String>,
     pub real_ip_pos: Option<i64>,
+    /// regate: the peers (addresses or CIDR blocks) whose `real_ip_header` counts, as
+    /// nginx's `set_real_ip_from`.
+    pub trusted_proxies: Option<Vec<String>>,
     /// regate: a plain-HTTP listener that only redirects to HTTPS.
     pub http_redirect_addr: Option<String>,
     /// regate: HTTP Basic credentials on registry routes: `auto` (HTTPS only), `on`, `off`.
@@ -229,6 +232,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "letsencrypt",
             "real_ip_header",
             "real_ip_pos",
+            "trusted_proxies",
             "http_redirect_addr",
             "basic_auth",
         ],
