@@ -34,6 +34,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// A plain-HTTP listener that redirects everything to HTTPS.
     pub redirect_listen: Option<SocketAddr>,
+    /// A plain-HTTP listener for `/metrics` alone; `None`: `/metrics` is on the main
+    /// listener, for loopback callers only.
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
     pub tls13_only: bool,
     pub hsts: bool,
@@ -308,6 +311,10 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
             ))
         }
         Some(a) => Some(parse_listen(a).map_err(|m| err.at(&srv("http_redirect_addr"), m))?),
+    };
+    let metrics_listen = match &server.metrics_addr {
+        None => None,
+        Some(a) => Some(parse_listen(a).map_err(|m| err.at(&srv("metrics_addr"), m))?),
     };
     let basic_auth = match server.basic_auth.as_deref() {
         None | Some("auto") => tls.is_some(),
@@ -606,6 +613,7 @@ fn validate(path: &Path, src: &str, raw: RawConfig) -> Result<Config, ConfigErro
         path: path.to_owned(),
         listen,
         redirect_listen,
+        metrics_listen,
         tls,
         tls13_only,
         basic_auth,

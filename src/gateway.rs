@@ -43,6 +43,9 @@ pub struct Conn {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     upstream: Upstream,
+    /// `/metrics` has a listener of its own (`server.metrics_addr`, fixed at start like
+    /// the other listeners): the main one does not serve it to anyone.
+    metrics_elsewhere: bool,
 }
 
 impl Gateway {
@@ -54,9 +57,11 @@ impl Gateway {
             config.upstream_read_timeout,
             config.upstream_ca.as_deref(),
         )?;
+        let metrics_elsewhere = config.metrics_listen.is_some();
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,
+            metrics_elsewhere,
         })
     }
 
@@ -153,7 +158,11 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, &serde_json::json!({})))
             }
             Route::Readyz => return Ok(self.readiness().await),
-            Route::Metrics => return Ok(metrics_response(rt)),
+            Route::Metrics if !self.metrics_elsewhere && metrics_for(conn.peer.ip(), &req) => {
+                return Ok(metrics_response(rt))
+            }
+            // Not for this caller: as if there were no such page.
+            Route::Metrics => return Ok(error::not_found()),
             Route::Jwks => return Ok(json_response(StatusCode::OK, &rt.tokens.jwks())),
             Route::Base | Route::Catalog | Route::Repository { .. } => {}
         }
@@ -288,7 +297,9 @@ impl Gateway {
 
     /// 200 when the registry answers `GET /v2/` (any status below 500, 401 included)
     /// within 2 s, through the same client as every request (so a refused certificate of
-    /// an https registry shows here too); 503 with the reason otherwise.
+    /// an https registry shows here too); 503 otherwise. Anyone may ask, so the answer
+    /// names no cause (the cause holds addresses, certificate names, the registry's own
+    /// words): the log has it.
     async fn readiness(&self) -> Response<Body> {
         match self
             .upstream
@@ -296,10 +307,17 @@ impl Gateway {
             .await
         {
             Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"upstream": "up"})),
-            Err(reason) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"upstream": "down", "reason": reason}),
-            ),
+            Err(reason) => {
+                tracing::warn!(
+                    upstream = %self.upstream.base(),
+                    %reason,
+                    "/readyz: the registry is not ready"
+                );
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"upstream": "down", "reason": NOT_READY}),
+                )
+            }
         }
     }
 }
@@ -359,6 +377,44 @@ fn audited_write<'a>(
         (&Method::DELETE, RepoKind::Blob(digest)) => Some(("delete_blob", name, digest)),
         _ => None,
     }
+}
+
+/// `/readyz`'s one reason, whatever the cause (the log has the cause).
+pub const NOT_READY: &str = "the registry does not answer; the cause is in regate's log";
+
+/// Whether `/metrics` on the main listener answers this caller, when no
+/// `server.metrics_addr` is set: a loopback peer (a local Prometheus or agent, `curl
+/// localhost`), and not a request a proxy on the same host passed on (any forwarding
+/// header), which would be the world's. Anyone else gets the 404 of a page that is not
+/// there. Counters of logins, failures and traffic help an attacker time a guess.
+pub fn metrics_for<B>(peer: IpAddr, req: &Request<B>) -> bool {
+    let loopback = match peer {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-forwarded-host",
+    ]
+    .iter()
+    .any(|h| req.headers().contains_key(*h));
+    loopback && !forwarded
+}
+
+/// The only answer of the `server.metrics_addr` listener: `/metrics`, else 404.
+pub async fn metrics_only(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let resp = match req.uri().path() {
+        "/metrics" => metrics_response(&gateway.runtime()),
+        _ => error::not_found(),
+    };
+    Ok(resp)
 }
 
 fn metrics_response(rt: &Runtime) -> Response<Body> {
@@ -488,4 +544,30 @@ fn without_mount(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_on_the_main_listener_are_for_local_unforwarded_callers() {
+        let plain = Request::new(());
+        let mut forwarded = Request::new(());
+        forwarded
+            .headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        for (peer, req, allowed) in [
+            ("127.0.0.1", &plain, true),
+            ("127.8.9.10", &plain, true),
+            ("::1", &plain, true),
+            ("::ffff:127.0.0.1", &plain, true),
+            ("127.0.0.1", &forwarded, false),
+            ("10.0.0.1", &plain, false),
+            ("192.0.2.1", &plain, false),
+            ("2001:db8::1", &plain, false),
+        ] {
+            assert_eq!(metrics_for(peer.parse().unwrap(), req), allowed, "{peer}");
+        }
+    }
 }

@@ -143,6 +143,7 @@ pub fn signing_key(config: &Config) -> Result<SigningKey, KeyError> {
 pub struct Server {
     local_addr: SocketAddr,
     redirect_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
     hup: watch::Sender<()>,
@@ -158,6 +159,11 @@ impl Server {
     /// The plain-HTTP redirect listener's address, when configured.
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
         self.redirect_addr
+    }
+
+    /// The `/metrics` listener's address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -187,6 +193,7 @@ impl Server {
 pub async fn start(config: Config) -> Result<Server, Error> {
     let listen = config.listen;
     let redirect = config.redirect_listen;
+    let metrics = config.metrics_listen;
     let certs = match &config.tls {
         Some(files) => Some(tls::Certificates::new(tls::load_certified_key(files)?)),
         None => None,
@@ -225,6 +232,19 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             shutdown_rx.clone(),
         )));
     }
+    let mut metrics_addr = None;
+    if let Some(addr) = metrics {
+        let listener = bind(addr).await?;
+        metrics_addr = Some(local_addr_of(&listener, addr)?);
+        let gateway = gateway.clone();
+        let handler = move |req, _conn| gateway::metrics_only(gateway.clone(), req);
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            None,
+            handler,
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(
         Reloader::clone(&reloader).run(hup_rx, shutdown_rx),
     ));
@@ -232,6 +252,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     Ok(Server {
         local_addr,
         redirect_addr,
+        metrics_addr,
         gateway,
         reloader,
         hup,

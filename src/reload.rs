@@ -74,6 +74,10 @@ impl Reloader {
         let old = &current.config;
         for (what, changed) in [
             ("server.addr", config.listen != old.listen),
+            (
+                "server.metrics_addr",
+                config.metrics_listen != old.metrics_listen,
+            ),
             ("upstream.url", config.upstream != old.upstream),
             (
                 "upstream.ca_certificate",

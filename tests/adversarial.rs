@@ -1182,3 +1182,79 @@ async fn a_forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
     );
     assert!(resp.header("retry-after").is_some());
 }
+
+/// Nothing internal leaks to anonymous callers: `/readyz` names no cause (addresses,
+/// certificate names and the registry's words go to the log), and `/metrics` answers
+/// only loopback callers that no proxy passed on, or, with `server.metrics_addr`, only
+/// on that listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_and_metrics_tell_strangers_nothing() {
+    // A registry that is not there: the cause would name its address.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regate.yml");
+    std::fs::write(
+        &path,
+        seed_config(
+            &format!("http://127.0.0.1:{port}"),
+            &dir.path().join("data"),
+        ),
+    )
+    .unwrap();
+    let regate = RegateProcess::start(&path, dir.path().join("regate.log"));
+    let base = regate.url();
+    let r = get(&format!("{base}/readyz"), &[]).await;
+    assert_eq!(r.status, 503);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.json()["reason"], regate::gateway::NOT_READY);
+    for secret in [port.to_string().as_str(), "127.0.0.1", "refused", "error"] {
+        assert!(!body.contains(secret), "{secret:?} in /readyz: {body}");
+    }
+    let log = regate.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/readyz") && l.contains(&port.to_string())),
+        "the cause is logged:\n{log}"
+    );
+
+    // /metrics on the main listener: loopback, not forwarded.
+    assert_eq!(get(&format!("{base}/metrics"), &[]).await.status, 200);
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let r = get(&format!("{base}/metrics"), &[(header, "for=198.51.100.7")]).await;
+        assert_eq!(r.status, 404, "/metrics through a proxy ({header})");
+        assert!(!String::from_utf8_lossy(&r.body).contains("regate_"));
+    }
+
+    // server.metrics_addr: /metrics there and only there.
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(
+        &format!("http://127.0.0.1:{port}"),
+        &dir.path().join("data"),
+    )
+    .replace(
+        "  addr: \"127.0.0.1:0\"\n",
+        "  addr: \"127.0.0.1:0\"\n  metrics_addr: \"127.0.0.1:0\"\n",
+    );
+    assert!(config.contains("metrics_addr"));
+    let gateway = Gateway::start_in(dir, &config).await;
+    let metrics = gateway.server.metrics_addr().expect("a metrics listener");
+    assert_ne!(metrics, gateway.addr());
+    assert_eq!(
+        get(&format!("{}/metrics", gateway.url()), &[]).await.status,
+        404
+    );
+    let r = get(&format!("http://{metrics}/metrics"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("regate_requests_total"));
+    // That listener serves nothing else: no registry, no tokens.
+    for path in ["/v2/", "/auth", "/readyz"] {
+        assert_eq!(
+            get(&format!("http://{metrics}{path}"), &[]).await.status,
+            404,
+            "{path}"
+        );
+    }
+}

@@ -97,6 +97,14 @@ pub const OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    (
+        "REGATE_SERVER_METRICS_ADDR",
+        "server.metrics_addr",
+        |r, v| {
+            server(r).metrics_addr = Some(v.into());
+            Ok(())
+        },
+    ),
     ("REGATE_SERVER_BASIC_AUTH", "server.basic_auth", |r, v| {
         server(r).basic_auth = Some(v.into());
         Ok(())

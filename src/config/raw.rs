@@ -89,6 +89,8 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<String>>,
     /// regate: a plain-HTTP listener that only redirects to HTTPS.
     pub http_redirect_addr: Option<String>,
+    /// regate: a plain-HTTP listener for `/metrics` alone (e.g. `127.0.0.1:9090`).
+    pub metrics_addr: Option<String>,
     /// regate: HTTP Basic credentials on registry routes: `auto` (HTTPS only), `on`, `off`.
     pub basic_auth: Option<String>,
 }
@@ -234,6 +236,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "real_ip_pos",
             "trusted_proxies",
             "http_redirect_addr",
+            "metrics_addr",
             "basic_auth",
         ],
     ),
