@@ -38,6 +38,9 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 pub struct Conn {
     pub peer: SocketAddr,
     pub https: bool,
+    /// The request came with both `Content-Length` and `Transfer-Encoding`
+    /// (server/framing.rs): refused, and the connection closed after the answer.
+    pub conflicting_framing: bool,
 }
 
 pub struct Gateway {
@@ -138,6 +141,17 @@ impl Gateway {
         client_ip: IpAddr,
         account: &mut Option<String>,
     ) -> Result<Response<Body>, RegistryError> {
+        if conn.conflicting_framing {
+            // RFC 9112 6.3: a request smuggling attempt, or a broken client; either way
+            // nothing in it is trusted, not even where its body ends. hyper closes the
+            // connection after this answer (it turns keep-alive off for such a request).
+            return Err(RegistryError::new(
+                Code::Unsupported,
+                "Content-Length and Transfer-Encoding together",
+            )
+            .with_status(StatusCode::BAD_REQUEST)
+            .closing());
+        }
         match &classified.route {
             Route::Token => return Ok(endpoint::handle(rt, req, client_ip, account).await),
             Route::Redirect(location) => return Ok(redirect(location)),
