@@ -20,6 +20,8 @@ pub enum Code {
     Denied,
     NameInvalid,
     Unsupported,
+    /// distribution spells it as one word (errcode `ErrorCodeTooManyRequests`).
+    #[serde(rename = "TOOMANYREQUESTS")]
     TooManyRequests,
     Unavailable,
     Unknown,

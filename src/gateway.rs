@@ -358,6 +358,12 @@ async fn basic_grant(
                 .with_retry_after(wait),
             ))
         }
+        Err(Refused::Authn(e @ crate::auth::users::AuthnError::Busy)) => {
+            return Err(Some(
+                RegistryError::new(Code::TooManyRequests, e.to_string())
+                    .with_retry_after(std::time::Duration::ZERO),
+            ))
+        }
         Err(Refused::Authn(e @ crate::auth::users::AuthnError::DirectoryUnavailable)) => {
             return Err(Some(RegistryError::new(Code::Unavailable, e.to_string())))
         }

@@ -68,6 +68,7 @@ pub struct Runtime {
     pub acl: Arc<acl::Acl>,
     pub metrics: Arc<metrics::Metrics>,
     pub throttle: Arc<auth::throttle::Throttle>,
+    pub bcrypt: Arc<auth::pool::Pool>,
 }
 
 /// What a reload carries over from the runtime it replaces.
@@ -75,13 +76,19 @@ pub struct Runtime {
 pub struct Lasting {
     pub metrics: Arc<metrics::Metrics>,
     pub throttle: Arc<auth::throttle::Throttle>,
+    /// The bound on bcrypt work: a reload must not open a second one.
+    pub bcrypt: Arc<auth::pool::Pool>,
 }
 
 impl Runtime {
     /// Loads (or, with no key configured, generates) the token key and builds the rest.
     /// `lasting` carries over from the runtime this one replaces.
     pub fn build(config: Config, lasting: Lasting) -> Result<Runtime, Error> {
-        let Lasting { metrics, throttle } = lasting;
+        let Lasting {
+            metrics,
+            throttle,
+            bcrypt,
+        } = lasting;
         let key = signing_key(&config)?;
         let tokens = Tokens::new(
             Arc::new(key),
@@ -96,12 +103,15 @@ impl Runtime {
             Some(ldap) => Some(auth::ldap::Directory::new(ldap.clone(), metrics.clone())?),
             None => None,
         };
-        let users = Arc::new(Users::new(
-            config.users.clone(),
-            CREDENTIAL_CACHE_TTL,
-            metrics.clone(),
-            directory,
-        ));
+        let users = Arc::new(
+            Users::new(
+                config.users.clone(),
+                CREDENTIAL_CACHE_TTL,
+                metrics.clone(),
+                directory,
+            )
+            .with_pool(bcrypt.clone()),
+        );
         Ok(Runtime {
             acl: config.acl.clone(),
             users,
@@ -109,6 +119,7 @@ impl Runtime {
             config,
             metrics,
             throttle,
+            bcrypt,
         })
     }
 
@@ -116,6 +127,7 @@ impl Runtime {
         Lasting {
             metrics: self.metrics.clone(),
             throttle: self.throttle.clone(),
+            bcrypt: self.bcrypt.clone(),
         }
     }
 }

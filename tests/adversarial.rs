@@ -1284,3 +1284,49 @@ async fn readiness_and_metrics_tell_strangers_nothing() {
         );
     }
 }
+
+/// A password spray from one address, 300 guesses at once with distinct unknown users:
+/// each guess is counted when it starts, so no more reach bcrypt than the address may
+/// fail (20, plus the one that locks it); the rest are 429 with Retry-After and the
+/// registry's TOOMANYREQUESTS body, at once and without bcrypt. Counted, not timed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_spray_reaches_bcrypt_no_more_than_the_limit() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(&registry.url(), &dir.path().join("data"));
+    let gateway = Gateway::start_in(dir, &config).await;
+    let base = gateway.url();
+    let before = counter(&base, "regate_credential_cache_misses_total").await;
+    let guesses: Vec<_> = (0..300)
+        .map(|i| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                get(
+                    &format!("{base}/auth?scope=repository:a:pull"),
+                    &[("authorization", &basic(&format!("nobody-{i}"), "guess"))],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for g in guesses {
+        let resp = g.await.unwrap();
+        *statuses.entry(resp.status.as_u16()).or_default() += 1;
+        if resp.status == 429 {
+            assert!(resp.header("retry-after").is_some());
+            assert_eq!(resp.json()["errors"][0]["code"], "TOOMANYREQUESTS");
+        }
+    }
+    let bcrypt_runs = counter(&base, "regate_credential_cache_misses_total").await - before;
+    assert!(
+        bcrypt_runs <= 21,
+        "{bcrypt_runs} guesses reached bcrypt; answers {statuses:?}"
+    );
+    assert_eq!(statuses.get(&401).copied().unwrap_or(0) as u64, bcrypt_runs);
+    assert_eq!(statuses.values().sum::<usize>(), 300);
+    assert!(
+        statuses.keys().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+}

@@ -154,6 +154,7 @@ async fn serve(
                 RegistryError::new(Code::Unavailable, e.to_string()).with_details(e.to_string())
             )
         }
+        Err(Refused::Authn(AuthnError::Busy)) => return Ok(throttled(BUSY_WAIT)),
         Err(Refused::Authn(e)) => return Ok(authn_failed(e, service)),
     };
 
@@ -249,8 +250,16 @@ async fn read_form(req: Request<Incoming>) -> Result<String, RegistryError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| bad_request("the form body is not UTF-8"))
 }
 
+/// What a login refused because bcrypt is busy is told to wait.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::ZERO;
+
+/// 429: locked by failures, or bcrypt busy (`wait` zero: `Retry-After: 1`).
 fn throttled(wait: std::time::Duration) -> Response<Body> {
-    let message = "too many failed logins; try again later";
+    let message = if wait.is_zero() {
+        "too many logins are being checked; try again shortly"
+    } else {
+        "too many failed logins; try again later"
+    };
     RegistryError::new(Code::TooManyRequests, message)
         .with_details(message)
         .with_retry_after(wait)

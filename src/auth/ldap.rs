@@ -229,6 +229,12 @@ impl Directory {
         }
     }
 
+    /// Whether this login succeeded within `cache_ttl` (no directory round trip).
+    pub fn is_known(&self, account: &str, password: &Secret) -> bool {
+        let key = self.cache_key(account, password);
+        self.cache.as_ref().is_some_and(|c| c.contains_key(&key))
+    }
+
     /// The account's entry and labels, with the password checked when given (`regate
     /// explain` asks without one), within the `timeout`; nothing cached.
     pub async fn lookup(

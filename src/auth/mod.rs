@@ -6,6 +6,7 @@ pub mod challenge;
 pub mod endpoint;
 pub mod keys;
 pub mod ldap;
+pub mod pool;
 pub mod scope;
 pub mod throttle;
 pub mod token;

@@ -12,6 +12,7 @@ use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
 use super::ldap::Directory;
+use super::pool::Pool;
 use super::{CredentialKey, Secret};
 
 /// Salt and hash (after `$2y$NN$`) of nothing anyone knows. An unknown user is checked
@@ -147,6 +148,10 @@ pub enum AuthnError {
     Expired,
     #[error("the refresh token is no longer valid; log in again")]
     StaleRefresh,
+    /// Too many password checks are running and waiting (the bcrypt pool is full):
+    /// nobody looked at the password (429, try again shortly).
+    #[error("too many logins are being checked; try again shortly")]
+    Busy,
     /// The LDAP directory did not answer in time, or answered with an error: nobody can
     /// say whether the password is right (503, not 401).
     #[error("the user directory (LDAP) is unavailable; try again later")]
@@ -161,6 +166,8 @@ pub struct Users {
     cache_key: CredentialKey,
     metrics: Arc<Metrics>,
     directory: Option<Directory>,
+    /// Where bcrypt runs, bounded (shared across reloads: see [`Users::with_pool`]).
+    pool: Arc<Pool>,
 }
 
 impl Users {
@@ -181,6 +188,27 @@ impl Users {
             cache_key: CredentialKey::generate(),
             metrics,
             directory,
+            pool: Arc::default(),
+        }
+    }
+
+    /// Runs bcrypt in `pool` (the one the previous runtime used, so a reload does not
+    /// reset the bound).
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Users {
+        self.pool = pool;
+        self
+    }
+
+    /// Whether this name and password were verified within the cache TTL: a login that
+    /// costs no bcrypt and is no guess.
+    pub fn is_known(&self, name: &str, password: &Secret) -> bool {
+        match (self.users.get(name), &self.directory) {
+            (Some(user), _) => user.password_hash.as_deref().is_some_and(|hash| {
+                self.cache
+                    .contains_key(&self.cache_key(name, password, hash))
+            }),
+            (None, Some(directory)) => directory.is_known(name, password),
+            (None, None) => false,
         }
     }
 
@@ -241,13 +269,14 @@ impl Users {
             self.metrics.credential_cache_hits.fetch_add(1, Relaxed);
             true
         } else {
-            self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
             let password = password.clone();
             let checked = hash.clone();
-            let verified =
-                tokio::task::spawn_blocking(move || verify_password(&checked, &password))
-                    .await
-                    .unwrap_or(false);
+            let verified = self
+                .pool
+                .run(move || verify_password(&checked, &password))
+                .await
+                .map_err(|_| AuthnError::Busy)?;
+            self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
             verified && user.is_some()
         };
         let Some(user) = user else {
