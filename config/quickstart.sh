@@ -4,30 +4,37 @@
 #
 #   config/quickstart.sh            # http://127.0.0.1:5050, user admin
 #   PORT=8080 config/quickstart.sh
+#   config/quickstart.sh --setup-only   # write the state below and exit, start nothing
+#   REGATE=/usr/bin/regate config/quickstart.sh   # use this binary, do not build one
 #
 # State (registry storage, generated token key, the admin password) lives in
 # ${STATE:-.regate-local}; run it again and the same users and images are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The state holds the admin password, the registry's http.secret and the token key:
+# everything made here is for this user only (files 0600, folders 0700).
+umask 077
+
+SETUP_ONLY=false
+if [ "${1:-}" = "--setup-only" ]; then SETUP_ONLY=true; fi
+
 PORT=${PORT:-5050}
 REGISTRY_PORT=${REGISTRY_PORT:-5051}
 STATE=${STATE:-$PWD/.regate-local}
 mkdir -p "$STATE"
+chmod 700 "$STATE"
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! command -v docker-registry >/dev/null; then
-    echo "installing Debian's docker-registry (distribution 2.8)..."
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+if [ -z "${REGATE:-}" ]; then
+    cargo build --release --quiet
+    REGATE=$PWD/target/release/regate
 fi
-# Debian starts a registry service of its own on :5000; ours runs beside it on loopback.
-cargo build --release --quiet
-REGATE=$PWD/target/release/regate
 
 if [ ! -f "$STATE/admin.password" ]; then
     head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$STATE/admin.password"
 fi
+# An earlier version of this script left it readable by everyone.
+chmod 600 "$STATE/admin.password"
 ADMIN_HASH=$("$REGATE" hash-password < "$STATE/admin.password")
 
 cat > "$STATE/registry.yml" <<YAML
@@ -64,6 +71,18 @@ acl:
     comment: "anonymous pulls"
 YAML
 
+if $SETUP_ONLY; then
+    echo "state written to $STATE"
+    exit 0
+fi
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v docker-registry >/dev/null; then
+    echo "installing Debian's docker-registry (distribution 2.8)..."
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+fi
+# Debian starts a registry service of its own on :5000; ours runs beside it on loopback.
 docker-registry serve "$STATE/registry.yml" &
 REGISTRY_PID=$!
 trap 'kill $REGISTRY_PID 2>/dev/null || true' EXIT

@@ -22,7 +22,7 @@ mod reason;
 pub use pattern::{placeholders, Piece};
 pub use reason::rule_name;
 
-use ip::IpNet;
+pub use ip::IpNet;
 use pattern::{quote_meta, Context, Pattern, RegexCache};
 
 /// A user's labels as returned by authentication: name -> values.

@@ -20,6 +20,8 @@ pub enum Code {
     Denied,
     NameInvalid,
     Unsupported,
+    /// distribution spells it as one word (errcode `ErrorCodeTooManyRequests`).
+    #[serde(rename = "TOOMANYREQUESTS")]
     TooManyRequests,
     Unavailable,
     Unknown,
@@ -80,6 +82,8 @@ pub struct RegistryError {
     pub details: Option<String>,
     /// `Retry-After`, in seconds.
     pub retry_after: Option<u64>,
+    /// `Connection: close`: the connection ends after this answer (HTTP/1).
+    pub close: bool,
 }
 
 impl RegistryError {
@@ -92,7 +96,14 @@ impl RegistryError {
             challenge: None,
             details: None,
             retry_after: None,
+            close: false,
         }
+    }
+
+    /// Ends an HTTP/1 connection after this answer.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -168,6 +179,9 @@ impl RegistryError {
             CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
+        if self.close {
+            headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = self.retry_after {
             headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -38,11 +38,17 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 pub struct Conn {
     pub peer: SocketAddr,
     pub https: bool,
+    /// The request came with both `Content-Length` and `Transfer-Encoding`
+    /// (server/framing.rs): refused, and the connection closed after the answer.
+    pub conflicting_framing: bool,
 }
 
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     upstream: Upstream,
+    /// `/metrics` has a listener of its own (`server.metrics_addr`, fixed at start like
+    /// the other listeners): the main one does not serve it to anyone.
+    metrics_elsewhere: bool,
 }
 
 impl Gateway {
@@ -50,9 +56,11 @@ impl Gateway {
     pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
         let config = &runtime.config;
         let upstream = Upstream::new(&config.upstream)?;
+        let metrics_elsewhere = config.server.metrics_listen.is_some();
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,
+            metrics_elsewhere,
         })
     }
 
@@ -129,6 +137,17 @@ impl Gateway {
         client_ip: IpAddr,
         account: &mut Option<String>,
     ) -> Result<Response<Body>, RegistryError> {
+        if conn.conflicting_framing {
+            // RFC 9112 6.3: a request smuggling attempt, or a broken client; either way
+            // nothing in it is trusted, not even where its body ends. hyper closes the
+            // connection after this answer (it turns keep-alive off for such a request).
+            return Err(RegistryError::new(
+                Code::Unsupported,
+                "Content-Length and Transfer-Encoding together",
+            )
+            .with_status(StatusCode::BAD_REQUEST)
+            .closing());
+        }
         match &classified.route {
             Route::Token => return Ok(endpoint::handle(rt, req, client_ip, account).await),
             Route::Redirect(location) => return Ok(redirect(location)),
@@ -149,7 +168,11 @@ impl Gateway {
                 return Ok(json_response(StatusCode::OK, &serde_json::json!({})))
             }
             Route::Readyz => return Ok(self.readiness().await),
-            Route::Metrics => return Ok(metrics_response(rt)),
+            Route::Metrics if !self.metrics_elsewhere && metrics_for(conn.peer.ip(), &req) => {
+                return Ok(metrics_response(rt))
+            }
+            // Not for this caller: as if there were no such page.
+            Route::Metrics => return Ok(error::not_found()),
             Route::Jwks => return Ok(json_response(StatusCode::OK, &rt.tokens.jwks())),
             Route::Base | Route::Catalog | Route::Repository { .. } => {}
         }
@@ -284,7 +307,9 @@ impl Gateway {
 
     /// 200 when the registry answers `GET /v2/` (any status below 500, 401 included)
     /// within 2 s, through the same client as every request (so a refused certificate of
-    /// an https registry shows here too); 503 with the reason otherwise.
+    /// an https registry shows here too); 503 otherwise. Anyone may ask, so the answer
+    /// names no cause (the cause holds addresses, certificate names, the registry's own
+    /// words): the log has it.
     async fn readiness(&self) -> Response<Body> {
         match self
             .upstream
@@ -292,10 +317,17 @@ impl Gateway {
             .await
         {
             Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"upstream": "up"})),
-            Err(reason) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"upstream": "down", "reason": reason}),
-            ),
+            Err(reason) => {
+                tracing::warn!(
+                    upstream = %self.upstream.base(),
+                    %reason,
+                    "/readyz: the registry is not ready"
+                );
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"upstream": "down", "reason": NOT_READY}),
+                )
+            }
         }
     }
 }
@@ -320,6 +352,12 @@ async fn basic_grant(
                     "too many failed logins; try again later",
                 )
                 .with_retry_after(wait),
+            ))
+        }
+        Err(Refused::Authn(e @ crate::auth::identity::AuthnError::Busy)) => {
+            return Err(Some(
+                RegistryError::new(Code::TooManyRequests, e.to_string())
+                    .with_retry_after(std::time::Duration::ZERO),
             ))
         }
         Err(Refused::Authn(e @ crate::auth::identity::AuthnError::DirectoryUnavailable)) => {
@@ -357,6 +395,44 @@ fn audited_write<'a>(
     }
 }
 
+/// `/readyz`'s one reason, whatever the cause (the log has the cause).
+pub const NOT_READY: &str = "the registry does not answer; the cause is in regate's log";
+
+/// Whether `/metrics` on the main listener answers this caller, when no
+/// `server.metrics_addr` is set: a loopback peer (a local Prometheus or agent, `curl
+/// localhost`), and not a request a proxy on the same host passed on (any forwarding
+/// header), which would be the world's. Anyone else gets the 404 of a page that is not
+/// there. Counters of logins, failures and traffic help an attacker time a guess.
+pub fn metrics_for<B>(peer: IpAddr, req: &Request<B>) -> bool {
+    let loopback = match peer {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-forwarded-host",
+    ]
+    .iter()
+    .any(|h| req.headers().contains_key(*h));
+    loopback && !forwarded
+}
+
+/// The only answer of the `server.metrics_addr` listener: `/metrics`, else 404.
+pub async fn metrics_only(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let resp = match req.uri().path() {
+        "/metrics" => metrics_response(&gateway.runtime()),
+        _ => error::not_found(),
+    };
+    Ok(resp)
+}
+
 fn metrics_response(rt: &Runtime) -> Response<Body> {
     let mut resp = Response::new(body::full(rt.metrics.render()));
     resp.headers_mut().insert(
@@ -366,9 +442,11 @@ fn metrics_response(rt: &Runtime) -> Response<Body> {
     resp
 }
 
-/// The caller's address: the connection's, or docker_auth's `real_ip_header` when set.
+/// The caller's address: the connection's, or docker_auth's `real_ip_header` when set and
+/// the connection comes from one of `server.trusted_proxies` (nginx's `set_real_ip_from`):
+/// from anyone else the header is the client's own claim, and ignored.
 fn client_ip<B>(rt: &Runtime, req: &Request<B>, peer: IpAddr) -> IpAddr {
-    let Some(real) = &rt.config.server.real_ip else {
+    let Some(real) = rt.config.server.real_ip.as_ref().filter(|r| r.trusts(peer)) else {
         return peer;
     };
     let Some(value) = req
@@ -482,4 +560,30 @@ fn without_mount(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_on_the_main_listener_are_for_local_unforwarded_callers() {
+        let plain = Request::new(());
+        let mut forwarded = Request::new(());
+        forwarded
+            .headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        for (peer, req, allowed) in [
+            ("127.0.0.1", &plain, true),
+            ("127.8.9.10", &plain, true),
+            ("::1", &plain, true),
+            ("::ffff:127.0.0.1", &plain, true),
+            ("127.0.0.1", &forwarded, false),
+            ("10.0.0.1", &plain, false),
+            ("192.0.2.1", &plain, false),
+            ("2001:db8::1", &plain, false),
+        ] {
+            assert_eq!(metrics_for(peer.parse().unwrap(), req), allowed, "{peer}");
+        }
+    }
 }

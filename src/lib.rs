@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod metrics;
 pub mod ops;
+pub mod percent;
 pub mod proxy;
 pub mod reload;
 pub mod route;
@@ -64,6 +65,7 @@ pub struct Runtime {
     pub acl: Arc<acl::Acl>,
     pub metrics: Arc<metrics::Metrics>,
     pub throttle: Arc<auth::throttle::Throttle>,
+    pub bcrypt: Arc<auth::pool::Pool>,
 }
 
 /// What a reload carries over from the runtime it replaces.
@@ -71,13 +73,19 @@ pub struct Runtime {
 pub struct Lasting {
     pub metrics: Arc<metrics::Metrics>,
     pub throttle: Arc<auth::throttle::Throttle>,
+    /// The bound on bcrypt work: a reload must not open a second one.
+    pub bcrypt: Arc<auth::pool::Pool>,
 }
 
 impl Runtime {
     /// Loads (or, with no key configured, generates) the token key and builds the rest.
     /// `lasting` carries over from the runtime this one replaces.
     pub fn build(config: Config, lasting: Lasting) -> Result<Runtime, Error> {
-        let Lasting { metrics, throttle } = lasting;
+        let Lasting {
+            metrics,
+            throttle,
+            bcrypt,
+        } = lasting;
         let key = signing_key(&config)?;
         let tokens = Tokens::new(
             Arc::new(key),
@@ -92,12 +100,15 @@ impl Runtime {
             Some(ldap) => Some(auth::ldap::Directory::new(ldap.clone(), metrics.clone())?),
             None => None,
         };
-        let users = Arc::new(Users::new(
-            config.users.clone(),
-            CREDENTIAL_CACHE_TTL,
-            metrics.clone(),
-            directory,
-        ));
+        let users = Arc::new(
+            Users::new(
+                config.users.clone(),
+                CREDENTIAL_CACHE_TTL,
+                metrics.clone(),
+                directory,
+            )
+            .with_pool(bcrypt.clone()),
+        );
         Ok(Runtime {
             acl: config.acl.clone(),
             users,
@@ -105,6 +116,7 @@ impl Runtime {
             config,
             metrics,
             throttle,
+            bcrypt,
         })
     }
 
@@ -112,6 +124,7 @@ impl Runtime {
         Lasting {
             metrics: self.metrics.clone(),
             throttle: self.throttle.clone(),
+            bcrypt: self.bcrypt.clone(),
         }
     }
 }
@@ -139,6 +152,7 @@ pub fn signing_key(config: &Config) -> Result<SigningKey, KeyError> {
 pub struct Server {
     local_addr: SocketAddr,
     redirect_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
     hup: watch::Sender<()>,
@@ -154,6 +168,11 @@ impl Server {
     /// The plain-HTTP redirect listener's address, when configured.
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
         self.redirect_addr
+    }
+
+    /// The `/metrics` listener's address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -183,6 +202,7 @@ impl Server {
 pub async fn start(config: Config) -> Result<Server, Error> {
     let listen = config.server.listen;
     let redirect = config.server.redirect_listen;
+    let metrics = config.server.metrics_listen;
     let certs = match &config.server.tls {
         Some(t) => Some(tls::Certificates::new(tls::load_certified_key(&t.files)?)),
         None => None,
@@ -224,6 +244,19 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             shutdown_rx.clone(),
         )));
     }
+    let mut metrics_addr = None;
+    if let Some(addr) = metrics {
+        let listener = bind(addr).await?;
+        metrics_addr = Some(local_addr_of(&listener, addr)?);
+        let gateway = gateway.clone();
+        let handler = move |req, _conn| gateway::metrics_only(gateway.clone(), req);
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            None,
+            handler,
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(
         Reloader::clone(&reloader).run(hup_rx, shutdown_rx),
     ));
@@ -231,6 +264,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     Ok(Server {
         local_addr,
         redirect_addr,
+        metrics_addr,
         gateway,
         reloader,
         hup,

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub token_cache_misses: AtomicU64,
     pub credential_cache_hits: AtomicU64,
     pub credential_cache_misses: AtomicU64,
+    pub ldap_binds: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
@@ -113,6 +114,11 @@ impl Metrics {
             "regate_credential_cache_misses_total",
             "Passwords checked with bcrypt.",
             self.credential_cache_misses.load(Relaxed),
+        );
+        counter(
+            "regate_ldap_binds_total",
+            "Binds sent to the LDAP directory (service account, users, unknown accounts).",
+            self.ldap_binds.load(Relaxed),
         );
 
         out.push_str("# HELP regate_requests_total Requests by route kind and status.\n# TYPE regate_requests_total counter\n");

@@ -139,10 +139,17 @@ impl Upstream {
             .map_err(|e| e.to_string())?;
         match tokio::time::timeout(limit, self.client.request(req)).await {
             Err(_) => Err(format!("no answer within {limit:?}")),
-            Ok(Err(e)) => Err(match std::error::Error::source(&e) {
-                Some(cause) => format!("{e}: {cause}"),
-                None => e.to_string(),
-            }),
+            Ok(Err(e)) => {
+                // The whole chain: hyper's top error says little ("client error
+                // (Connect)"); the cause is at the bottom ("Connection refused").
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text = format!("{text}: {c}");
+                    cause = c.source();
+                }
+                Err(text)
+            }
             Ok(Ok(resp)) if resp.status().is_server_error() => {
                 Err(format!("it answered {}", resp.status()))
             }

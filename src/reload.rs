@@ -75,6 +75,10 @@ impl Reloader {
         let old = &current.config;
         for (what, changed) in [
             ("server.addr", config.server.listen != old.server.listen),
+            (
+                "server.metrics_addr",
+                config.server.metrics_listen != old.server.metrics_listen,
+            ),
             ("upstream.url", config.upstream.url != old.upstream.url),
             (
                 "upstream.ca_certificate",

@@ -93,7 +93,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 pub fn classify(raw_path: &str, query: Option<&str>) -> Classified {
-    let Some(path) = percent_decode(raw_path) else {
+    let Some(path) = crate::percent::decode(raw_path) else {
         return Classified {
             route: Route::BadRequest,
             path: raw_path.to_owned(),
@@ -240,29 +240,6 @@ impl Route {
     }
 }
 
-/// Go's `url.PathUnescape` for `URL.Path`: `%XX` decoded, `+` kept; a bad escape or a
-/// decoded byte sequence that is not UTF-8 is refused.
-fn percent_decode(raw: &str) -> Option<String> {
-    if !raw.contains('%') {
-        return Some(raw.to_owned());
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// gorilla/mux `cleanPath`: Go's `path.Clean`, keeping a trailing slash.
 fn clean_path(p: &str) -> String {
     if p.is_empty() {
@@ -317,9 +294,7 @@ pub fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, Bad
     Ok(None)
 }
 
-pub(crate) fn form_decode(s: &str) -> Option<String> {
-    percent_decode(&s.replace('+', " "))
-}
+pub(crate) use crate::percent::form_decode;
 
 #[cfg(test)]
 mod tests;

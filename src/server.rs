@@ -21,7 +21,9 @@ use crate::body::Body;
 use crate::gateway::Conn;
 
 mod coalesce;
+mod framing;
 use coalesce::Coalesce;
+use framing::{Conflicts, Framed};
 
 /// The `server` section, validated (`config/server.rs` reads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// A plain-HTTP listener that redirects everything to HTTPS.
     pub redirect_listen: Option<SocketAddr>,
+    /// A plain-HTTP listener for `/metrics` alone; `None`: `/metrics` is on the main
+    /// listener, for loopback callers only.
+    pub metrics_listen: Option<SocketAddr>,
     /// `None`: plain HTTP.
     pub tls: Option<crate::tls::ServerTls>,
     /// `Strict-Transport-Security` on HTTPS answers.
@@ -44,6 +49,18 @@ pub struct Settings {
 pub struct RealIp {
     pub header: String,
     pub position: i64,
+    /// `server.trusted_proxies`: the peers whose header counts; `None` (not set): any
+    /// peer's, as docker_auth does (`regate check` warns).
+    pub trusted: Option<Vec<crate::acl::IpNet>>,
+}
+
+impl RealIp {
+    /// Whether the header of a request from `peer` names the client.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(peer)))
+    }
 }
 
 /// What answers the requests of one connection.
@@ -159,6 +176,7 @@ async fn serve_connection(
     let conn = Conn {
         peer,
         https: tls.is_some(),
+        conflicting_framing: false,
     };
     // hyper's header timeout starts once it knows the connection is HTTP/1; before that the
     // auto builder waits for the first bytes (HTTP/1 or the HTTP/2 preface) without a limit,
@@ -166,8 +184,20 @@ async fn serve_connection(
     // within HEADER_READ_TIMEOUT of being ready, whatever it speaks, or it is dropped.
     let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = first_request.clone();
-    let service = service_fn(move |req| {
+    // HTTP/1 requests with both Content-Length and Transfer-Encoding, which hyper hides
+    // (framing.rs); h2 has no such headers to conflict (its frames carry the length).
+    let conflicts = Arc::new(std::sync::OnceLock::<Arc<Conflicts>>::new());
+    let found = conflicts.clone();
+    let requests = std::sync::atomic::AtomicU64::new(0);
+    let service = service_fn(move |req: Request<Incoming>| {
         seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut conn = conn;
+        if let Some(c) = found.get() {
+            // hyper hands over an HTTP/1 connection's requests one at a time, in order.
+            let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+            let index = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            conn.conflicting_framing = c.take(index, req.method().as_str(), target);
+        }
         handler.call(req, conn)
     });
     let result = match tls {
@@ -194,16 +224,40 @@ async fn serve_connection(
                 )
                 .await
             } else {
-                drive(stream, builder, service, &first_request, watcher).await
+                drive(
+                    framed(stream, &conflicts),
+                    builder,
+                    service,
+                    &first_request,
+                    watcher,
+                )
+                .await
             }
         }
-        None => drive(stream, builder, service, &first_request, watcher).await,
+        // Plain HTTP: HTTP/1, or h2 with prior knowledge (Framed then stops following).
+        None => {
+            drive(
+                framed(stream, &conflicts),
+                builder,
+                service,
+                &first_request,
+                watcher,
+            )
+            .await
+        }
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
         None => tracing::debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; dropped"),
         Some(Ok(())) => {}
     }
+}
+
+/// `io` with its HTTP/1 requests followed, and where to ask about them.
+fn framed<T>(io: T, slot: &std::sync::OnceLock<Arc<Conflicts>>) -> Framed<T> {
+    let (io, conflicts) = Framed::new(io);
+    let _ = slot.set(conflicts);
+    io
 }
 
 /// Serves one connection's requests over `io` until it ends (`None`: no first request in time).

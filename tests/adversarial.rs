@@ -950,6 +950,21 @@ async fn ambiguous_framing_is_refused_or_normalised() {
             "Transfer-Encoding: chunked\r\n",
             format!("-5\r\nhello\r\n0\r\n\r\n{smuggled}"),
         ),
+        // Both Content-Length and Transfer-Encoding, in either order, however spelled
+        // (RFC 9112 6.3; nginx >= 1.21.1 answers 400 too). hyper alone would read these
+        // as chunked and hide the Content-Length.
+        (
+            "Content-Length: 50\r\nTransfer-Encoding: chunked\r\n",
+            format!("5\r\nhello\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            format!("5\r\nhello\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "content-length: 5\r\ntransfer-encoding: identity, Chunked\r\n",
+            format!("5\r\nhello\r\n0\r\n\r\n{smuggled}"),
+        ),
     ];
     for (headers, body) in &refused {
         let session = upload_session(addr, &a).await;
@@ -962,10 +977,31 @@ async fn ambiguous_framing_is_refused_or_normalised() {
         );
     }
 
+    // A CL+TE request later on a kept-alive connection, after an ordinary one: the first
+    // is served, the second refused and the connection closed, the smuggled third never
+    // read.
+    let session = upload_session(addr, &a).await;
+    let first =
+        format!("GET /v2/ HTTP/1.1\r\nHost: regate.test\r\nAuthorization: Bearer {a}\r\n\r\n");
+    let second = patch(
+        &session,
+        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        &format!("5\r\nhello\r\n0\r\n\r\n{smuggled}"),
+    );
+    let answer = raw(addr, &format!("{first}{second}")).await;
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{answer}");
+    assert_eq!(
+        raw_header(&answer[answer.rfind("HTTP/1.1 ").unwrap()..], "connection"),
+        Some("close")
+    );
+
     // Normalised: regate frames the forwarded body itself, so the registry gets exactly the
-    // five bytes regate read as the body (`Range: 0-4`), and what follows is either a new
-    // request that regate checks (401 here) or, where Content-Length and Transfer-Encoding
-    // both came, dropped with the connection (RFC 9112 6.3: chunked wins, then close).
+    // five bytes regate read as the body (`Range: 0-4`), and what follows is a new request
+    // that regate checks (401 here).
     let chunked = format!("5\r\nhello\r\n0\r\n\r\n{smuggled}");
     let normalised = [
         ("Transfer-Encoding: chunked\r\n", chunked.clone(), true),
@@ -985,16 +1021,6 @@ async fn ambiguous_framing_is_refused_or_normalised() {
             "Content-Length: 5\r\nContent-Length: 5\r\n",
             format!("hello{smuggled}"),
             true,
-        ),
-        (
-            "Content-Length: 50\r\nTransfer-Encoding: chunked\r\n",
-            chunked.clone(),
-            false,
-        ),
-        (
-            "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
-            chunked.clone(),
-            false,
         ),
     ];
     for (headers, body, next_is_a_request) in &normalised {
@@ -1021,4 +1047,286 @@ async fn ambiguous_framing_is_refused_or_normalised() {
         }
     }
     never_forwarded(&seed.registry, "victim/app");
+}
+
+/// The `/metrics` counter `name`, read from loopback.
+async fn counter(base: &str, name: &str) -> u64 {
+    let resp = get(&format!("{base}/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+}
+
+/// User enumeration: an unknown name is answered exactly as a wrong password is (same
+/// status, same body) after the same bcrypt work, at the cost the configured accounts
+/// use (htpasswd -B's 5 here, not a fixed 10). Counted, never timed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_user_costs_what_a_wrong_password_costs() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    // `htpasswd -nbB` (cost 5), the seed's tool, for every account.
+    let hash = bcrypt::hash("right", 5).unwrap();
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        format!("alice:{hash}\nbob:{hash}\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "server: {{addr: \"127.0.0.1:0\"}}\nhtpasswd: htpasswd\nusers:\n  carol: {{password: \"{hash}\"}}\nacl:\n  - match: {{account: \"/.+/\"}}\n    actions: [pull]\nupstream: {{url: \"{}\"}}\n",
+        registry.url()
+    );
+    let gateway = Gateway::start_in(dir, &config).await;
+    let base = gateway.url();
+    let dummy = gateway
+        .server
+        .gateway()
+        .runtime()
+        .users
+        .dummy_hash()
+        .to_owned();
+    assert_eq!(
+        regate::auth::users::bcrypt_cost(&dummy),
+        Some(5),
+        "the unknown-user check runs at the accounts' cost"
+    );
+
+    let mut seen = Vec::new();
+    for (user, password) in [("alice", "guess-1"), ("mallory", "guess-2")] {
+        let before = counter(&base, "regate_credential_cache_misses_total").await;
+        let resp = get(
+            &format!("{base}/auth?scope=repository:a:pull"),
+            &[("authorization", &basic(user, password))],
+        )
+        .await;
+        let bcrypt_runs = counter(&base, "regate_credential_cache_misses_total").await - before;
+        seen.push((resp.status.as_u16(), resp.body.clone(), bcrypt_runs));
+    }
+    assert_eq!(seen[0], seen[1], "wrong password vs unknown user");
+    assert_eq!(seen[0].0, 401);
+    assert_eq!(seen[0].2, 1, "one bcrypt check each");
+}
+
+/// The `access` claim of a token from `/auth`'s answer.
+fn granted_actions(resp: &Resp) -> Vec<String> {
+    let token = resp.json()["token"].as_str().unwrap().to_owned();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["access"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["actions"].as_array().unwrap().clone())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A client that reaches regate directly cannot choose its own address with
+/// `X-Forwarded-For`: from a peer outside `server.trusted_proxies` the header is ignored,
+/// for `ip` rules and for the per-address login throttle alike. From a trusted proxy it
+/// counts (the control).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let hash = bcrypt("mallory-pw");
+    let config = |trusted: &str| {
+        format!(
+            "server:\n  addr: \"127.0.0.1:0\"\n  real_ip_header: X-Forwarded-For\n  trusted_proxies: [{trusted}]\nusers:\n  mallory: {{password: \"{hash}\"}}\nacl:\n  - match: {{account: mallory, ip: 203.0.113.0/24}}\n    actions: [pull, push]\n  - match: {{account: mallory}}\n    actions: [pull]\nupstream: {{url: \"http://127.0.0.1:9\"}}\n"
+        )
+    };
+    // The tests reach regate from 127.0.0.1: not a trusted proxy here...
+    let untrusted = Gateway::start(&config("192.0.2.0/24")).await;
+    // ...and one here.
+    let trusted = Gateway::start(&config("127.0.0.0/8")).await;
+    let ask = |base: String, user: &str, password: String, forwarded: String| {
+        let user = user.to_owned();
+        async move {
+            get(
+                &format!("{base}/auth?scope=repository:team/app:pull,push"),
+                &[
+                    ("authorization", &basic(&user, &password)),
+                    ("x-forwarded-for", &forwarded),
+                ],
+            )
+            .await
+        }
+    };
+
+    // `ip` rules: the forged address opens nothing.
+    let resp = ask(
+        untrusted.url(),
+        "mallory",
+        "mallory-pw".into(),
+        "203.0.113.5".into(),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        granted_actions(&resp),
+        ["pull"],
+        "a forged address matched `ip`"
+    );
+    let resp = ask(
+        trusted.url(),
+        "mallory",
+        "mallory-pw".into(),
+        "203.0.113.5".into(),
+    )
+    .await;
+    assert_eq!(
+        granted_actions(&resp),
+        ["pull", "push"],
+        "a trusted proxy's header"
+    );
+
+    // The throttle: a spray of distinct accounts, each guess "from" another address, is
+    // still counted against the one address it comes from: past 20 failures it is locked.
+    for i in 0..21 {
+        let resp = ask(
+            untrusted.url(),
+            &format!("sprayed-{i}"),
+            format!("guess-{i}"),
+            format!("198.51.100.{i}"),
+        )
+        .await;
+        assert_eq!(resp.status, 401, "guess {i}");
+    }
+    let resp = ask(
+        untrusted.url(),
+        "mallory",
+        "mallory-pw".into(),
+        "198.51.100.200".into(),
+    )
+    .await;
+    assert_eq!(
+        resp.status, 429,
+        "the address was locked whatever the header said"
+    );
+    assert!(resp.header("retry-after").is_some());
+}
+
+/// Nothing internal leaks to anonymous callers: `/readyz` names no cause (addresses,
+/// certificate names and the registry's words go to the log), and `/metrics` answers
+/// only loopback callers that no proxy passed on, or, with `server.metrics_addr`, only
+/// on that listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_and_metrics_tell_strangers_nothing() {
+    // A registry that is not there: the cause would name its address.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regate.yml");
+    std::fs::write(
+        &path,
+        seed_config(
+            &format!("http://127.0.0.1:{port}"),
+            &dir.path().join("data"),
+        ),
+    )
+    .unwrap();
+    let regate = RegateProcess::start(&path, dir.path().join("regate.log"));
+    let base = regate.url();
+    let r = get(&format!("{base}/readyz"), &[]).await;
+    assert_eq!(r.status, 503);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.json()["reason"], regate::gateway::NOT_READY);
+    for secret in [port.to_string().as_str(), "127.0.0.1", "refused", "error"] {
+        assert!(!body.contains(secret), "{secret:?} in /readyz: {body}");
+    }
+    let log = regate.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/readyz") && l.contains(&port.to_string())),
+        "the cause is logged:\n{log}"
+    );
+
+    // /metrics on the main listener: loopback, not forwarded.
+    assert_eq!(get(&format!("{base}/metrics"), &[]).await.status, 200);
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let r = get(&format!("{base}/metrics"), &[(header, "for=198.51.100.7")]).await;
+        assert_eq!(r.status, 404, "/metrics through a proxy ({header})");
+        assert!(!String::from_utf8_lossy(&r.body).contains("regate_"));
+    }
+
+    // server.metrics_addr: /metrics there and only there.
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(
+        &format!("http://127.0.0.1:{port}"),
+        &dir.path().join("data"),
+    )
+    .replace(
+        "  addr: \"127.0.0.1:0\"\n",
+        "  addr: \"127.0.0.1:0\"\n  metrics_addr: \"127.0.0.1:0\"\n",
+    );
+    assert!(config.contains("metrics_addr"));
+    let gateway = Gateway::start_in(dir, &config).await;
+    let metrics = gateway.server.metrics_addr().expect("a metrics listener");
+    assert_ne!(metrics, gateway.addr());
+    assert_eq!(
+        get(&format!("{}/metrics", gateway.url()), &[]).await.status,
+        404
+    );
+    let r = get(&format!("http://{metrics}/metrics"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("regate_requests_total"));
+    // That listener serves nothing else: no registry, no tokens.
+    for path in ["/v2/", "/auth", "/readyz"] {
+        assert_eq!(
+            get(&format!("http://{metrics}{path}"), &[]).await.status,
+            404,
+            "{path}"
+        );
+    }
+}
+
+/// A password spray from one address, 300 guesses at once with distinct unknown users:
+/// each guess is counted when it starts, so no more reach bcrypt than the address may
+/// fail (20, plus the one that locks it); the rest are 429 with Retry-After and the
+/// registry's TOOMANYREQUESTS body, at once and without bcrypt. Counted, not timed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_spray_reaches_bcrypt_no_more_than_the_limit() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_config(&registry.url(), &dir.path().join("data"));
+    let gateway = Gateway::start_in(dir, &config).await;
+    let base = gateway.url();
+    let before = counter(&base, "regate_credential_cache_misses_total").await;
+    let guesses: Vec<_> = (0..300)
+        .map(|i| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                get(
+                    &format!("{base}/auth?scope=repository:a:pull"),
+                    &[("authorization", &basic(&format!("nobody-{i}"), "guess"))],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for g in guesses {
+        let resp = g.await.unwrap();
+        *statuses.entry(resp.status.as_u16()).or_default() += 1;
+        if resp.status == 429 {
+            assert!(resp.header("retry-after").is_some());
+            assert_eq!(resp.json()["errors"][0]["code"], "TOOMANYREQUESTS");
+        }
+    }
+    let bcrypt_runs = counter(&base, "regate_credential_cache_misses_total").await - before;
+    assert!(
+        bcrypt_runs <= 21,
+        "{bcrypt_runs} guesses reached bcrypt; answers {statuses:?}"
+    );
+    assert_eq!(statuses.get(&401).copied().unwrap_or(0) as u64, bcrypt_runs);
+    assert_eq!(statuses.values().sum::<usize>(), 300);
+    assert!(
+        statuses.keys().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
 }

@@ -284,3 +284,39 @@ fn check_reads_the_files_serve_would_read() {
         text(&out.stderr)
     );
 }
+
+/// config/quickstart.sh keeps its secrets private: the admin password, the configs (a
+/// bcrypt hash, the registry's http.secret) and the state folder are the user's only,
+/// also when an earlier run left the password readable by everyone.
+#[cfg(unix)]
+#[test]
+fn quickstart_writes_its_secrets_for_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = TempDir::new().unwrap();
+    let state = root.path().join("state");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.sh");
+    let run = || {
+        // Under the permissive umask most login shells have.
+        let out = Command::new("bash")
+            .args(["-c", "umask 022; exec bash \"$0\" --setup-only"])
+            .arg(&script)
+            .env("STATE", &state)
+            .env("REGATE", env!("CARGO_BIN_EXE_regate"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    run();
+    let password = state.join("admin.password");
+    assert_eq!(mode(&password), 0o600, "admin.password");
+    assert_eq!(mode(&state), 0o700, "the state folder");
+    assert_eq!(mode(&state.join("regate.yml")), 0o600, "regate.yml");
+    assert_eq!(mode(&state.join("registry.yml")), 0o600, "registry.yml");
+    // An earlier version's world-readable password is closed on the next run, and kept.
+    let before = std::fs::read_to_string(&password).unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    run();
+    assert_eq!(mode(&password), 0o600, "admin.password after a rerun");
+    assert_eq!(std::fs::read_to_string(&password).unwrap(), before);
+}

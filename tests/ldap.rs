@@ -427,6 +427,28 @@ async fn directory_logins_groups_injection_and_outage() {
         ["push"]
     );
 
+    // An account the directory does not have costs it what a wrong password for one it
+    // has costs: the same binds (service account, then one as "the user"), so the round
+    // trips do not tell which accounts exist. Counted, not timed. Fresh passwords each
+    // time: a login the cache knows asks nothing.
+    let binds = || async {
+        let resp = get(&format!("{base}/metrics"), &[]).await;
+        let text = String::from_utf8_lossy(&resp.body).into_owned();
+        metric(&text, "regate_ldap_binds_total")
+    };
+    let mut cost = Vec::new();
+    for (user, password) in [("dora", "wrong-1"), ("nobody-here", "wrong-2")] {
+        let before = binds().await;
+        let resp = ask_token(&base, user, password, "repository:devs/app:pull").await;
+        assert_eq!(resp.status, 401, "{user}");
+        cost.push(binds().await - before);
+    }
+    assert_eq!(
+        cost[0], cost[1],
+        "binds for a wrong password vs an unknown account"
+    );
+    assert!(cost[0] >= 2, "{cost:?}");
+
     // Injection: each of these would find dora (or everyone) if the account reached the
     // filter unescaped; `d\6fra` is "dora" in the filter's own escape syntax.
     for account in [

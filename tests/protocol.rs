@@ -520,7 +520,7 @@ async fn password_guessing_is_slow_and_blind() {
     }
     let r = try_login("wrong").await;
     assert_eq!(r.status, 429);
-    assert_eq!(r.json()["errors"][0]["code"], "TOO_MANY_REQUESTS");
+    assert_eq!(r.json()["errors"][0]["code"], "TOOMANYREQUESTS");
     assert!(r.header("retry-after").is_some());
     assert_eq!(
         try_login("alice-pw").await.status,

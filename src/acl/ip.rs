@@ -1,17 +1,18 @@
 //! The `ip:` condition: an address or CIDR block, parsed and compared without a crate.
+//! `server.trusted_proxies` uses the same blocks.
 
 use std::net::IpAddr;
 
 /// An address block. IPv4-mapped IPv6 is folded to IPv4 on both sides, as Go's `net` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct IpNet {
+pub struct IpNet {
     pub(super) addr: IpAddr,
     pub(super) prefix: u8,
 }
 
 impl IpNet {
     /// A bare address (a /32 or /128) or `addr/prefix`.
-    pub(super) fn parse(raw: &str) -> Option<IpNet> {
+    pub fn parse(raw: &str) -> Option<IpNet> {
         let (addr, prefix) = match raw.split_once('/') {
             None => {
                 let addr: IpAddr = raw.parse().ok()?;
@@ -40,7 +41,7 @@ impl IpNet {
         })
     }
 
-    pub(super) fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             IpAddr::V4(_) => ip,

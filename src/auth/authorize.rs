@@ -39,20 +39,29 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
         Login::Password { user, password } if !user.is_empty() => Some((user.as_str(), password)),
         _ => None,
     };
-    if let Some((user, _)) = claimed {
-        if let Some(wait) = rt.throttle.check(user, client_ip) {
-            rt.metrics.throttled.fetch_add(1, Relaxed);
-            tracing::info!(
-                target: "regate::audit",
-                client = %client_ip,
-                account = user,
-                outcome = "throttled",
-                retry_after_secs = wait.as_secs() + 1,
-                "login refused"
-            );
-            return Err(Refused::Throttled(wait));
+    // Counted when it starts, settled below: concurrent guesses cannot all pass before
+    // the first failure is counted (throttle.rs).
+    let attempt = match claimed {
+        None => None,
+        Some((user, password)) => {
+            let known = rt.users.is_known(user, password);
+            match rt.throttle.begin(user, password, client_ip, known) {
+                Ok(attempt) => Some(attempt),
+                Err(wait) => {
+                    rt.metrics.throttled.fetch_add(1, Relaxed);
+                    tracing::info!(
+                        target: "regate::audit",
+                        client = %client_ip,
+                        account = user,
+                        outcome = "throttled",
+                        retry_after_secs = wait.as_secs() + 1,
+                        "login refused"
+                    );
+                    return Err(Refused::Throttled(wait));
+                }
+            }
         }
-    }
+    };
     let result = match login {
         Login::Anonymous => rt.users.anonymous(),
         Login::Password { user, password } => rt.users.authenticate(user, password).await,
@@ -63,22 +72,27 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
     };
     match result {
         Ok(identity) => {
-            if claimed.is_some() {
-                rt.throttle.succeeded(&identity.account);
+            if let Some(attempt) = attempt {
+                attempt.succeeded();
             }
             Ok(identity)
         }
         Err(e) => {
-            // A directory that cannot answer says nothing about the password: no
-            // failure is counted against the account or the address.
-            let outcome = if e == AuthnError::DirectoryUnavailable {
-                "directory_unavailable"
-            } else {
-                rt.metrics.auth_failures.fetch_add(1, Relaxed);
-                if let Some((user, password)) = claimed {
-                    rt.throttle.failed(user, password, client_ip);
+            // A directory that cannot answer, or bcrypt too busy to look, says nothing
+            // about the password: the attempt is released uncounted (dropped).
+            let outcome = match e {
+                AuthnError::DirectoryUnavailable => "directory_unavailable",
+                AuthnError::Busy => {
+                    rt.metrics.throttled.fetch_add(1, Relaxed);
+                    "busy"
                 }
-                "authentication_failed"
+                _ => {
+                    rt.metrics.auth_failures.fetch_add(1, Relaxed);
+                    if let (Some(attempt), Some((_, password))) = (attempt, claimed) {
+                        attempt.failed(password);
+                    }
+                    "authentication_failed"
+                }
             };
             tracing::info!(
                 target: "regate::audit",

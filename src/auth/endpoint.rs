@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::body::Body;
 use crate::error::{json_response, Code, RegistryError};
+use crate::percent::form_decode;
 use crate::Runtime;
 
 use super::authorize::{decide, identify, Login, Refused};
@@ -78,14 +79,6 @@ impl Params {
         }
         p
     }
-}
-
-fn form_decode(s: &str) -> Option<String> {
-    let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
 }
 
 fn bad_request(message: &str) -> RegistryError {
@@ -161,6 +154,7 @@ async fn serve(
                 RegistryError::new(Code::Unavailable, e.to_string()).with_details(e.to_string())
             )
         }
+        Err(Refused::Authn(AuthnError::Busy)) => return Ok(throttled(BUSY_WAIT)),
         Err(Refused::Authn(e)) => return Ok(authn_failed(e, service)),
     };
 
@@ -256,8 +250,16 @@ async fn read_form(req: Request<Incoming>) -> Result<String, RegistryError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| bad_request("the form body is not UTF-8"))
 }
 
+/// What a login refused because bcrypt is busy is told to wait.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::ZERO;
+
+/// 429: locked by failures, or bcrypt busy (`wait` zero: `Retry-After: 1`).
 fn throttled(wait: std::time::Duration) -> Response<Body> {
-    let message = "too many failed logins; try again later";
+    let message = if wait.is_zero() {
+        "too many logins are being checked; try again shortly"
+    } else {
+        "too many failed logins; try again later"
+    };
     RegistryError::new(Code::TooManyRequests, message)
         .with_details(message)
         .with_retry_after(wait)
@@ -290,4 +292,22 @@ fn rfc3339(t: SystemTime) -> String {
     let t: time::OffsetDateTime = t.into();
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_form_use_the_strict_decoder() {
+        // Go (docker_auth, registry:2) skips a pair it cannot decode; a lenient decoder
+        // kept `%+1` as text and so read a service nobody sent.
+        let p = Params::parse("service=Docker+registry%+1&scope=repository%3Aa%3Apull");
+        assert_eq!(p.service, None);
+        assert_eq!(p.scopes, ["repository:a:pull"]);
+        let p = Params::parse("account=al%zzice&username=bob&password=p%2Bw+d");
+        assert_eq!(p.account, None);
+        assert_eq!(p.username.as_deref(), Some("bob"));
+        assert_eq!(p.password.as_ref().map(Secret::expose), Some("p+w d"));
+    }
 }

@@ -51,6 +51,10 @@ pub enum AuthnError {
     Expired,
     #[error("the refresh token is no longer valid; log in again")]
     StaleRefresh,
+    /// Too many password checks are running and waiting (the bcrypt pool is full):
+    /// nobody looked at the password (429, try again shortly).
+    #[error("too many logins are being checked; try again shortly")]
+    Busy,
     /// The LDAP directory did not answer in time, or answered with an error: nobody can
     /// say whether the password is right (503, not 401).
     #[error("the user directory (LDAP) is unavailable; try again later")]

@@ -229,6 +229,12 @@ impl Directory {
         }
     }
 
+    /// Whether this login succeeded within `cache_ttl` (no directory round trip).
+    pub fn is_known(&self, account: &str, password: &Secret) -> bool {
+        let key = self.cache_key(account, password);
+        self.cache.as_ref().is_some_and(|c| c.contains_key(&key))
+    }
+
     /// The account's entry and labels, with the password checked when given (`regate
     /// explain` asks without one), within the `timeout`; nothing cached.
     pub async fn lookup(
@@ -331,7 +337,16 @@ impl Directory {
             let password = password.ok_or(DirectoryError::NeedsPassword)?;
             let template = c.bind_dn.as_deref().unwrap_or_default();
             let dn = expand(template, &[("${account}", &ldap3::dn_escape(account))]);
-            if !bind(ldap, t, "bind as the user", &dn, password.expose()).await? {
+            if !bind(
+                ldap,
+                t,
+                "bind as the user",
+                &dn,
+                password.expose(),
+                &self.metrics,
+            )
+            .await?
+            {
                 return Ok(Lookup::WrongPassword);
             }
         } else {
@@ -367,14 +382,23 @@ impl Directory {
                 filter = %c.filter,
                 "ldap_auth.filter matches more than one entry for this account; refusing the login"
             );
-            return Ok(Lookup::NoSuchAccount);
+            return self.no_such_account(ldap, password).await;
         }
         let Some(entry) = entries.pop().filter(|e| !e.dn.is_empty()) else {
-            return Ok(Lookup::NoSuchAccount);
+            return self.no_such_account(ldap, password).await;
         };
 
         if let (Some(password), false) = (password, c.initial_bind_as_user) {
-            if !bind(ldap, t, "bind as the user", &entry.dn, password.expose()).await? {
+            if !bind(
+                ldap,
+                t,
+                "bind as the user",
+                &entry.dn,
+                password.expose(),
+                &self.metrics,
+            )
+            .await?
+            {
                 return Ok(Lookup::WrongPassword);
             }
             if c.group_search.is_some() {
@@ -400,6 +424,34 @@ impl Directory {
         })
     }
 
+    /// An account the search did not find, for a login with a password: one bind more
+    /// (as a DN under `base` that no entry has, with the password given), whose answer
+    /// is not read. A wrong password for a real account costs the directory a bind as
+    /// that account after the search; without this, an unknown account would answer one
+    /// round trip sooner and so tell an attacker which accounts exist. The directory
+    /// checks no password for a DN it does not hold, so what is equalled is the round
+    /// trip, which is most of a bind's cost from here.
+    async fn no_such_account(
+        &self,
+        ldap: &mut Ldap,
+        password: Option<&Secret>,
+    ) -> Result<Lookup, DirectoryError> {
+        if let Some(password) = password {
+            let c = &self.config;
+            let dn = format!("cn=regate-no-such-account,{}", c.base);
+            let _ = bind(
+                ldap,
+                c.timeout,
+                "bind as the user",
+                &dn,
+                password.expose(),
+                &self.metrics,
+            )
+            .await;
+        }
+        Ok(Lookup::NoSuchAccount)
+    }
+
     /// Binds as `bind_dn`, or anonymously without one.
     async fn bind_service(&self, ldap: &mut Ldap) -> Result<(), DirectoryError> {
         let (dn, password) = match (&self.config.bind_dn, &self.bind_password) {
@@ -411,6 +463,7 @@ impl Directory {
         } else {
             "bind as bind_dn"
         };
+        self.metrics.ldap_binds.fetch_add(1, Relaxed);
         let result = ldap
             .with_timeout(self.config.timeout)
             .simple_bind(dn, password)
@@ -524,12 +577,14 @@ async fn bind(
     step: &'static str,
     dn: &str,
     password: &str,
+    metrics: &Metrics,
 ) -> Result<bool, DirectoryError> {
     // Checked by the callers too; an empty DN or password is an anonymous or
     // unauthenticated bind, never a login.
     if dn.is_empty() || password.is_empty() {
         return Ok(false);
     }
+    metrics.ldap_binds.fetch_add(1, Relaxed);
     let result = ldap
         .with_timeout(timeout)
         .simple_bind(dn, password)

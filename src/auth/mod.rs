@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod identity;
 pub mod keys;
 pub mod ldap;
+pub mod pool;
 pub mod scope;
 pub mod throttle;
 pub mod token;

@@ -8,6 +8,12 @@
 //! OAuth2 POST, then the GET with the same password; a CI job with a stale password
 //! retries every few seconds), and that must not lock the account's owner out. Repeats are
 //! recognised by a keyed hash of account and password; no password is kept.
+//!
+//! An attempt is counted when it starts, not when bcrypt has answered: [`Throttle::begin`]
+//! reserves it against both keys and the [`Attempt`] it returns is settled as a success or
+//! a failure (or released, when it ends without a verdict). Otherwise concurrent guesses
+//! all pass the check before the first failure is counted: 300 at once from one address
+//! all reached bcrypt although the address is allowed 20.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -29,7 +35,34 @@ const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 struct Entry {
     failures: u32,
     locked_until: Option<Instant>,
+    /// Attempts begun and not yet settled.
+    in_flight: u32,
 }
+
+impl Entry {
+    /// How long an attempt must wait, if it may not start now: a lock, or as many
+    /// attempts in flight as could, all failing, reach the lock (the next one waits for
+    /// their verdicts). Past the free failures one attempt at a time goes through.
+    fn wait(&self, free: u32, now: Instant) -> Option<Duration> {
+        if let Some(t) = self.locked_until.filter(|t| *t > now) {
+            return Some(t - now);
+        }
+        let room = self.in_flight == 0 || self.failures + self.in_flight <= free;
+        (!room).then_some(IN_FLIGHT_WAIT)
+    }
+
+    fn fail(&mut self, free: u32) {
+        self.failures += 1;
+        if self.failures > free {
+            let k = (self.failures - free - 1).min(16);
+            let lock = Duration::from_secs(1u64 << k).min(MAX_LOCK);
+            self.locked_until = Some(Instant::now() + lock);
+        }
+    }
+}
+
+/// What a caller refused for attempts in flight is told to wait: about one bcrypt check.
+const IN_FLIGHT_WAIT: Duration = Duration::from_millis(500);
 
 pub struct Throttle {
     entries: moka::sync::Cache<String, Arc<Mutex<Entry>>>,
@@ -62,51 +95,128 @@ fn address_key(ip: IpAddr) -> String {
     format!("i:{ip}")
 }
 
-impl Throttle {
-    /// How long the caller must wait, if either its account or its address is locked.
-    pub fn check(&self, account: &str, ip: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        [account_key(account), address_key(ip)]
-            .iter()
-            .filter_map(|k| self.entries.get(k))
-            .filter_map(|e| {
-                let e = e.lock().ok()?;
-                e.locked_until.filter(|t| *t > now).map(|t| t - now)
-            })
-            .max()
-    }
+/// A login attempt counted against its account and address until it is settled.
+/// Dropped unsettled (the client went away, the directory could not answer, bcrypt was
+/// too busy), it counts nothing.
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    account: String,
+    /// The account's entry and the address's; `None` for a repeat of a password refused
+    /// within REPEAT_WINDOW, which cannot add a failure and so reserves nothing.
+    reserved: Option<[(Arc<Mutex<Entry>>, u32); 2]>,
+}
 
-    /// Counts a refused login, unless it repeats one refused within REPEAT_WINDOW.
-    pub fn failed(&self, account: &str, password: &Secret, ip: IpAddr) {
-        if !self.first_time(account, password) {
-            return;
-        }
-        for (key, free) in [
+impl Throttle {
+    /// Starts a login attempt for `account` with `password` from `ip`, or says how long
+    /// to wait: the account or the address is locked, or has as many attempts in flight as
+    /// it may.
+    ///
+    /// `known`: the credential was verified lately (a cache hit, no bcrypt): it is no
+    /// guess and reserves nothing, so a client sending the right password on many
+    /// requests at once is never held back; locks still apply.
+    pub fn begin(
+        &self,
+        account: &str,
+        password: &Secret,
+        ip: IpAddr,
+        known: bool,
+    ) -> Result<Attempt<'_>, Duration> {
+        let now = Instant::now();
+        let keys = [
             (account_key(account), FREE_PER_ACCOUNT),
             (address_key(ip), FREE_PER_ADDRESS),
-        ] {
-            let entry = self.entries.get_with(key, Arc::default);
-            if let Ok(mut e) = entry.lock() {
-                e.failures += 1;
-                if e.failures > free {
-                    let k = (e.failures - free - 1).min(16);
-                    let lock = Duration::from_secs(1u64 << k).min(MAX_LOCK);
-                    e.locked_until = Some(Instant::now() + lock);
+        ];
+        let entries = keys.map(|(k, free)| (self.entries.get_with(k, Arc::default), free));
+        // Both entries are looked at and reserved under their locks, account first, so
+        // two attempts cannot both take the last place.
+        let Ok(mut account_entry) = entries[0].0.lock() else {
+            return Err(IN_FLIGHT_WAIT);
+        };
+        let Ok(mut address_entry) = entries[1].0.lock() else {
+            return Err(IN_FLIGHT_WAIT);
+        };
+        let locked = [
+            account_entry
+                .locked_until
+                .filter(|t| *t > now)
+                .map(|t| t - now),
+            address_entry
+                .locked_until
+                .filter(|t| *t > now)
+                .map(|t| t - now),
+        ];
+        if let Some(wait) = locked.into_iter().flatten().max() {
+            return Err(wait);
+        }
+        let repeat = known || self.recent.contains_key(&self.tag(account, password));
+        if repeat {
+            return Ok(Attempt {
+                throttle: self,
+                account: account.to_owned(),
+                reserved: None,
+            });
+        }
+        let wait = [
+            account_entry.wait(FREE_PER_ACCOUNT, now),
+            address_entry.wait(FREE_PER_ADDRESS, now),
+        ];
+        if let Some(wait) = wait.into_iter().flatten().max() {
+            return Err(wait);
+        }
+        account_entry.in_flight += 1;
+        address_entry.in_flight += 1;
+        drop((account_entry, address_entry));
+        Ok(Attempt {
+            throttle: self,
+            account: account.to_owned(),
+            reserved: Some(entries),
+        })
+    }
+
+    fn tag(&self, account: &str, password: &Secret) -> [u8; 32] {
+        self.key.tag(&[account, password.expose()])
+    }
+}
+
+impl Attempt<'_> {
+    /// A right password clears its account; the address keeps its count, so one known
+    /// password does not reset a spray across other accounts.
+    pub fn succeeded(mut self) {
+        self.release();
+        self.throttle
+            .entries
+            .invalidate(&account_key(&self.account));
+    }
+
+    /// A refused login: counted against the account and the address, unless it repeats
+    /// one refused within REPEAT_WINDOW.
+    pub fn failed(mut self, password: &Secret) {
+        let tag = self.throttle.tag(&self.account, password);
+        let first_time = self.throttle.recent.entry(tag).or_insert(()).is_fresh();
+        if let Some(reserved) = self.reserved.take() {
+            for (entry, free) in reserved {
+                if let Ok(mut e) = entry.lock() {
+                    e.in_flight = e.in_flight.saturating_sub(1);
+                    if first_time {
+                        e.fail(free);
+                    }
                 }
-            };
+            }
         }
     }
 
-    /// A right password clears its account; the address keeps its count, so one known
-    /// password does not reset a spray across other accounts.
-    pub fn succeeded(&self, account: &str) {
-        self.entries.invalidate(&account_key(account));
+    fn release(&mut self) {
+        for (entry, _) in self.reserved.take().into_iter().flatten() {
+            if let Ok(mut e) = entry.lock() {
+                e.in_flight = e.in_flight.saturating_sub(1);
+            }
+        }
     }
+}
 
-    /// Whether this account and password were not refused within REPEAT_WINDOW.
-    fn first_time(&self, account: &str, password: &Secret) -> bool {
-        let tag = self.key.tag(&[account, password.expose()]);
-        self.recent.entry(tag).or_insert(()).is_fresh()
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -118,27 +228,55 @@ mod tests {
         Secret::new(format!("guess-{i}"))
     }
 
+    /// One attempt, refused.
+    fn fail(t: &Throttle, account: &str, password: &Secret, ip: IpAddr) {
+        t.begin(account, password, ip, false)
+            .expect("not locked")
+            .failed(password);
+    }
+
     #[test]
     fn locks_after_the_free_failures_and_clears_on_success() {
         let t = Throttle::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for i in 0..FREE_PER_ACCOUNT {
-            assert!(t.check("bob", ip).is_none());
-            t.failed("bob", &guess(i), ip);
+            fail(&t, "bob", &guess(i), ip);
         }
-        assert!(t.check("bob", ip).is_none(), "five typos lock nothing");
-        t.failed("bob", &guess(100), ip);
-        let wait = t.check("bob", ip).expect("locked");
+        t.begin("bob", &guess(99), ip, false)
+            .expect("five typos lock nothing");
+        fail(&t, "bob", &guess(100), ip);
+        let wait = t
+            .begin("bob", &guess(1000), ip, false)
+            .err()
+            .expect("locked");
         assert!(wait <= Duration::from_secs(1));
-        t.failed("bob", &guess(101), ip);
+        // Another account from another address is not affected.
+        assert!(t
+            .begin("alice", &guess(0), "10.0.0.2".parse().unwrap(), false)
+            .is_ok());
+        t.entries
+            .get(&account_key("bob"))
+            .unwrap()
+            .lock()
+            .unwrap()
+            .locked_until = None;
+        fail(&t, "bob", &guess(101), ip);
         assert!(
-            t.check("bob", ip).unwrap() > Duration::from_secs(1),
+            t.begin("bob", &guess(1000), ip, false).err().unwrap() > Duration::from_secs(1),
             "the lock doubles"
         );
-        // Another account from another address is not affected.
-        assert!(t.check("alice", "10.0.0.2".parse().unwrap()).is_none());
-        t.succeeded("bob");
-        assert!(t.check("bob", "10.0.0.3".parse().unwrap()).is_none());
+        t.entries
+            .get(&account_key("bob"))
+            .unwrap()
+            .lock()
+            .unwrap()
+            .locked_until = None;
+        t.begin("bob", &guess(7), "10.0.0.3".parse().unwrap(), false)
+            .unwrap()
+            .succeeded();
+        assert!(t
+            .begin("bob", &guess(8), "10.0.0.3".parse().unwrap(), false)
+            .is_ok());
     }
 
     #[test]
@@ -146,12 +284,17 @@ mod tests {
         let t = Throttle::default();
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
         for i in 0..=FREE_PER_ADDRESS {
-            t.failed(&format!("user{i}"), &guess(0), ip);
+            fail(&t, &format!("user{i}"), &guess(0), ip);
         }
-        assert!(t.check("someone-else", ip).is_some());
+        assert!(t.begin("someone-else", &guess(1), ip, false).is_err());
         assert!(t
-            .check("someone-else", "10.0.0.10".parse().unwrap())
-            .is_none());
+            .begin(
+                "someone-else",
+                &guess(1),
+                "10.0.0.10".parse().unwrap(),
+                false
+            )
+            .is_ok());
     }
 
     #[test]
@@ -160,18 +303,71 @@ mod tests {
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let stale = Secret::new("last-years-password");
         for _ in 0..50 {
-            t.failed("ci", &stale, ip);
+            fail(&t, "ci", &stale, ip);
         }
         assert!(
-            t.check("ci", ip).is_none(),
+            t.begin("ci", &guess(0), ip, false).is_ok(),
             "a retrying client locks nothing"
         );
         // The same password for another account is a guess there.
-        t.failed("cj", &stale, ip);
-        // Different passwords are guesses, each counted.
-        for i in 0..=FREE_PER_ACCOUNT {
-            t.failed("ci", &guess(i), ip);
+        fail(&t, "cj", &stale, ip);
+        // Different passwords are guesses, each counted (the stale one counted once).
+        for i in 0..FREE_PER_ACCOUNT {
+            fail(&t, "ci", &guess(i), ip);
         }
-        assert!(t.check("ci", ip).is_some());
+        assert!(t.begin("ci", &guess(1000), ip, false).is_err());
+    }
+
+    /// 300 guesses begun at once from one address, before any verdict: only as many go
+    /// through as could fail before the address locks (20 free + the one that locks it);
+    /// the rest are told to wait. As each is settled, the count holds.
+    #[test]
+    fn concurrent_guesses_are_counted_when_they_start() {
+        let t = Throttle::default();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let passwords: Vec<Secret> = (0..300).map(guess).collect();
+        let started: Vec<Attempt<'_>> = (0..300)
+            .filter_map(|i| {
+                t.begin(&format!("user{i}"), &passwords[i as usize], ip, false)
+                    .ok()
+            })
+            .collect();
+        assert_eq!(started.len() as u32, FREE_PER_ADDRESS + 1);
+        for (i, attempt) in started.into_iter().enumerate() {
+            attempt.failed(&passwords[i]);
+        }
+        let wait = t
+            .begin("late", &guess(999), ip, false)
+            .err()
+            .expect("locked now");
+        assert!(
+            wait > IN_FLIGHT_WAIT,
+            "the lock itself, not a wait for verdicts"
+        );
+        // One account: at most its 5 free + 1 at once.
+        let t = Throttle::default();
+        let at_once: Vec<_> = (0..50)
+            .filter_map(|i| {
+                t.begin("bob", &passwords[i], "10.0.0.8".parse().unwrap(), false)
+                    .ok()
+            })
+            .collect();
+        assert_eq!(at_once.len() as u32, FREE_PER_ACCOUNT + 1);
+    }
+
+    #[test]
+    fn an_attempt_without_a_verdict_counts_nothing() {
+        let t = Throttle::default();
+        let ip: IpAddr = "10.0.0.11".parse().unwrap();
+        for i in 0..100 {
+            // Begun and dropped: the client went away, the directory did not answer.
+            let attempt = t
+                .begin("bob", &guess(i), ip, false)
+                .expect("nothing counted");
+            drop(attempt);
+        }
+        let e = t.entries.get(&account_key("bob")).unwrap();
+        let e = e.lock().unwrap();
+        assert_eq!((e.failures, e.in_flight), (0, 0));
     }
 }

@@ -6,18 +6,58 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
 use super::identity::{AuthnError, Backend, Identity};
 use super::ldap::Directory;
+use super::pool::Pool;
 use super::{CredentialKey, Secret};
 
-/// A bcrypt hash of nothing anyone knows, at the usual cost: checked against when the user
-/// does not exist, so an unknown user costs the same time as a wrong password.
-const DUMMY_HASH: &str = "$2y$10$anBp7B2A9q1pD2RH5HNv.urpHrlEejsIuxO4vSNsVJ02mj9/kEfzi";
+/// Salt and hash (after `$2y$NN$`) of nothing anyone knows. An unknown user is checked
+/// against it, at the cost [`dummy_cost`] picks, so it costs what a wrong password costs.
+/// bcrypt takes the cost from the string and runs that many rounds before comparing;
+/// with another cost written in, the hash simply never matches, which is all a dummy must
+/// do. So no hash is computed at load.
+const DUMMY_SALT_AND_HASH: &str = "anBp7B2A9q1pD2RH5HNv.urpHrlEejsIuxO4vSNsVJ02mj9/kEfzi";
+/// The dummy's cost when no account has a bcrypt secret (bcrypt's usual cost).
+const DEFAULT_DUMMY_COST: u32 = 10;
+
+/// The bcrypt cost the unknown-user check pays: the most common cost among the accounts'
+/// secrets (`users`, `htpasswd`, `robots`), the higher one on a tie.
+///
+/// An attacker tells "no such account" from "wrong password" by timing one against the
+/// other. What an unknown name is compared with is a typical account, so it must cost
+/// what most accounts cost. The highest cost would make every unknown name slower than
+/// all the accounts at the common cost, and so tell those accounts apart (100 users at
+/// `htpasswd -B`'s 5 and an admin at 12: unknown names at 12 would be 128 times slower
+/// than a wrong password for any of the 100). With mixed costs, the accounts at a rarer
+/// cost stay distinguishable whatever is chosen; the most common cost hides the most.
+pub fn dummy_cost<'a>(hashes: impl IntoIterator<Item = &'a str>) -> u32 {
+    let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+    for cost in hashes.into_iter().filter_map(bcrypt_cost) {
+        *counts.entry(cost).or_default() += 1;
+    }
+    // BTreeMap iterates by cost, and max_by_key keeps the last maximum: ties go up.
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map_or(DEFAULT_DUMMY_COST, |(cost, _)| cost)
+}
+
+/// The cost field of a bcrypt hash (`$2y$05$...` -> 5).
+pub fn bcrypt_cost(hash: &str) -> Option<u32> {
+    if !is_bcrypt(hash) {
+        return None;
+    }
+    hash.get(4..6)?.parse().ok()
+}
+
+fn dummy_hash(cost: u32) -> String {
+    format!("$2y${cost:02}${DUMMY_SALT_AND_HASH}")
+}
 
 #[derive(Clone)]
 pub struct User {
@@ -65,10 +105,14 @@ fn identity(name: &str, user: &User) -> Identity {
 
 pub struct Users {
     users: HashMap<String, User>,
+    /// What an unknown name is checked against (see [`dummy_cost`]).
+    dummy_hash: String,
     cache: moka::sync::Cache<[u8; 32], ()>,
     cache_key: CredentialKey,
     metrics: Arc<Metrics>,
     directory: Option<Directory>,
+    /// Where bcrypt runs, bounded (shared across reloads: see [`Users::with_pool`]).
+    pool: Arc<Pool>,
 }
 
 impl Users {
@@ -78,8 +122,10 @@ impl Users {
         metrics: Arc<Metrics>,
         directory: Option<Directory>,
     ) -> Users {
+        let cost = dummy_cost(users.values().filter_map(|u| u.password_hash.as_deref()));
         Users {
             users,
+            dummy_hash: dummy_hash(cost),
             cache: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(cache_ttl)
@@ -87,7 +133,33 @@ impl Users {
             cache_key: CredentialKey::generate(),
             metrics,
             directory,
+            pool: Arc::default(),
         }
+    }
+
+    /// Runs bcrypt in `pool` (the one the previous runtime used, so a reload does not
+    /// reset the bound).
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Users {
+        self.pool = pool;
+        self
+    }
+
+    /// Whether this name and password were verified within the cache TTL: a login that
+    /// costs no bcrypt and is no guess.
+    pub fn is_known(&self, name: &str, password: &Secret) -> bool {
+        match (self.users.get(name), &self.directory) {
+            (Some(user), _) => user.password_hash.as_deref().is_some_and(|hash| {
+                self.cache
+                    .contains_key(&self.cache_key(name, password, hash))
+            }),
+            (None, Some(directory)) => directory.is_known(name, password),
+            (None, None) => false,
+        }
+    }
+
+    /// The hash an unknown name is checked against.
+    pub fn dummy_hash(&self) -> &str {
+        &self.dummy_hash
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {
@@ -114,6 +186,17 @@ impl Users {
         name: &str,
         password: &Secret,
     ) -> Result<Identity, AuthnError> {
+        self.authenticate_at(name, password, SystemTime::now())
+            .await
+    }
+
+    /// [`Users::authenticate`] as if it were `now` (a robot's expiry is judged at it).
+    pub async fn authenticate_at(
+        self: &Arc<Self>,
+        name: &str,
+        password: &Secret,
+        now: SystemTime,
+    ) -> Result<Identity, AuthnError> {
         if name.is_empty() {
             return self.anonymous();
         }
@@ -125,30 +208,30 @@ impl Users {
         }
         let hash = user
             .and_then(|u| u.password_hash.clone())
-            .unwrap_or_else(|| DUMMY_HASH.to_owned());
+            .unwrap_or_else(|| self.dummy_hash.clone());
         let key = self.cache_key(name, password, &hash);
         let ok = if self.cache.contains_key(&key) {
             self.metrics.credential_cache_hits.fetch_add(1, Relaxed);
             true
         } else {
-            self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
             let password = password.clone();
             let checked = hash.clone();
-            let verified = tokio::task::spawn_blocking(move || {
-                bcrypt::verify(password.expose(), &checked).unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
+            let verified = self
+                .pool
+                .run(move || verify_password(&checked, &password))
+                .await
+                .map_err(|_| AuthnError::Busy)?;
+            self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
             verified && user.is_some()
         };
-        match user {
-            Some(user) if ok => {
-                self.cache.insert(key, ());
-                check_expiry(user)?;
-                Ok(identity(name, user))
-            }
-            _ => Err(AuthnError::BadCredentials),
+        let Some(user) = user else {
+            return Err(AuthnError::BadCredentials);
+        };
+        if ok {
+            self.cache.insert(key, ());
         }
+        login_outcome(user, ok, now)?;
+        Ok(identity(name, user))
     }
 
     /// A fingerprint of the account's stored secret, carried in refresh tokens: a
@@ -171,7 +254,7 @@ impl Users {
         if self.fingerprint(name).as_deref() != Some(fingerprint) {
             return Err(AuthnError::StaleRefresh);
         }
-        check_expiry(user)?;
+        check_expiry(user, SystemTime::now())?;
         Ok(identity(name, user))
     }
 
@@ -182,13 +265,31 @@ impl Users {
     }
 }
 
-fn check_expiry(user: &User) -> Result<(), AuthnError> {
-    let expired = user
-        .robot
-        .as_ref()
-        .and_then(|r| r.expires)
-        .is_some_and(|t| std::time::SystemTime::now() > t);
-    if expired {
+/// What `/auth` answers for an account in the list once bcrypt has said whether the
+/// password matches. `regate explain` asks this same function, so the two cannot drift.
+pub fn login_outcome(user: &User, password_ok: bool, now: SystemTime) -> Result<(), AuthnError> {
+    if !password_ok {
+        return Err(AuthnError::BadCredentials);
+    }
+    check_expiry(user, now)
+}
+
+/// bcrypt: whether `password` matches `hash` (a malformed hash matches nothing).
+pub fn verify_password(hash: &str, password: &Secret) -> bool {
+    bcrypt::verify(password.expose(), hash).unwrap_or(false)
+}
+
+impl Robot {
+    /// Whether its secret is refused at `now`: from `expires` on. A date means "through
+    /// that day", so `expires` is the first instant of the next one, refused; an RFC 3339
+    /// time is the first instant refused.
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        self.expires.is_some_and(|end| now >= end)
+    }
+}
+
+fn check_expiry(user: &User, now: SystemTime) -> Result<(), AuthnError> {
+    if user.robot.as_ref().is_some_and(|r| r.expired_at(now)) {
         return Err(AuthnError::Expired);
     }
     Ok(())
@@ -279,8 +380,70 @@ mod tests {
 
     #[test]
     fn bcrypt_shapes() {
-        assert!(is_bcrypt(DUMMY_HASH));
+        assert!(is_bcrypt(&dummy_hash(5)));
+        assert_eq!(bcrypt_cost(&dummy_hash(5)), Some(5));
+        assert_eq!(
+            bcrypt_cost("$2y$12$anBp7B2A9q1pD2RH5HNv.urpHrlEejsIuxO4vSNsVJ02mj9/kEfzi"),
+            Some(12)
+        );
         assert!(!is_bcrypt("plaintext"));
         assert!(!is_bcrypt("$1$abc"));
+    }
+}
+
+#[cfg(test)]
+mod dummy_tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A hash at `cost` (never checked here: only its cost field matters).
+    fn at(cost: u32) -> String {
+        format!("$2y${cost:02}$lbf6dUbrVs3MM5pHTNE.d.ghq3xUYDHrwV/FFHTbrKP4VftsAMmO6")
+    }
+
+    /// The dummy's cost for a config with these costs in `users:`, the htpasswd file and
+    /// `robots:`, loaded as `regate serve` loads it.
+    fn dummy_cost_of(users: &[u32], htpasswd: &[u32], robots: &[u32]) -> u32 {
+        let dir = tempfile::tempdir().unwrap();
+        let file: String = htpasswd
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("h{i}:{}\n", at(*c)))
+            .collect();
+        std::fs::write(dir.path().join("htpasswd"), file).unwrap();
+        let mut yaml =
+            "upstream: {url: \"http://r:5000\"}\nhtpasswd: htpasswd\nacl: []\nusers:\n  \"\": {}\n"
+                .to_owned();
+        for (i, c) in users.iter().enumerate() {
+            yaml += &format!("  u{i}: {{password: \"{}\"}}\n", at(*c));
+        }
+        yaml += "robots:\n";
+        for (i, c) in robots.iter().enumerate() {
+            yaml += &format!("  r{i}: {{secret: \"{}\", acl: []}}\n", at(*c));
+        }
+        if robots.is_empty() {
+            yaml = yaml.replace("robots:\n", "");
+        }
+        let config = Config::parse(&dir.path().join("regate.yml"), &yaml).unwrap();
+        let users = Users::new(config.users, Duration::from_secs(1), Arc::default(), None);
+        bcrypt_cost(users.dummy_hash()).expect("the dummy is a bcrypt hash")
+    }
+
+    #[test]
+    fn an_unknown_user_costs_what_the_configured_users_cost() {
+        // htpasswd -B's default, in each place a hash can come from.
+        assert_eq!(dummy_cost_of(&[5], &[], &[]), 5);
+        assert_eq!(dummy_cost_of(&[], &[5, 5], &[]), 5);
+        assert_eq!(dummy_cost_of(&[], &[], &[5]), 5);
+        // regate hash-password's default.
+        assert_eq!(dummy_cost_of(&[10, 10], &[10], &[10]), 10);
+        // Mixed: the most common cost, across all three sources.
+        assert_eq!(dummy_cost_of(&[12], &[5, 5, 5], &[10]), 5);
+        assert_eq!(dummy_cost_of(&[10, 10], &[5], &[10]), 10);
+        assert_eq!(dummy_cost_of(&[5], &[10, 10], &[5, 5]), 5);
+        // A tie goes to the higher cost.
+        assert_eq!(dummy_cost_of(&[5], &[12], &[]), 12);
+        // No account with a secret (anonymous only): bcrypt's usual 10.
+        assert_eq!(dummy_cost_of(&[], &[], &[]), 10);
     }
 }

@@ -3,8 +3,8 @@
 //! value enters the YAML tree as if written there, remembering the variable: an error in
 //! it names the variable, also when validation refuses it later.
 
-use super::keys::scalars;
-use super::yaml::{Node, Origin};
+use super::keys::{settable, Kind};
+use super::yaml::{Node, Origin, Value};
 use super::KEYS;
 
 /// Variables the command line reads itself, not config keys.
@@ -18,7 +18,7 @@ pub fn variable(path: &str) -> String {
 /// Sets every `REGATE_*` override in `vars` into `doc`; returns warnings for variables that
 /// are not settings.
 pub fn apply(doc: &mut Node, vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
-    let known = scalars(KEYS);
+    let known = settable(KEYS);
     let mut vars: Vec<(String, String)> = vars
         .into_iter()
         .filter(|(k, _)| k.starts_with("REGATE_") && !CLI.contains(&k.as_str()))
@@ -27,9 +27,29 @@ pub fn apply(doc: &mut Node, vars: impl IntoIterator<Item = (String, String)>) -
     let mut warnings = Vec::new();
     for (name, value) in vars {
         match known.iter().find(|(path, _)| variable(path) == name) {
-            Some((path, _)) => {
+            Some((path, key)) => {
                 let steps: Vec<&str> = path.split('.').collect();
-                doc.set(&steps, &value, Origin::Env(name));
+                let origin = Origin::Env(name);
+                let scalar = |text: &str| Node {
+                    value: Value::Scalar {
+                        text: text.to_owned(),
+                        plain: true,
+                    },
+                    origin: origin.clone(),
+                };
+                // A list from one variable: comma-separated, as most tools write one.
+                let value = match key.kind {
+                    Kind::List => Value::Seq(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(scalar)
+                            .collect(),
+                    ),
+                    _ => scalar(&value).value,
+                };
+                doc.set(&steps, value, origin);
             }
             None => warnings.push(format!(
                 "environment variable {name} is not a regate setting; ignored"
@@ -81,8 +101,20 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_a_comma_separated_list() {
+        let mut doc = Node::empty_map(Origin::File(1, 1));
+        apply(
+            &mut doc,
+            vars(&[("REGATE_SERVER_TRUSTED_PROXIES", "10.0.0.0/8, ::1,")]),
+        );
+        let list: Vec<String> =
+            from_node(doc.get("server").unwrap().get("trusted_proxies").unwrap()).unwrap();
+        assert_eq!(list, ["10.0.0.0/8", "::1"]);
+    }
+
+    #[test]
     fn every_scalar_key_has_a_variable_and_no_two_collide() {
-        let all = scalars(KEYS);
+        let all = settable(KEYS);
         let mut names: Vec<String> = all.iter().map(|(p, _)| variable(p)).collect();
         assert!(names.contains(&"REGATE_LDAP_AUTH_BIND_PASSWORD_FILE".to_owned()));
         assert!(names.contains(&"REGATE_UPSTREAM_CA_CERTIFICATE".to_owned()));

@@ -68,12 +68,13 @@ impl Key {
     }
 }
 
-/// Every scalar key outside lists and named entries, as a dotted path (`ldap_auth.bind_password_file`), with its key.
-pub fn scalars(root: &'static [Key]) -> Vec<(String, &'static Key)> {
+/// Every key a variable can set: the single values and lists of values outside lists and
+/// named entries, as a dotted path (`ldap_auth.bind_password_file`), with its key.
+pub fn settable(root: &'static [Key]) -> Vec<(String, &'static Key)> {
     let mut out = Vec::new();
     walk(root, "", &mut |path, key| {
         // Keys under names the user chooses (`users.<name>.password`) have no variable.
-        if matches!(key.kind, Kind::Scalar) && !path.contains(['<', '[']) {
+        if matches!(key.kind, Kind::Scalar | Kind::List) && !path.contains(['<', '[']) {
             out.push((path.to_owned(), key));
         }
     });

@@ -25,7 +25,9 @@ pub(super) struct RawServer {
     letsencrypt: Option<serde::de::IgnoredAny>,
     real_ip_header: Option<String>,
     real_ip_pos: Option<i64>,
+    trusted_proxies: Option<Vec<String>>,
     http_redirect_addr: Option<String>,
+    metrics_addr: Option<String>,
     basic_auth: Option<String>,
 }
 
@@ -71,10 +73,21 @@ pub(super) const KEYS: &[Key] = &[
         "0",
         "which address of that header; negative counts from the end",
     ),
+    Key::with(
+        "trusted_proxies",
+        Kind::List,
+        "",
+        "the proxies (addresses, CIDR blocks) whose `real_ip_header` counts, as nginx's `set_real_ip_from`; unset: any peer's (docker_auth), with a warning",
+    ),
     Key::scalar(
         "http_redirect_addr",
         "off",
         "a plain-HTTP listener that only redirects to HTTPS",
+    ),
+    Key::scalar(
+        "metrics_addr",
+        "off",
+        "a plain-HTTP listener for `/metrics` alone (e.g. `127.0.0.1:9090`); unset: `/metrics` on the main listener, for loopback callers only",
     ),
     Key::scalar(
         "basic_auth",
@@ -152,6 +165,10 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
         }
         Some(a) => Some(parse_listen(a).or_else(|m| cx.fail(&at("http_redirect_addr"), m))?),
     };
+    let metrics_listen = match &raw.metrics_addr {
+        None => None,
+        Some(a) => Some(parse_listen(a).or_else(|m| cx.fail(&at("metrics_addr"), m))?),
+    };
     let basic_auth = match raw.basic_auth.as_deref() {
         None | Some("auto") => files.is_some(),
         Some("on") => true,
@@ -178,9 +195,11 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
             )
         }
     };
+    let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, raw.trusted_proxies, cx)?;
     Ok(Settings {
         listen,
         redirect_listen,
+        metrics_listen,
         tls: files.map(|files| ServerTls {
             files,
             tls13_only,
@@ -188,10 +207,52 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
         }),
         hsts: raw.hsts.unwrap_or(false),
         basic_auth,
-        real_ip: raw.real_ip_header.map(|header| RealIp {
-            header,
-            position: raw.real_ip_pos.unwrap_or(0),
-        }),
+        real_ip,
+    })
+}
+
+/// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
+fn real_ip(
+    header: Option<String>,
+    position: Option<i64>,
+    proxies: Option<Vec<String>>,
+    cx: &mut Cx<'_>,
+) -> Result<Option<RealIp>, Failed> {
+    let trusted = match proxies {
+        None => None,
+        Some(list) => {
+            let mut nets = Vec::with_capacity(list.len());
+            for (i, raw) in list.iter().enumerate() {
+                match crate::acl::IpNet::parse(raw.trim()) {
+                    Some(net) => nets.push(net),
+                    None => {
+                        let path = [key("server"), key("trusted_proxies"), Seg::Index(i)];
+                        let m =
+                            format!("`{raw}` is not an address or CIDR block (10.0.0.0/8, ::1)");
+                        return Err(cx.fail_at(&path, m));
+                    }
+                }
+            }
+            Some(nets)
+        }
+    };
+    Ok(match header {
+        Some(header) => {
+            if trusted.is_none() {
+                cx.warn(format!("server.real_ip_header ({header}) is believed from any peer: a client that reaches regate directly chooses its own address for `ip` rules and the login throttle; list the proxies in front in server.trusted_proxies"));
+            }
+            Some(RealIp {
+                header,
+                position: position.unwrap_or(0),
+                trusted,
+            })
+        }
+        None => {
+            if trusted.is_some() {
+                cx.warn("server.trusted_proxies is ignored without server.real_ip_header: the client address is the connection's");
+            }
+            None
+        }
     })
 }
 

@@ -345,3 +345,48 @@ fn curve_preferences_are_read_not_ignored() {
     assert_eq!(e.position, Some((2, 35)));
     assert!(e.message.contains("not offered"), "{e}");
 }
+
+#[test]
+fn real_ip_header_counts_only_from_trusted_proxies() {
+    let base =
+        "upstream: {url: \"http://r:5000\"}\nacl: []\nserver:\n  real_ip_header: X-Forwarded-For\n";
+    // docker_auth's behaviour (any peer), with a warning.
+    let c = parse(base).unwrap();
+    let real = c.server.real_ip.as_ref().unwrap();
+    assert!(real.trusts("203.0.113.9".parse().unwrap()));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("trusted_proxies")),
+        "{:?}",
+        c.warnings
+    );
+    // nginx's set_real_ip_from: addresses and blocks, v4 and v6.
+    let c = parse(&format!(
+        "{base}  trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n"
+    ))
+    .unwrap();
+    let real = c.server.real_ip.as_ref().unwrap();
+    for (peer, trusted) in [
+        ("10.1.2.3", true),
+        ("::1", true),
+        ("192.0.2.7", true),
+        ("::ffff:10.0.0.1", true),
+        ("127.0.0.1", false),
+        ("192.0.2.8", false),
+        ("11.0.0.1", false),
+    ] {
+        assert_eq!(real.trusts(peer.parse().unwrap()), trusted, "{peer}");
+    }
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A block that does not parse is an error at its line.
+    let e = parse(&format!(
+        "{base}  trusted_proxies:\n    - 10.0.0.0/8\n    - 10.0.0.0/33\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.trusted_proxies[1]"));
+    assert_eq!(e.position.map(|p| p.0), Some(7), "{e}");
+    // Without the header, the list means nothing: a warning says so.
+    let c = parse("upstream: {url: \"http://r:5000\"}\nserver: {trusted_proxies: [10.0.0.0/8]}\n")
+        .unwrap();
+    assert!(c.server.real_ip.is_none());
+    assert!(c.warnings.iter().any(|w| w.contains("ignored")));
+}

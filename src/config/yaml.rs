@@ -218,7 +218,7 @@ impl Node {
 
     /// Sets the scalar at `path` (making the mappings on the way), as an environment
     /// variable does; a mapping made here remembers the variable too.
-    pub fn set(&mut self, path: &[&str], text: &str, origin: Origin) {
+    pub fn set(&mut self, path: &[&str], value: Value, origin: Origin) {
         let Some((last, parents)) = path.split_last() else {
             return;
         };
@@ -250,10 +250,7 @@ impl Node {
             unreachable!("made a mapping above")
         };
         let value = Node {
-            value: Value::Scalar {
-                text: text.to_owned(),
-                plain: true,
-            },
+            value,
             origin: origin.clone(),
         };
         match entries.iter_mut().find(|(k, _)| k.name == *last) {

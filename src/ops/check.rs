@@ -104,12 +104,13 @@ fn robots(config: &Config, report: &mut Report) {
     for (name, robot) in robots {
         let expires = match robot.expires {
             Some(t) => {
-                let t: time::OffsetDateTime = t.into();
-                let state = if t < time::OffsetDateTime::now_utc() {
+                // The same judgement a login makes.
+                let state = if robot.expired_at(std::time::SystemTime::now()) {
                     " (EXPIRED)"
                 } else {
                     ""
                 };
+                let t: time::OffsetDateTime = t.into();
                 format!("expires {}{state}", t.date())
             }
             None => "never expires".to_owned(),

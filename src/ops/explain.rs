@@ -13,9 +13,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::acl::{self, Acl, Explanation, Labels};
-use crate::auth::identity::Backend;
+use crate::auth::identity::{AuthnError, Backend};
 use crate::auth::ldap::{Directory, LdapConfig, Lookup};
 use crate::auth::scope::Scope;
+use crate::auth::users;
 use crate::auth::Secret;
 use crate::config::Config;
 
@@ -194,6 +195,11 @@ fn ask_directory(config: &LdapConfig, account: &str, password: Option<&Secret>) 
 
 /// Decides each scope as the token endpoint would, and says why.
 pub fn explain(config: &Config, input: &Input<'_>) -> Report {
+    explain_at(config, input, SystemTime::now())
+}
+
+/// [`explain`] as if it were `now` (a robot's expiry is judged at it).
+pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report {
     let user = config.users.get(input.account);
     let robot = user.and_then(|u| u.robot.as_ref());
     // docker_auth's order: only a name `users` lacks is the directory's.
@@ -203,10 +209,11 @@ pub fn explain(config: &Config, input: &Input<'_>) -> Report {
         }
         _ => None,
     };
+    // The token endpoint's own decision for the account, as if the password were right
+    // (the password is reported apart, below).
+    let refused = user.and_then(|u| users::login_outcome(u, true, now).err());
     let status = match (input.account.is_empty(), user.is_some(), robot) {
-        (false, _, Some(r)) if r.expires.is_some_and(|t| t <= SystemTime::now()) => {
-            Account::RobotExpired
-        }
+        (false, _, Some(_)) if refused == Some(AuthnError::Expired) => Account::RobotExpired,
         (false, _, Some(_)) => Account::Robot,
         (false, true, None) => Account::User,
         (false, false, None) => match &asked {
@@ -246,7 +253,7 @@ pub fn explain(config: &Config, input: &Input<'_>) -> Report {
             let ok = u
                 .password_hash
                 .as_deref()
-                .is_some_and(|h| bcrypt::verify(p.expose(), h).unwrap_or(false));
+                .is_some_and(|h| users::verify_password(h, p));
             if ok {
                 Password::Correct
             } else {

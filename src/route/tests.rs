@@ -119,6 +119,15 @@ fn percent_encoding_is_decoded_like_go() {
     assert_eq!(route("/v2/a%zz/tags/list"), Route::BadRequest);
     assert_eq!(route("/v2/a%2/tags/list"), Route::BadRequest);
     assert_eq!(route("/v2/a%ff/tags/list"), Route::BadRequest);
+    // from_str_radix takes a sign: `%+1` was byte 0x01; Go answers 400.
+    assert_eq!(route("/v2/a%+1/tags/list"), Route::BadRequest);
+    assert_eq!(route("/v2/a%-1/tags/list"), Route::BadRequest);
+    assert_eq!(
+        query_param(Some("from=a%+1&from=b"), "from")
+            .unwrap()
+            .as_deref(),
+        Some("b")
+    );
 }
 
 #[test]

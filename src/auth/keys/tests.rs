@@ -61,6 +61,34 @@ fn generated_key_is_es256_and_reloads_the_same() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn the_generated_key_is_0600_in_a_0700_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    // A data_dir regate makes itself, parents included.
+    let made = root.path().join("state/data");
+    SigningKey::load_or_generate(&made).unwrap();
+    assert_eq!(mode(&made), 0o700, "a data_dir regate makes");
+    assert_eq!(mode(&made.join("token.key")), 0o600);
+    // One the operator made open to everyone is closed before the key goes in.
+    let open = root.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+    // A stale key file left readable by others (the certificate is missing, so the pair
+    // is made again over it).
+    fs::write(open.join("token.key"), "stale").unwrap();
+    fs::set_permissions(open.join("token.key"), fs::Permissions::from_mode(0o644)).unwrap();
+    SigningKey::load_or_generate(&open).unwrap();
+    assert_eq!(mode(&open), 0o700, "an existing data_dir open to others");
+    assert_eq!(
+        mode(&open.join("token.key")),
+        0o600,
+        "a key written over a 0644 file"
+    );
+}
+
 /// Keys as openssl writes them for docker_auth users: SEC1 EC, PKCS#1 RSA, PKCS#8 both.
 #[test]
 fn openssl_key_formats_load() {

@@ -135,17 +135,21 @@ fn scalars_take_the_type_the_reader_asks_for() {
 
 #[test]
 fn environment_values_remember_their_variable() {
+    let text = |t: &str| Value::Scalar {
+        text: t.to_owned(),
+        plain: true,
+    };
     let mut doc = Node::parse("token:\n  issuer: file\n").unwrap();
     let origin = Origin::Env("REGATE_TOKEN_EXPIRATION".into());
-    doc.set(&["token", "expiration"], "600", origin.clone());
+    doc.set(&["token", "expiration"], text("600"), origin.clone());
     doc.set(
         &["token", "issuer"],
-        "env",
+        text("env"),
         Origin::Env("REGATE_TOKEN_ISSUER".into()),
     );
     doc.set(
         &["ldap_auth", "addr"],
-        "h:389",
+        text("h:389"),
         Origin::Env("REGATE_LDAP_AUTH_ADDR".into()),
     );
     // A key the file has keeps its line, and names the variable.

@@ -292,3 +292,48 @@ fn a_robot_is_judged_by_its_own_rules() {
         .to_text()
         .contains("a token request gets 401 (this robot account has expired)"));
 }
+
+/// `explain` and `/auth` cannot disagree about a robot: driven at the second before its
+/// end, at the exact second, and after, both give the same answer.
+#[tokio::test]
+async fn explain_and_the_token_endpoint_agree_on_a_robot_at_its_expiry() {
+    use std::time::Duration;
+
+    use crate::auth::identity::AuthnError;
+    use crate::auth::users::Users;
+
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let src = format!(
+        "upstream: {{url: \"http://r:5000\"}}\nrobots:\n  ci:\n    secret: \"{hash}\"\n    expires: \"2030-01-01T00:00:00Z\"\n    acl: [{{match: {{}}, actions: [pull]}}]\n"
+    );
+    let c = Config::parse(Path::new("/c.yml"), &src).unwrap();
+    let end = c.users["ci"].robot.as_ref().unwrap().expires.unwrap();
+    let users = Arc::new(Users::new(
+        c.users.clone(),
+        Duration::from_secs(60),
+        Arc::default(),
+        None,
+    ));
+    let secret = Secret::new("pw");
+    let s = scopes(&["repository:ci/app:pull"]);
+    let mut with_password = input("ci", &s);
+    with_password.password = Some(&secret);
+    for (now, expired) in [
+        (end - Duration::from_secs(1), false),
+        (end, true),
+        (end + Duration::from_secs(1), true),
+    ] {
+        let auth = users.authenticate_at("ci", &secret, now).await;
+        let report = explain_at(&c, &with_password, now);
+        let explained = report.status == Account::RobotExpired;
+        let refused = matches!(auth, Err(AuthnError::Expired));
+        assert_eq!(
+            (refused, explained),
+            (expired, expired),
+            "at {:?} from the end: /auth {auth:?}, explain {:?}",
+            now.duration_since(end).ok(),
+            report.status
+        );
+        assert!(auth.is_ok() || refused, "{auth:?}");
+    }
+}
