@@ -77,7 +77,7 @@ pub struct RegistryError {
     pub message: String,
     pub detail: serde_json::Value,
     pub status: Option<StatusCode>,
-    pub challenge: Option<Box<Challenge>>,
+    pub challenge: Option<WwwAuthenticate>,
     /// Shown to token clients as `details` (see [`WireErrors`]).
     pub details: Option<String>,
     /// `Retry-After`, in seconds.
@@ -152,8 +152,19 @@ impl RegistryError {
     }
 
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
-        self.challenge = Some(Box::new(challenge));
+        self.challenge = Some(WwwAuthenticate::Bearer(Box::new(challenge)));
         self
+    }
+
+    /// The token endpoint's 401 for a refused login: `Basic realm="SERVICE"`, as
+    /// docker_auth answers, so a client asks the user for a password.
+    pub fn login_refused(message: impl Into<String>, service: &str) -> Self {
+        let message = message.into();
+        let mut e = RegistryError::new(Code::Unauthorized, message.clone()).with_details(message);
+        e.challenge = Some(WwwAuthenticate::Basic {
+            realm: service.to_owned(),
+        });
+        e
     }
 
     pub fn status(&self) -> StatusCode {
@@ -185,12 +196,76 @@ impl RegistryError {
         if let Some(secs) = self.retry_after {
             headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(challenge) = &self.challenge {
-            if let Ok(v) = HeaderValue::from_str(&challenge.to_string()) {
-                headers.insert(hyper::header::WWW_AUTHENTICATE, v);
-            }
+        let challenge = match &self.challenge {
+            Some(WwwAuthenticate::Bearer(c)) => Some(c.to_string()),
+            Some(WwwAuthenticate::Basic { realm }) => Some(format!("Basic realm={realm:?}")),
+            None => None,
+        };
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(hyper::header::WWW_AUTHENTICATE, v);
         }
         resp
+    }
+}
+
+/// How a 401 asks for credentials.
+#[derive(Debug, Clone)]
+pub enum WwwAuthenticate {
+    /// Registry routes: the token challenge.
+    Bearer(Box<Challenge>),
+    /// The token endpoint itself: a password.
+    Basic { realm: String },
+}
+
+/// An OAuth2 error (RFC 6749 5.2), the token endpoint's answer to its POST form.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(error: &'static str, description: impl Into<String>) -> OAuthError {
+        OAuthError {
+            error,
+            description: description.into(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": self.error, "error_description": self.description}),
+        )
+    }
+}
+
+/// Every error answer regate makes: the registry's format, or OAuth2's.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Registry(RegistryError),
+    OAuth(OAuthError),
+}
+
+impl Failure {
+    /// The only place a failure becomes a response.
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Failure::Registry(e) => e.into_response(),
+            Failure::OAuth(e) => e.into_response(),
+        }
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Failure {
+        Failure::Registry(e)
+    }
+}
+
+impl From<OAuthError> for Failure {
+    fn from(e: OAuthError) -> Failure {
+        Failure::OAuth(e)
     }
 }
 

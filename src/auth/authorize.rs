@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::acl;
+use crate::error::{Code, RegistryError};
 use crate::Runtime;
 
 use super::identity::{AuthnError, Identity};
@@ -30,6 +31,33 @@ pub enum Refused {
     /// Too many failures for this account or address; wait this long.
     Throttled(Duration),
     Authn(AuthnError),
+}
+
+impl Refused {
+    /// The answer every way in gives a refused login, unless the credentials are simply
+    /// wrong: 429 for a lock (with how long to wait) or a full bcrypt pool (try again
+    /// shortly), 503 for a directory that cannot answer (not 401: the password may be
+    /// right, and a client must not ask the user for another one). `Err` says how the
+    /// credentials were wrong; the caller knows how to ask again.
+    pub fn answer(self) -> Result<RegistryError, AuthnError> {
+        let too_many = |message: &str, wait: Duration| {
+            RegistryError::new(Code::TooManyRequests, message)
+                .with_details(message)
+                .with_retry_after(wait)
+        };
+        match self {
+            Refused::Throttled(wait) => {
+                Ok(too_many("too many failed logins; try again later", wait))
+            }
+            Refused::Authn(e @ AuthnError::Busy) => Ok(too_many(&e.to_string(), Duration::ZERO)),
+            Refused::Authn(e @ AuthnError::DirectoryUnavailable) => Ok(RegistryError::new(
+                Code::Unavailable,
+                e.to_string(),
+            )
+            .with_details(e.to_string())),
+            Refused::Authn(e) => Err(e),
+        }
+    }
 }
 
 /// Authenticates a login, with throttling, audit lines and counters.

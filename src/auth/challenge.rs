@@ -26,6 +26,16 @@ pub struct Challenge {
     pub error: Option<ChallengeError>,
 }
 
+impl Challenge {
+    /// The same challenge, saying what was wrong with the token shown.
+    pub fn with_error(&self, error: ChallengeError) -> Challenge {
+        Challenge {
+            error: Some(error),
+            ..self.clone()
+        }
+    }
+}
+
 impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

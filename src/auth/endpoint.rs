@@ -10,18 +10,16 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::Body;
-use crate::error::{json_response, Code, RegistryError};
+use crate::error::{json_response, Code, Failure, OAuthError, RegistryError};
 use crate::percent::form_decode;
 use crate::Runtime;
 
-use super::authorize::{decide, identify, Login, Refused};
+use super::authorize::{decide, identify, Login};
 use super::challenge::{parse_authorization, Credential};
-use super::identity::AuthnError;
 use super::scope::Scope;
 use super::Secret;
 
@@ -87,16 +85,23 @@ fn bad_request(message: &str) -> RegistryError {
         .with_details(message)
 }
 
-/// Answers a token request; `account` is set to whoever was authenticated.
-pub async fn handle(
-    rt: &Runtime,
-    req: Request<Incoming>,
-    client_ip: IpAddr,
-    account: &mut Option<String>,
-) -> Response<Body> {
-    match serve(rt, req, client_ip, account).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
+/// A token request's answer, and who was authenticated (for the access log).
+pub struct Answered {
+    pub account: Option<String>,
+    pub response: Response<Body>,
+}
+
+/// Answers a token request.
+pub async fn handle(rt: &Runtime, req: Request<Incoming>, client_ip: IpAddr) -> Answered {
+    match serve(rt, req, client_ip).await {
+        Ok((account, response)) => Answered {
+            account: Some(account),
+            response,
+        },
+        Err(e) => Answered {
+            account: None,
+            response: e.into_response(),
+        },
     }
 }
 
@@ -104,8 +109,7 @@ async fn serve(
     rt: &Runtime,
     req: Request<Incoming>,
     client_ip: IpAddr,
-    account: &mut Option<String>,
-) -> Result<Response<Body>, RegistryError> {
+) -> Result<(String, Response<Body>), Failure> {
     let credential = parse_authorization(req.headers().get(hyper::header::AUTHORIZATION));
     let post = *req.method() == Method::POST;
     let params = match *req.method() {
@@ -115,7 +119,8 @@ async fn serve(
             return Err(RegistryError::new(
                 Code::Unsupported,
                 "the token endpoint takes GET or POST",
-            ))
+            )
+            .into())
         }
     };
     // docker sends several `scope` parameters; OAuth2 clients one, space-separated.
@@ -125,40 +130,32 @@ async fn serve(
     }
     let service = rt.tokens.service();
     if let Some(asked) = params.service.as_deref().filter(|s| *s != service) {
-        return Err(bad_request(&format!(
-            "this token service is {service:?}, not {asked:?}"
-        )));
+        return Err(
+            bad_request(&format!("this token service is {service:?}, not {asked:?}")).into(),
+        );
     }
-    let login = match login(post, &params, credential) {
-        Ok(login) => login,
-        Err((code, description)) => return Ok(oauth_error(code, description)),
-    };
+    let login = login(post, &params, credential)?;
     // docker_auth: an `account` that is not the authenticated user is refused.
     if let (Some(asked), Login::Password { user, .. }) = (&params.account, &login) {
         if asked != user {
-            return Err(bad_request("user and account are not the same"));
+            return Err(bad_request("user and account are not the same").into());
         }
     }
     let identity = match identify(rt, &login, client_ip).await {
         Ok(identity) => identity,
-        Err(Refused::Throttled(wait)) => return Ok(throttled(wait)),
-        // RFC 6749 5.2: a refresh token that is stale, revoked or whose account expired
-        // is an `invalid_grant`.
-        Err(Refused::Authn(e)) if post && matches!(login, Login::Refresh(_)) => {
-            return Ok(oauth_error("invalid_grant", &e.to_string()))
+        Err(refused) => {
+            return Err(match refused.answer() {
+                Ok(e) => e.into(),
+                // RFC 6749 5.2: a refresh token that is stale, revoked or whose account
+                // expired is an `invalid_grant`.
+                Err(e) if post && matches!(login, Login::Refresh(_)) => {
+                    OAuthError::new("invalid_grant", e.to_string()).into()
+                }
+                Err(e) => RegistryError::login_refused(e.to_string(), service).into(),
+            });
         }
-        // Not a 401: the password may well be right, and a client must not ask the user
-        // for another one.
-        Err(Refused::Authn(e @ AuthnError::DirectoryUnavailable)) => {
-            return Err(
-                RegistryError::new(Code::Unavailable, e.to_string()).with_details(e.to_string())
-            )
-        }
-        Err(Refused::Authn(AuthnError::Busy)) => return Ok(throttled(BUSY_WAIT)),
-        Err(Refused::Authn(e)) => return Ok(authn_failed(e, service)),
     };
 
-    *account = Some(identity.account.clone());
     let access = decide(rt, &identity, client_ip, &scopes);
     let granted: Vec<String> = access
         .iter()
@@ -182,25 +179,26 @@ async fn serve(
             .and_then(|fpr| rt.tokens.issue_refresh(&identity.account, &fpr).ok()),
         _ => None,
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &TokenResponse {
-            token: &issued.token,
-            access_token: &issued.token,
-            expires_in: issued.expires_in,
-            issued_at: rfc3339(issued.issued_at),
-            refresh_token: refresh_token.as_deref(),
-            scope: post.then(|| granted.join(" ")),
-        },
+    let account = identity.account;
+    Ok((
+        account,
+        json_response(
+            StatusCode::OK,
+            &TokenResponse {
+                token: &issued.token,
+                access_token: &issued.token,
+                expires_in: issued.expires_in,
+                issued_at: rfc3339(issued.issued_at),
+                refresh_token: refresh_token.as_deref(),
+                scope: post.then(|| granted.join(" ")),
+            },
+        ),
     ))
 }
 
 /// Which grant a request makes. GET: Basic credentials or none (an empty user name with
 /// a refresh token as password is containerd's fallback for identity tokens). POST
 /// (OAuth2): `grant_type` says.
-/// An OAuth2 error: `error` and `error_description`.
-type OAuthError = (&'static str, &'static str);
-
 fn login(post: bool, params: &Params, credential: Credential) -> Result<Login, OAuthError> {
     let basic = match credential {
         Credential::Basic { user, password } => Some((user, password)),
@@ -224,17 +222,23 @@ fn login(post: bool, params: &Params, credential: Credential) -> Result<Login, O
                 ),
                 (None, Some(b)) => b,
                 (None, None) => {
-                    return Err(("invalid_request", "username and password are required"))
+                    return Err(OAuthError::new(
+                        "invalid_request",
+                        "username and password are required",
+                    ))
                 }
             };
             Ok(Login::Password { user, password })
         }
         Some("refresh_token") => match &params.refresh_token {
             Some(token) => Ok(Login::Refresh(token.clone())),
-            None => Err(("invalid_request", "refresh_token is required")),
+            None => Err(OAuthError::new(
+                "invalid_request",
+                "refresh_token is required",
+            )),
         },
         // Clients that get a 400 here (containerd) fall back to GET; never 405.
-        _ => Err((
+        _ => Err(OAuthError::new(
             "unsupported_grant_type",
             "grant_type must be password or refresh_token",
         )),
@@ -248,44 +252,6 @@ async fn read_form(req: Request<Incoming>) -> Result<String, RegistryError> {
         .map_err(|_| bad_request("the form body is unreadable or larger than 64 KiB"))?;
     let bytes: Bytes = body.to_bytes();
     String::from_utf8(bytes.to_vec()).map_err(|_| bad_request("the form body is not UTF-8"))
-}
-
-/// What a login refused because bcrypt is busy is told to wait.
-pub const BUSY_WAIT: std::time::Duration = std::time::Duration::ZERO;
-
-/// 429: locked by failures, or bcrypt busy (`wait` zero: `Retry-After: 1`).
-fn throttled(wait: std::time::Duration) -> Response<Body> {
-    let message = if wait.is_zero() {
-        "too many logins are being checked; try again shortly"
-    } else {
-        "too many failed logins; try again later"
-    };
-    RegistryError::new(Code::TooManyRequests, message)
-        .with_details(message)
-        .with_retry_after(wait)
-        .into_response()
-}
-
-fn authn_failed(e: AuthnError, service: &str) -> Response<Body> {
-    let mut resp = RegistryError::new(Code::Unauthorized, e.to_string())
-        .with_details(e.to_string())
-        .into_response();
-    let challenge = format!("Basic realm={service:?}");
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
-    }
-    resp
-}
-
-/// RFC 6749 error body, for the OAuth2 POST form.
-fn oauth_error(code: &str, description: &str) -> Response<Body> {
-    let mut resp = json_response(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({"error": code, "error_description": description}),
-    );
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }
 
 fn rfc3339(t: SystemTime) -> String {
