@@ -21,7 +21,6 @@ pub mod route;
 pub mod server;
 pub mod tls;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -292,13 +291,4 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         }
         Err(source) => Err(Error::Bind { addr, source }),
     }
-}
-
-/// Runs until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let server = start(config).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    Ok(())
 }

@@ -2,6 +2,8 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
+use ldap3::SearchEntry;
+use text::convert;
 
 fn config(ldap: &str) -> Result<Config, crate::config::ConfigError> {
     let src = format!("upstream: {{url: \"http://r:5000\"}}\nldap_auth:\n{ldap}");
