@@ -26,7 +26,7 @@ use crate::body::Body;
 use crate::error::{self, json_response, Code, RegistryError};
 use crate::proxy::{Origin, Upstream};
 use crate::route::{self, Classified, RepoKind, Route};
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 mod access;
 mod pages;

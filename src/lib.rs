@@ -18,6 +18,7 @@ pub mod percent;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod runtime;
 pub mod server;
 pub mod tls;
 
@@ -27,15 +28,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use auth::keys::{KeyError, SigningKey};
-use auth::token::Tokens;
-use auth::users::Users;
+use auth::keys::KeyError;
 use config::Config;
 use gateway::Gateway;
 use reload::{ReloadError, Reloader};
-
-/// How long a verified password is remembered (as a keyed hash) before bcrypt runs again.
-const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+pub use runtime::{signing_key, Lasting, Runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,98 +50,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Everything a configuration becomes at run time; a reload builds a new one and swaps it
-/// in whole.
-pub struct Runtime {
-    pub config: Config,
-    pub users: Arc<Users>,
-    pub tokens: Tokens,
-    pub acl: Arc<acl::Acl>,
-    pub metrics: Arc<metrics::Metrics>,
-    pub throttle: Arc<auth::throttle::Throttle>,
-    pub bcrypt: Arc<auth::pool::Pool>,
-}
-
-/// What a reload carries over from the runtime it replaces.
-#[derive(Clone, Default)]
-pub struct Lasting {
-    pub metrics: Arc<metrics::Metrics>,
-    pub throttle: Arc<auth::throttle::Throttle>,
-    /// The bound on bcrypt work: a reload must not open a second one.
-    pub bcrypt: Arc<auth::pool::Pool>,
-}
-
-impl Runtime {
-    /// Loads (or, with no key configured, generates) the token key and builds the rest.
-    /// `lasting` carries over from the runtime this one replaces.
-    pub fn build(config: Config, lasting: Lasting) -> Result<Runtime, Error> {
-        let Lasting {
-            metrics,
-            throttle,
-            bcrypt,
-        } = lasting;
-        let key = signing_key(&config)?;
-        let tokens = Tokens::new(
-            Arc::new(key),
-            &config.token.issuer,
-            &config.token.service,
-            config.token.expiration,
-            config.token.refresh_expiration,
-            metrics.clone(),
-        );
-        // Reads the bind password and CA files; connects to nothing until a login needs it.
-        let directory = match &config.ldap {
-            Some(ldap) => Some(auth::ldap::Directory::new(ldap.clone(), metrics.clone())?),
-            None => None,
-        };
-        let users = Arc::new(
-            Users::new(
-                config.users.clone(),
-                CREDENTIAL_CACHE_TTL,
-                metrics.clone(),
-                directory,
-            )
-            .with_pool(bcrypt.clone()),
-        );
-        Ok(Runtime {
-            acl: config.acl.clone(),
-            users,
-            tokens,
-            config,
-            metrics,
-            throttle,
-            bcrypt,
-        })
-    }
-
-    pub fn lasting(&self) -> Lasting {
-        Lasting {
-            metrics: self.metrics.clone(),
-            throttle: self.throttle.clone(),
-            bcrypt: self.bcrypt.clone(),
-        }
-    }
-}
-
-/// The token signing key a config names, or, with none named, the one generated in
-/// `data_dir` (made on first use), carrying the configured key ID format.
-pub fn signing_key(config: &Config) -> Result<SigningKey, KeyError> {
-    let key = match &config.token.key {
-        Some(files) => SigningKey::load(&files.certificate, &files.key)?,
-        None => {
-            let (key, made) = SigningKey::load_or_generate(&config.data_dir)?;
-            if made {
-                tracing::info!(
-                    certificate = %key.certificate_path.display(),
-                    "generated a token signing key; a registry that checks tokens too needs this certificate as auth.token.rootcertbundle"
-                );
-            }
-            key
-        }
-    };
-    Ok(key.with_kid_format(config.token.kid_format))
 }
 
 /// A running gateway.

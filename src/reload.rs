@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::runtime::Runtime;
 use crate::tls::{self, Certificates};
-use crate::Runtime;
 
 /// How often the watched files are looked at: a few `stat` calls.
 const POLL: Duration = Duration::from_secs(1);

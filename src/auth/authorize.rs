@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::acl;
 use crate::error::{Code, RegistryError};
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 use super::identity::{AuthnError, Identity};
 use super::scope::Scope;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::body::Body;
 use crate::error::{json_response, Code, Failure, OAuthError, RegistryError};
 use crate::percent::form_decode;
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 use super::authorize::{decide, identify, Login};
 use super::challenge::{parse_authorization, Credential};

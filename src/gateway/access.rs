@@ -15,7 +15,7 @@ use crate::auth::scope::Scope;
 use crate::auth::token::Verified;
 use crate::error::{Code, RegistryError};
 use crate::route::{self, Classified, RepoKind, Route};
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 /// What a registry request asks for: the access registry:2 requires for it, and the
 /// mount source.

@@ -14,7 +14,7 @@ use super::{Gateway, API_VERSION};
 use crate::body::{self, Body};
 use crate::error;
 use crate::proxy;
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 /// `/readyz`'s one reason, whatever the cause (the log has the cause).
 pub const NOT_READY: &str = "the registry does not answer; the cause is in regate's log";
