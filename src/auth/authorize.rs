@@ -32,6 +32,21 @@ pub enum Refused {
     Authn(AuthnError),
 }
 
+/// The longest a refused login (locked, or bcrypt too busy) is held before its 429.
+///
+/// A tarpit: a spray is a closed loop (each connection sends its next guess when the
+/// last is answered), so answering at once invites the next guess at once, and a spray
+/// of 300 connections from a locked address still made ~19,000 requests a second that
+/// regate had to parse, log and answer (a 1 GiB GET alongside fell to 0.29 of its
+/// speed). Held for a second, the same spray sends ~300 a second. A waiting refusal costs
+/// a timer, not a thread or a core; a legitimate client that is locked out waits one
+/// second more than `Retry-After` already tells it to.
+pub const TARPIT: Duration = Duration::from_secs(1);
+
+async fn tarpit(wait: Duration) {
+    tokio::time::sleep(wait.min(TARPIT)).await;
+}
+
 /// Authenticates a login, with throttling, audit lines and counters.
 pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<Identity, Refused> {
     // A named account with a password: what the throttle counts and the audit names.
@@ -57,6 +72,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                         retry_after_secs = wait.as_secs() + 1,
                         "login refused"
                     );
+                    tarpit(wait).await;
                     return Err(Refused::Throttled(wait));
                 }
             }
@@ -84,6 +100,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 AuthnError::DirectoryUnavailable => "directory_unavailable",
                 AuthnError::Busy => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
+                    tarpit(TARPIT).await;
                     "busy"
                 }
                 _ => {
