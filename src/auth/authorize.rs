@@ -32,7 +32,9 @@ pub enum Refused {
     Authn(AuthnError),
 }
 
-/// The longest a refused login (locked, or bcrypt too busy) is held before its 429.
+/// The longest a refused login (locked, or bcrypt too busy) is held before its 429; a
+/// locked one is held a quarter of what is left of its lock, at most this, so the answer
+/// still comes well inside the lock and `Retry-After` still means what it says.
 ///
 /// A tarpit: a spray is a closed loop (each connection sends its next guess when the
 /// last is answered), so answering at once invites the next guess at once, and a spray
@@ -44,7 +46,7 @@ pub enum Refused {
 pub const TARPIT: Duration = Duration::from_secs(1);
 
 async fn tarpit(wait: Duration) {
-    tokio::time::sleep(wait.min(TARPIT)).await;
+    tokio::time::sleep((wait / 4).min(TARPIT)).await;
 }
 
 /// Authenticates a login, with throttling, audit lines and counters.
@@ -100,7 +102,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 AuthnError::DirectoryUnavailable => "directory_unavailable",
                 AuthnError::Busy => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
-                    tarpit(TARPIT).await;
+                    tokio::time::sleep(TARPIT).await;
                     "busy"
                 }
                 _ => {
