@@ -495,6 +495,8 @@ class Front:
     def token(self, scope=f"repository:{BLOB_REPO}:pull,push"):
         if not self.auth:
             return None
+        if getattr(self, "fixed_token", None):
+            return self.fixed_token
         url = f"{self.base}/auth?service={SERVICE.replace(' ', '%20')}&scope={scope}"
         r = curl(self.curl_opts() + ["-u", f"{USER}:{PASSWORD}", url])
         try:
@@ -597,6 +599,133 @@ def hey(url, seconds, conns, method="HEAD", accept=None, auth=None):
     lat.sort()
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
     return {"rps": (ok + bad) / end, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": bad}
+
+
+# ----------------------------------------------------------------------------- spray
+
+# 300 connections sending /auth, each request a new unknown user with a wrong password
+# (issue #13 item 2): what a password spray looks like from one address.
+SPRAY_LUA = r"""
+local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function b64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local function ch(k) return chars:sub(k + 1, k + 1) end
+    out[#out + 1] = ch(math.floor(n / 262144) % 64) .. ch(math.floor(n / 4096) % 64)
+      .. (b and ch(math.floor(n / 64) % 64) or "=") .. (c and ch(n % 64) or "=")
+  end
+  return table.concat(out)
+end
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+local n = 0
+function request()
+  n = n + 1
+  local cred = b64("spray-" .. tid .. "-" .. n .. ":wrong-guess")
+  return wrk.format("GET", nil, {["Authorization"] = "Basic " .. cred})
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_us=%d status=%d\n",
+    summary.requests, summary.duration, summary.errors.status))
+end
+"""
+
+SPRAY_CONNS = 300
+
+
+class Spray:
+    """wrk spraying /auth in the background while something else is measured."""
+
+    def __init__(self, tmp, front):
+        lua = os.path.join(tmp, "spray.lua")
+        with open(lua, "w") as f:
+            f.write(SPRAY_LUA)
+        url = (f"{front.base}/auth?service={SERVICE.replace(' ', '%20')}"
+               f"&scope=repository:{BLOB_REPO}:pull")
+        self.p = subprocess.Popen(["wrk", "-t2", f"-c{SPRAY_CONNS}", "-d600s", "--timeout",
+                                   "10s", "-s", lua, url], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, preexec_fn=prioritised)
+        # Let every connection open and the first guesses land (the throttle locks the
+        # address after 20 failures; from then on most guesses are answered 429).
+        time.sleep(2)
+        if self.p.poll() is not None:
+            raise RuntimeError(f"spray did not start: {self.p.stderr.read()[-300:]}")
+
+    def stop(self):
+        """Stops wrk; returns (guesses/s, guesses answered non-2xx)."""
+        self.p.send_signal(signal.SIGINT)
+        out, err = self.p.communicate(timeout=30)
+        m = re.search(r"RESULT requests=(\d+) duration_us=(\d+) status=(\d+)", out)
+        if not m:
+            return None, None
+        req, us, status = (int(x) for x in m.groups())
+        return req / (us / 1e6), status
+
+
+def measure_spray(load, tmp, f, digest, size, rounds, wrk_secs, lim, notes):
+    """A 1 GiB GET and manifest HEADs through `f`, without and during a spray; returns
+    {"get": (without, with), "head": (without, with), "spray_rps": [...]}. The Bearer token
+    is fetched before any spray: the sprayed address is soon locked, for /auth only."""
+    f.fixed_token = f.token()
+    auth = f"Bearer {f.fixed_token}"
+    url = f"{f.base}/v2/{BLOB_REPO}/manifests/latest"
+    got = {"get": ([], []), "head": ([], []), "spray_rps": []}
+
+    def during(fn):
+        spray = Spray(tmp, f)
+        try:
+            return fn()
+        finally:
+            rps, _ = spray.stop()
+            if rps is not None:
+                got["spray_rps"].append(rps)
+
+    for rnd in range(rounds):
+        log(f"spray round {rnd + 1}/{rounds}: 1 GiB GET via {f.label}, without and during "
+            f"a {SPRAY_CONNS}-connection /auth spray")
+        got["get"][0].append(load.measure("get1 no spray", lambda: fetch(f, digest, size, 1)[0],
+                                          lim))
+        got["get"][1].append(during(lambda: fetch(f, digest, size, 1)[0]))
+        log(f"spray round {rnd + 1}/{rounds}: manifest HEADs ({wrk_secs}s, 32 connections)")
+        got["head"][0].append(load.measure(
+            "head no spray", lambda: hey(url, wrk_secs, 32, accept=OCI_MANIFEST, auth=auth)["rps"],
+            lim))
+        got["head"][1].append(during(
+            lambda: hey(url, wrk_secs, 32, accept=OCI_MANIFEST, auth=auth)["rps"]))
+    log("spray GET MiB/s (without, with):", got["get"])
+    log("spray HEAD req/s (without, with):", got["head"])
+    log("spray guesses/s:", [round(x) for x in got["spray_rps"]])
+    notes.append(
+        f"Spray: wrk -t2 -c{SPRAY_CONNS} sending /auth, each request a new unknown user "
+        f"with a wrong password, from 127.0.0.1 (one address), started 2 s before the "
+        f"measurement; it sent {statistics.median(got['spray_rps']) if got['spray_rps'] else 0:,.0f} "
+        f"guesses/s (median). Medians of {rounds} rounds, each measured without and then "
+        "during a spray. The spray's load generator shares the 2 cores too.")
+    return got
+
+
+def render_spray(got, label):
+    rows = [
+        (f"blob GET 1 GiB, 1 stream, {label}", "MiB/s", got["get"], 0.70),
+        (f"manifest HEAD, 32 conns, {label}", "req/s", got["head"], 0.50),
+    ]
+    out = ["", f"During a password spray ({SPRAY_CONNS} connections of unknown users on "
+                "/auth), regate's throughput against its own without the spray:", "",
+           "| measurement | unit | without spray | during spray | ratio | target | |",
+           "|---|---|--:|--:|--:|---|---|"]
+    table = []
+    for name, unit, (without, with_), target in rows:
+        a = statistics.median(without) if without else None
+        b = statistics.median(with_) if with_ else None
+        r = ratio(b, a)
+        verdict = "PASS" if r is not None and r >= target else "MISS"
+        out.append(f"| {name} | {unit} | {fmt(a, unit)} | {fmt(b, unit)} | "
+                   f"{'—' if r is None else format(r, '.2f')} | ≥ {target:.2f} | {verdict} |")
+        table.append({"name": name, "unit": unit, "without": a, "during": b, "ratio": r,
+                      "target": target, "verdict": verdict})
+    return "\n".join(out) + "\n", table
 
 
 # ----------------------------------------------------------------------------- push
@@ -874,6 +1003,9 @@ def main():
                     help="the table (and, beside it, .json with every sample)")
     ap.add_argument("--save-baseline", action="store_true",
                     help="also write the results as benches/baseline.json")
+    ap.add_argument("--spray-only", action="store_true",
+                    help="measure only the password-spray rows (GET and HEAD through regate "
+                         "HTTP without and during a spray of unknown users on /auth)")
     args = ap.parse_args()
 
     rounds1 = 2 if args.quick else 5  # single-stream GETs
@@ -963,6 +1095,22 @@ def main():
 
     load.server_pids = lambda: [reg.pid, rg_http.pid, rg_https.pid, relay.pid] + nginx_pids()
     lim = args.max_wait
+    spray_rounds = 1 if args.quick else 3
+    if args.spray_only:
+        fetch(fr["regate_http"], digest, size, 1)  # warm-up
+        got = measure_spray(load, tmp, fr["regate_http"], digest, size, spray_rounds, wrk_secs,
+                            lim, notes)
+        text, table = render_spray(got, "HTTP")
+        meta = machine_meta(args, tmpfs)
+        text = text + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        print(text)
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(os.path.splitext(args.out)[0] + "-spray.md", "w") as f:
+            f.write(f"Date: {meta['date']}. Command: `{meta['command']}`.\n" + text)
+        with open(os.path.splitext(args.out)[0] + "-spray.json", "w") as f:
+            json.dump({"meta": meta, "rows": table, "samples": got}, f, indent=1, default=str)
+        log(f"took {time.time() - t_start:.0f} s")
+        return
 
     # --- blob GETs -----------------------------------------------------------------------
     get_fronts = ["direct", "relay", "nginx_http", "regate_http", "nginx_https", "regate_https",
@@ -1086,6 +1234,10 @@ def main():
         results[("pushcpu", k)] = statistics.median(pcpu[k]) / (size / GIB) if pcpu[k] else "ERR"
     log("push seconds:", {k: [round(x, 2) for x in v] for k, v in times.items()})
 
+    # --- password spray (last: it locks 127.0.0.1 out of regate-http's /auth) -------------
+    spray_got = measure_spray(load, tmp, fr["regate_http"], digest, size, spray_rounds,
+                              wrk_secs, lim, notes)
+
     # --- table ---------------------------------------------------------------------------
     gib = f"{size // MIB} MiB" if size != GIB else "1 GiB"
 
@@ -1201,13 +1353,16 @@ def main():
         with open(bpath) as f:
             baseline = json.load(f)
     text = render(rows, meta, baseline)
+    spray_text, spray_table = render_spray(spray_got, "HTTP")
+    text += spray_text
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
     raw = {"date": meta["date"], "meta": meta, "rows": [{k: v for k, v in r.items()}
                                                          for r in rows],
-           "samples": {"get1": single, "get4": multi, "push": times}}
+           "samples": {"get1": single, "get4": multi, "push": times, "spray": spray_got},
+           "spray": spray_table}
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(raw, f, indent=1, default=str)
     if args.save_baseline:

@@ -60,6 +60,23 @@ impl Refused {
     }
 }
 
+/// The longest a refused login (locked, or bcrypt too busy) is held before its 429; a
+/// locked one is held a quarter of what is left of its lock, at most this, so the answer
+/// still comes well inside the lock and `Retry-After` still means what it says.
+///
+/// A tarpit: a spray is a closed loop (each connection sends its next guess when the
+/// last is answered), so answering at once invites the next guess at once, and a spray
+/// of 300 connections from a locked address still made ~19,000 requests a second that
+/// regate had to parse, log and answer (a 1 GiB GET alongside fell to 0.29 of its
+/// speed). Held for a second, the same spray sends ~300 a second. A waiting refusal costs
+/// a timer, not a thread or a core; a legitimate client that is locked out waits one
+/// second more than `Retry-After` already tells it to.
+pub const TARPIT: Duration = Duration::from_secs(1);
+
+async fn tarpit(wait: Duration) {
+    tokio::time::sleep((wait / 4).min(TARPIT)).await;
+}
+
 /// Authenticates a login, with throttling, audit lines and counters.
 pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<Identity, Refused> {
     // A named account with a password: what the throttle counts and the audit names.
@@ -85,6 +102,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                         retry_after_secs = wait.as_secs() + 1,
                         "login refused"
                     );
+                    tarpit(wait).await;
                     return Err(Refused::Throttled(wait));
                 }
             }
@@ -112,6 +130,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 AuthnError::DirectoryUnavailable => "directory_unavailable",
                 AuthnError::Busy => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
+                    tokio::time::sleep(TARPIT).await;
                     "busy"
                 }
                 _ => {

@@ -76,8 +76,8 @@ pub(super) const KEYS: &[Key] = &[
     Key::with(
         "trusted_proxies",
         Kind::List,
-        "",
-        "the proxies (addresses, CIDR blocks) whose `real_ip_header` counts, as nginx's `set_real_ip_from`; unset: any peer's (docker_auth), with a warning",
+        "— (any peer)",
+        "addresses or CIDR blocks (`[10.0.0.0/8, \"::1\"]`, nginx's `set_real_ip_from`) whose `real_ip_header` counts; from any other peer the header is ignored and the connection's address is the client's, for `ip` rules, the login throttle and the logs. Not set with `real_ip_header` set: believed from anyone, as docker_auth does, and `regate check` warns",
     ),
     Key::scalar(
         "http_redirect_addr",
@@ -86,8 +86,8 @@ pub(super) const KEYS: &[Key] = &[
     ),
     Key::scalar(
         "metrics_addr",
-        "off",
-        "a plain-HTTP listener for `/metrics` alone (e.g. `127.0.0.1:9090`); unset: `/metrics` on the main listener, for loopback callers only",
+        "",
+        "a plain-HTTP listener (e.g. `127.0.0.1:9090`) that serves `/metrics` and nothing else; then the main listener serves `/metrics` to nobody. Not set: `/metrics` on the main listener answers loopback callers only",
     ),
     Key::scalar(
         "basic_auth",

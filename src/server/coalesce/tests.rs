@@ -39,6 +39,17 @@ impl AsyncWrite for Wire {
     }
 }
 
+/// The peer has nothing to say: a read waits.
+impl AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
 struct Count(AtomicUsize);
 impl Wake for Count {
     fn wake(self: Arc<Self>) {
@@ -180,4 +191,52 @@ fn a_stalled_wire_holds_writes_back_without_losing_any() {
     assert!(Pin::new(&mut c).poll_shutdown(&mut cx).is_ready());
     assert!(c.inner.shut);
     assert_eq!(c.inner.writes.concat(), expected);
+}
+
+/// A later h2 that batches: it writes a turn's frames, flushes once at the end of the
+/// turn, and on a turn with nothing to send does not flush at all, only reads. The bytes
+/// a Ready flush answered for leave on that next turn's read, not whenever something else
+/// happens to be written.
+#[test]
+fn one_flush_per_turn_and_none_on_idle_turns_holds_nothing() {
+    let (wakes, w) = waker();
+    let mut cx = Context::from_waker(&w);
+    let mut c = Coalesce::new(Wire::default());
+    let (head, payload) = frame(5);
+    write_all(&mut c, &mut cx, vec![b"HEADERS"]);
+    write_all(&mut c, &mut cx, vec![&head, &payload]);
+    // End of the turn: one flush, deferred (it wakes the task).
+    assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+    assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+    // The woken turn has nothing to write: it only reads, and waits for the peer.
+    let mut space = [0u8; 64];
+    let mut read = ReadBuf::new(&mut space);
+    assert!(Pin::new(&mut c).poll_read(&mut cx, &mut read).is_pending());
+    let mut expected = b"HEADERS".to_vec();
+    expected.extend_from_slice(&head);
+    expected.extend_from_slice(&payload);
+    assert_eq!(c.inner.writes.concat(), expected, "held past the flush");
+    assert_eq!(c.inner.flushes, 1, "and the wire flushed");
+    // Nothing owed any more: a read is only a read.
+    let writes = c.inner.writes.len();
+    assert!(Pin::new(&mut c).poll_read(&mut cx, &mut read).is_pending());
+    assert_eq!(c.inner.writes.len(), writes);
+}
+
+/// A writer that flushes once and then waits for the peer, on a wire that is full for a
+/// while: the read does not wait for the write, and the bytes go out on a later read.
+#[test]
+fn owed_bytes_wait_for_a_full_wire_without_blocking_reads() {
+    let (_, w) = waker();
+    let mut cx = Context::from_waker(&w);
+    let mut c = Coalesce::new(Wire::default());
+    write_all(&mut c, &mut cx, vec![b"an answer"]);
+    assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+    c.inner.stall = 1;
+    let mut space = [0u8; 8];
+    let mut read = ReadBuf::new(&mut space);
+    assert!(Pin::new(&mut c).poll_read(&mut cx, &mut read).is_pending());
+    assert!(c.inner.writes.is_empty());
+    assert!(Pin::new(&mut c).poll_read(&mut cx, &mut read).is_pending());
+    assert_eq!(c.inner.writes.concat(), b"an answer");
 }
