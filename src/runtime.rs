@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::backend::{Authenticator, Authorizer, Logins};
 use crate::auth::keys::{KeyError, SigningKey};
 use crate::auth::token::Tokens;
 use crate::auth::users::Users;
@@ -17,7 +18,12 @@ const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs
 /// in whole.
 pub struct Runtime {
     pub config: Config,
+    /// The static users (anonymous access, refresh tokens).
     pub users: Arc<Users>,
+    /// Every login backend in docker_auth's order, the static users first.
+    pub logins: Arc<Logins>,
+    /// The authorization backends asked after the static `acl`, in order.
+    pub authorizers: Vec<Arc<dyn Authorizer>>,
     pub tokens: Tokens,
     pub acl: Arc<acl::Acl>,
     pub metrics: Arc<metrics::Metrics>,
@@ -52,23 +58,13 @@ impl Runtime {
             config.token.refresh_expiration,
             metrics.clone(),
         );
-        // Reads the bind password and CA files; connects to nothing until a login needs it.
-        let directory = match &config.ldap {
-            Some(ldap) => Some(auth::ldap::Directory::new(ldap.clone(), metrics.clone())?),
-            None => None,
-        };
-        let users = Arc::new(
-            Users::new(
-                config.users.clone(),
-                CREDENTIAL_CACHE_TTL,
-                metrics.clone(),
-                directory,
-            )
-            .with_pool(bcrypt.clone()),
-        );
+        let logins = Arc::new(logins(&config, metrics.clone(), bcrypt.clone())?);
+        let users = logins.users().clone();
         Ok(Runtime {
             acl: config.acl.clone(),
+            authorizers: Vec::new(),
             users,
+            logins,
             tokens,
             config,
             metrics,
@@ -84,6 +80,25 @@ impl Runtime {
             bcrypt: self.bcrypt.clone(),
         }
     }
+}
+
+/// The login backends a config names, in docker_auth's order: the static users (with
+/// `htpasswd` and `robots`), then `ldap_auth`. `regate explain` asks the same chain.
+/// Reads the files they need (the directory's bind password and CA); connects to nothing
+/// until a login needs it.
+pub fn logins(
+    config: &Config,
+    metrics: Arc<metrics::Metrics>,
+    bcrypt: Arc<auth::pool::Pool>,
+) -> Result<Logins, Error> {
+    let users = Arc::new(
+        Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL, metrics.clone()).with_pool(bcrypt),
+    );
+    let mut others: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(ldap) = &config.ldap {
+        others.push(Arc::new(auth::ldap::Directory::new(ldap.clone(), metrics)?));
+    }
+    Ok(Logins::new(users, others))
 }
 
 /// The token signing key a config names, or, with none named, the one generated in

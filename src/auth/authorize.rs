@@ -10,6 +10,7 @@ use crate::acl;
 use crate::error::{Code, RegistryError};
 use crate::runtime::Runtime;
 
+use super::backend::{AuthzError, Decided};
 use super::identity::{AuthnError, Identity};
 use super::scope::Scope;
 use super::token::Access;
@@ -31,6 +32,8 @@ pub enum Refused {
     /// Too many failures for this account or address; wait this long.
     Throttled(Duration),
     Authn(AuthnError),
+    /// Logged in, but an authorizer could not decide.
+    Authz(AuthzError),
 }
 
 impl Refused {
@@ -56,8 +59,16 @@ impl Refused {
             )
             .with_details(e.to_string())),
             Refused::Authn(e) => Err(e),
+            Refused::Authz(e) => Ok(unavailable(e)),
         }
     }
+}
+
+/// An authorizer that could not decide: 503, with the cause in the log only.
+pub fn unavailable(e: AuthzError) -> RegistryError {
+    tracing::error!("authorization failed: {e}");
+    let message = "the access rules could not be read; try again later";
+    RegistryError::new(Code::Unavailable, message).with_details(message)
 }
 
 /// The longest a refused login (locked, or bcrypt too busy) is held before its 429; a
@@ -89,7 +100,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
     let attempt = match claimed {
         None => None,
         Some((user, password)) => {
-            let known = rt.users.is_known(user, password);
+            let known = rt.logins.is_known(user, password);
             match rt.throttle.begin(user, password, client_ip, known) {
                 Ok(attempt) => Some(attempt),
                 Err(wait) => {
@@ -110,7 +121,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
     };
     let result = match login {
         Login::Anonymous => rt.users.anonymous(),
-        Login::Password { user, password } => rt.users.authenticate(user, password).await,
+        Login::Password { user, password } => rt.logins.authenticate(user, password).await,
         Login::Refresh(token) => match rt.tokens.verify_refresh(token.expose()) {
             Ok(r) => rt.users.refresh_identity(&r.account, &r.fingerprint),
             Err(_) => Err(AuthnError::StaleRefresh),
@@ -170,75 +181,96 @@ pub fn requested_actions(scope: &Scope) -> Vec<String> {
     requested
 }
 
-/// One ACL decision per requested scope; every scope is listed in the result, with no
-/// actions where denied (docker_auth does the same). A robot is judged by its own rules.
-pub fn decide(
+/// One decision per requested scope; every scope is listed in the result, with no actions
+/// where denied (docker_auth does the same). The static `acl` first (a robot is judged by
+/// its own rules only); a scope no rule of it matches goes to the other authorizers in
+/// turn. One that cannot decide fails the whole request.
+pub async fn decide(
     rt: &Runtime,
     identity: &Identity,
     client_ip: IpAddr,
     scopes: &[Scope],
-) -> Vec<Access> {
+) -> Result<Vec<Access>, AuthzError> {
     let service = rt.tokens.service();
     let rules = identity.acl.as_deref().unwrap_or(&rt.acl);
-    scopes
-        .iter()
-        .map(|scope| {
-            let requested = requested_actions(scope);
-            let request = acl::Request {
-                account: &identity.account,
-                labels: &identity.labels,
-                ip: Some(client_ip),
-                service,
-                resource_type: &scope.resource_type,
-                name: &scope.name,
-                actions: &requested,
-            };
-            let explanation = rules.explain(&request);
-            let list = match identity.acl {
-                Some(_) => format!("robots.{}.acl", identity.account),
-                None => "acl".to_owned(),
-            };
-            if explanation.decision.actions.is_empty() {
-                tracing::info!(
-                    client = %client_ip,
-                    account = %identity.account,
-                    scope = %scope,
-                    "denied: {}",
-                    explanation.reason(rules, &list)
-                );
+    let list = match identity.acl {
+        Some(_) => format!("robots.{}.acl", identity.account),
+        None => "acl".to_owned(),
+    };
+    let mut out = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        let requested = requested_actions(scope);
+        let request = acl::Request {
+            account: &identity.account,
+            labels: &identity.labels,
+            ip: Some(client_ip),
+            service,
+            resource_type: &scope.resource_type,
+            name: &scope.name,
+            actions: &requested,
+        };
+        let explanation = rules.explain(&request);
+        let (actions, rule) = match explanation.decision.rule {
+            Some(i) => {
+                let comment = rules
+                    .comment(i)
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                (
+                    explanation.decision.actions.clone(),
+                    format!("{list}[{i}]{comment}"),
+                )
             }
-            let decision = explanation.decision;
-            let rule = decision
-                .rule
-                .map(|i| {
-                    let comment = rules
-                        .comment(i)
-                        .map(|c| format!(" ({c})"))
-                        .unwrap_or_default();
-                    format!("{list}[{i}]{comment}")
-                })
-                .unwrap_or_else(|| "no rule matched".to_owned());
+            // A robot's rules are its only ones.
+            None if identity.acl.is_some() => (Vec::new(), "no rule matched".to_owned()),
+            None => match ask_others(rt, &request).await? {
+                Some(decided) => (decided.actions, decided.rule),
+                None => (Vec::new(), "no rule matched".to_owned()),
+            },
+        };
+        if actions.is_empty() {
             tracing::info!(
-                target: "regate::audit",
                 client = %client_ip,
                 account = %identity.account,
-                backend = %identity.backend,
                 scope = %scope,
-                granted = %decision.actions.join(","),
-                rule = %rule,
-                "token decision"
+                "denied: {}",
+                explanation.reason(rules, &list)
             );
-            let counter = if decision.actions.is_empty() {
-                &rt.metrics.scopes_denied
-            } else {
-                &rt.metrics.scopes_granted
-            };
-            counter.fetch_add(1, Relaxed);
-            Access {
-                resource_type: scope.resource_type.clone(),
-                name: scope.name.clone(),
-                actions: decision.actions,
-            }
-        })
-        .collect()
+        }
+        tracing::info!(
+            target: "regate::audit",
+            client = %client_ip,
+            account = %identity.account,
+            backend = %identity.backend,
+            scope = %scope,
+            granted = %actions.join(","),
+            rule = %rule,
+            "token decision"
+        );
+        let counter = if actions.is_empty() {
+            &rt.metrics.scopes_denied
+        } else {
+            &rt.metrics.scopes_granted
+        };
+        counter.fetch_add(1, Relaxed);
+        out.push(Access {
+            resource_type: scope.resource_type.clone(),
+            name: scope.name.clone(),
+            actions,
+        });
+    }
+    Ok(out)
+}
+
+/// The authorizers after the static `acl`, in order: the first that decides.
+async fn ask_others(
+    rt: &Runtime,
+    request: &acl::Request<'_>,
+) -> Result<Option<Decided>, AuthzError> {
+    for authorizer in &rt.authorizers {
+        if let Some(decided) = authorizer.authorize(request).await? {
+            return Ok(Some(decided));
+        }
+    }
+    Ok(None)
 }

@@ -18,7 +18,7 @@ use crate::error::{json_response, Code, Failure, OAuthError, RegistryError};
 use crate::percent::form_decode;
 use crate::runtime::Runtime;
 
-use super::authorize::{decide, identify, Login};
+use super::authorize::{decide, identify, unavailable, Login};
 use super::challenge::{parse_authorization, Credential};
 use super::scope::Scope;
 use super::Secret;
@@ -156,7 +156,9 @@ async fn serve(
         }
     };
 
-    let access = decide(rt, &identity, client_ip, &scopes);
+    let access = decide(rt, &identity, client_ip, &scopes)
+        .await
+        .map_err(unavailable)?;
     let granted: Vec<String> = access
         .iter()
         .filter(|a| !a.actions.is_empty())

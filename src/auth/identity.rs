@@ -19,14 +19,21 @@ pub enum Backend {
     LdapAuth,
 }
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Backend {
+    /// The config section, as written in the file.
+    pub fn section(self) -> &'static str {
+        match self {
             Backend::Users => "users",
             Backend::Htpasswd => "htpasswd",
             Backend::Robots => "robots",
             Backend::LdapAuth => "ldap_auth",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.section())
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::acl::Labels;
 use crate::metrics::Metrics;
 
+use super::backend::{Authenticator, BoxFuture, Described, Verdict};
 use super::identity::{AuthnError, Backend, Identity};
 use super::{CredentialKey, Secret};
 
@@ -200,14 +201,25 @@ impl Directory {
         password: &Secret,
     ) -> Result<Identity, AuthnError> {
         // An empty password makes a simple bind "unauthenticated" (RFC 4513 section
-        // 5.1.2), which many directories answer with success: it must never get there.
+        // 5.1.2), which many directories answer with success: it must never get there
+        // (`judge` refuses it first).
+        match self.judge(account, password).await {
+            Verdict::Accepted(identity) => Ok(identity),
+            Verdict::Refused(e) => Err(e),
+            Verdict::NoMatch => Err(AuthnError::BadCredentials),
+        }
+    }
+
+    /// The chain's question: as [`Directory::authenticate`], but an account the directory
+    /// does not have is no match (the next backend may have it), as in docker_auth.
+    async fn judge(&self, account: &str, password: &Secret) -> Verdict {
         if account.is_empty() || password.expose().is_empty() {
-            return Err(AuthnError::BadCredentials);
+            return Verdict::Refused(AuthnError::BadCredentials);
         }
         let key = self.cache_key(account, password);
         if let Some(labels) = self.cache.as_ref().and_then(|c| c.get(&key)) {
             self.metrics.credential_cache_hits.fetch_add(1, Relaxed);
-            return Ok(identity(account, (*labels).clone()));
+            return Verdict::Accepted(identity(account, (*labels).clone()));
         }
         self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
         match self.lookup(account, Some(password)).await {
@@ -215,16 +227,17 @@ impl Directory {
                 if let Some(cache) = &self.cache {
                     cache.insert(key, Arc::new(labels.clone()));
                 }
-                Ok(identity(account, labels))
+                Verdict::Accepted(identity(account, labels))
             }
-            Ok(Lookup::NoSuchAccount | Lookup::WrongPassword) => Err(AuthnError::BadCredentials),
+            Ok(Lookup::WrongPassword) => Verdict::Refused(AuthnError::BadCredentials),
+            Ok(Lookup::NoSuchAccount) => Verdict::NoMatch,
             Err(e) => {
                 tracing::warn!(
                     directory = %self.config.url,
                     account,
                     "the LDAP directory could not check a login: {e}"
                 );
-                Err(AuthnError::DirectoryUnavailable)
+                Verdict::Refused(AuthnError::DirectoryUnavailable)
             }
         }
     }
@@ -285,6 +298,54 @@ impl Directory {
     /// entry, and no password is kept.
     fn cache_key(&self, account: &str, password: &Secret) -> [u8; 32] {
         self.cache_key.tag(&[account, password.expose()])
+    }
+}
+
+impl Authenticator for Directory {
+    fn backend(&self) -> Backend {
+        Backend::LdapAuth
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        account: &'a str,
+        password: &'a Secret,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.judge(account, password))
+    }
+
+    fn is_known(&self, account: &str, password: &Secret) -> bool {
+        Directory::is_known(self, account, password)
+    }
+
+    fn describe<'a>(
+        &'a self,
+        account: &'a str,
+        password: Option<&'a Secret>,
+    ) -> BoxFuture<'a, Described> {
+        Box::pin(async move {
+            let found = |dn: String, labels, ok| Described::Found {
+                labels,
+                entry: (!dn.is_empty()).then_some(dn),
+                password_ok: ok,
+            };
+            match self.lookup(account, password).await {
+                Ok(Lookup::Found { dn, labels }) => found(dn, labels, password.map(|_| true)),
+                Ok(Lookup::NoSuchAccount) => Described::NoMatch,
+                // The labels the account gets with the right password, when they can be
+                // read without it.
+                Ok(Lookup::WrongPassword) => match self.lookup(account, None).await {
+                    Ok(Lookup::Found { dn, labels }) => found(dn, labels, Some(false)),
+                    _ => found(String::new(), Labels::new(), Some(false)),
+                },
+                Err(e) => Described::Unavailable(e.to_string()),
+            }
+        })
+    }
+
+    /// An account it does not have costs the binds of a wrong password (`conn.rs`).
+    fn pays_for_unknown(&self) -> bool {
+        true
     }
 }
 

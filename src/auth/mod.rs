@@ -2,6 +2,7 @@
 //! tokens, and the token endpoint that ties them together.
 
 pub mod authorize;
+pub mod backend;
 pub mod challenge;
 pub mod endpoint;
 pub mod identity;

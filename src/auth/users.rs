@@ -1,7 +1,7 @@
 //! Who the caller is: the static `users` of a docker_auth config (and the htpasswd file
 //! and robots merged into it), bcrypt passwords, and a cache of verified credentials so
-//! bcrypt runs once per user and password per interval. A name the list lacks goes to the
-//! LDAP directory when `ldap_auth` is configured (docker_auth's order).
+//! bcrypt runs once per user and password per interval. The first login backend of the
+//! chain (`backend.rs`): a name the list lacks is the next backend's to judge.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use crate::acl::{Acl, Labels};
 use crate::metrics::Metrics;
 
+use super::backend::{Authenticator, BoxFuture, Verdict};
 use super::identity::{AuthnError, Backend, Identity};
-use super::ldap::Directory;
 use super::pool::Pool;
 use super::{CredentialKey, Secret};
 
@@ -110,18 +110,12 @@ pub struct Users {
     cache: moka::sync::Cache<[u8; 32], ()>,
     cache_key: CredentialKey,
     metrics: Arc<Metrics>,
-    directory: Option<Directory>,
     /// Where bcrypt runs, bounded (shared across reloads: see [`Users::with_pool`]).
     pool: Arc<Pool>,
 }
 
 impl Users {
-    pub fn new(
-        users: HashMap<String, User>,
-        cache_ttl: Duration,
-        metrics: Arc<Metrics>,
-        directory: Option<Directory>,
-    ) -> Users {
+    pub fn new(users: HashMap<String, User>, cache_ttl: Duration, metrics: Arc<Metrics>) -> Users {
         let cost = dummy_cost(users.values().filter_map(|u| u.password_hash.as_deref()));
         Users {
             users,
@@ -132,7 +126,6 @@ impl Users {
                 .build(),
             cache_key: CredentialKey::generate(),
             metrics,
-            directory,
             pool: Arc::default(),
         }
     }
@@ -147,14 +140,12 @@ impl Users {
     /// Whether this name and password were verified within the cache TTL: a login that
     /// costs no bcrypt and is no guess.
     pub fn is_known(&self, name: &str, password: &Secret) -> bool {
-        match (self.users.get(name), &self.directory) {
-            (Some(user), _) => user.password_hash.as_deref().is_some_and(|hash| {
+        self.users.get(name).is_some_and(|user| {
+            user.password_hash.as_deref().is_some_and(|hash| {
                 self.cache
                     .contains_key(&self.cache_key(name, password, hash))
-            }),
-            (None, Some(directory)) => directory.is_known(name, password),
-            (None, None) => false,
-        }
+            })
+        })
     }
 
     /// The hash an unknown name is checked against.
@@ -178,11 +169,11 @@ impl Users {
         }
     }
 
-    /// Checks a user name and password. bcrypt runs on the blocking pool, and only when
-    /// the same user, password and stored hash were not verified within the cache TTL.
-    /// A name not in the list is the directory's to judge, if there is one.
+    /// Checks a user name and password against this list alone. bcrypt runs on the
+    /// bounded pool, and only when the same user, password and stored hash were not
+    /// verified within the cache TTL. A name not in the list costs the dummy check.
     pub async fn authenticate(
-        self: &Arc<Self>,
+        &self,
         name: &str,
         password: &Secret,
     ) -> Result<Identity, AuthnError> {
@@ -192,7 +183,7 @@ impl Users {
 
     /// [`Users::authenticate`] as if it were `now` (a robot's expiry is judged at it).
     pub async fn authenticate_at(
-        self: &Arc<Self>,
+        &self,
         name: &str,
         password: &Secret,
         now: SystemTime,
@@ -200,38 +191,62 @@ impl Users {
         if name.is_empty() {
             return self.anonymous();
         }
-        let user = self.users.get(name);
-        // docker_auth's chain: the static list decides for the names it holds (a wrong
-        // password there is final); only the names it lacks go on to the directory.
-        if let (None, Some(directory)) = (user, &self.directory) {
-            return directory.authenticate(name, password).await;
+        match self.judge(name, password, now).await {
+            Verdict::Accepted(identity) => Ok(identity),
+            Verdict::Refused(e) => Err(e),
+            Verdict::NoMatch => {
+                self.check_unknown(password).await?;
+                Err(AuthnError::BadCredentials)
+            }
         }
-        let hash = user
-            .and_then(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.dummy_hash.clone());
+    }
+
+    /// What an unknown name costs: the dummy hash checked as a wrong password would be
+    /// (`Busy` when the bcrypt pool is full, as for any check).
+    pub async fn check_unknown(&self, password: &Secret) -> Result<(), AuthnError> {
+        let password = password.clone();
+        let hash = self.dummy_hash.clone();
+        self.pool
+            .run(move || verify_password(&hash, &password))
+            .await
+            .map_err(|_| AuthnError::Busy)?;
+        self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// A name in the list: its password checked (cached), its robot expiry at `now`.
+    async fn judge(&self, name: &str, password: &Secret, now: SystemTime) -> Verdict {
+        let Some(user) = self.users.get(name) else {
+            return Verdict::NoMatch;
+        };
+        // Only `""` has no hash, and it takes no password.
+        let Some(hash) = user.password_hash.clone() else {
+            return Verdict::Refused(AuthnError::BadCredentials);
+        };
         let key = self.cache_key(name, password, &hash);
         let ok = if self.cache.contains_key(&key) {
             self.metrics.credential_cache_hits.fetch_add(1, Relaxed);
             true
         } else {
             let password = password.clone();
-            let checked = hash.clone();
-            let verified = self
+            let verified = match self
                 .pool
-                .run(move || verify_password(&checked, &password))
+                .run(move || verify_password(&hash, &password))
                 .await
-                .map_err(|_| AuthnError::Busy)?;
+            {
+                Ok(verified) => verified,
+                Err(_) => return Verdict::Refused(AuthnError::Busy),
+            };
             self.metrics.credential_cache_misses.fetch_add(1, Relaxed);
-            verified && user.is_some()
-        };
-        let Some(user) = user else {
-            return Err(AuthnError::BadCredentials);
+            verified
         };
         if ok {
             self.cache.insert(key, ());
         }
-        login_outcome(user, ok, now)?;
-        Ok(identity(name, user))
+        match login_outcome(user, ok, now) {
+            Ok(()) => Verdict::Accepted(identity(name, user)),
+            Err(e) => Verdict::Refused(e),
+        }
     }
 
     /// A fingerprint of the account's stored secret, carried in refresh tokens: a
@@ -262,6 +277,25 @@ impl Users {
     /// reloaded hash, never hits an old entry, and no password is kept.
     fn cache_key(&self, name: &str, password: &Secret, hash: &str) -> [u8; 32] {
         self.cache_key.tag(&[name, password.expose(), hash])
+    }
+}
+
+impl Authenticator for Users {
+    fn backend(&self) -> Backend {
+        // Each user carries its own (users, htpasswd, robots); this is the first.
+        Backend::Users
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        account: &'a str,
+        password: &'a Secret,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.judge(account, password, SystemTime::now()))
+    }
+
+    fn is_known(&self, account: &str, password: &Secret) -> bool {
+        Users::is_known(self, account, password)
     }
 }
 
@@ -335,12 +369,7 @@ mod tests {
                 backend: Backend::Htpasswd,
             },
         );
-        Arc::new(Users::new(
-            map,
-            Duration::from_secs(60),
-            Arc::default(),
-            None,
-        ))
+        Arc::new(Users::new(map, Duration::from_secs(60), Arc::default()))
     }
 
     #[tokio::test]
@@ -425,7 +454,7 @@ mod dummy_tests {
             yaml = yaml.replace("robots:\n", "");
         }
         let config = Config::parse(&dir.path().join("regate.yml"), &yaml).unwrap();
-        let users = Users::new(config.users, Duration::from_secs(1), Arc::default(), None);
+        let users = Users::new(config.users, Duration::from_secs(1), Arc::default());
         bcrypt_cost(users.dummy_hash()).expect("the dummy is a bcrypt hash")
     }
 

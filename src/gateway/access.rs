@@ -159,7 +159,9 @@ async fn basic_grant(
 ) -> Result<Grant, Refused> {
     let login = Login::Password { user, password };
     let identity = identify(rt, &login, client_ip).await?;
-    let access = decide(rt, &identity, client_ip, required);
+    let access = decide(rt, &identity, client_ip, required)
+        .await
+        .map_err(Refused::Authz)?;
     // A token the registry would take; without one (signing failed, which a loaded key
     // never does) the request goes on without, and a token-checking registry says no.
     let token = rt.tokens.issue(&identity.account, access.clone()).ok();

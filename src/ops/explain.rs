@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::acl::{self, Acl, Explanation, Labels};
+use crate::auth::backend::Described;
 use crate::auth::identity::{AuthnError, Backend};
-use crate::auth::ldap::{Directory, LdapConfig, Lookup};
 use crate::auth::scope::Scope;
 use crate::auth::users;
 use crate::auth::Secret;
@@ -134,9 +134,11 @@ pub fn parse_labels(args: &[String]) -> Result<Labels, String> {
     Ok(labels)
 }
 
-/// What the LDAP directory says about an account `users` lacks.
+/// What the login backends after `users` say about an account `users` lacks: the first
+/// that knows it, or the first that could not be asked.
 enum Asked {
     Found {
+        backend: Backend,
         dn: String,
         labels: Labels,
         password: Option<Password>,
@@ -145,38 +147,36 @@ enum Asked {
     Failed(String),
 }
 
-/// Asks the directory from a thread of its own with a small runtime: explain is
-/// synchronous, and may be called inside a runtime or outside one.
-fn ask_directory(config: &LdapConfig, account: &str, password: Option<&Secret>) -> Asked {
+/// Asks the same chain of login backends `/auth` asks (`runtime::logins`), from a thread
+/// of its own with a small runtime: explain is synchronous, and may be called inside a
+/// runtime or outside one.
+fn ask_backends(config: &Config, account: &str, password: Option<&Secret>) -> Asked {
     let ask = async {
-        let directory =
-            Directory::new(config.clone(), Arc::default()).map_err(|e| e.to_string())?;
-        let answer = directory
-            .lookup(account, password)
-            .await
+        let logins = crate::runtime::logins(config, Arc::default(), Arc::default())
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>(match answer {
-            Lookup::Found { dn, labels } => Asked::Found {
-                dn,
-                labels,
-                password: password.map(|_| Password::Correct),
-            },
-            Lookup::NoSuchAccount => Asked::Missing,
-            // The labels the account gets with the right password, when they can be read
-            // without it.
-            Lookup::WrongPassword => match directory.lookup(account, None).await {
-                Ok(Lookup::Found { dn, labels }) => Asked::Found {
-                    dn,
+        // The static users are judged below with the token endpoint's own functions.
+        for backend in logins.backends().skip(1) {
+            match backend.describe(account, password).await {
+                Described::NoMatch => continue,
+                Described::Unavailable(e) => return Ok(Asked::Failed(e)),
+                Described::Found {
                     labels,
-                    password: Some(Password::Wrong),
-                },
-                _ => Asked::Found {
-                    dn: String::new(),
-                    labels: Labels::new(),
-                    password: Some(Password::Wrong),
-                },
-            },
-        })
+                    entry,
+                    password_ok,
+                } => {
+                    return Ok(Asked::Found {
+                        backend: backend.backend(),
+                        dn: entry.unwrap_or_default(),
+                        labels,
+                        password: password_ok.map(|ok| match ok {
+                            true => Password::Correct,
+                            false => Password::Wrong,
+                        }),
+                    })
+                }
+            }
+        }
+        Ok::<_, String>(Asked::Missing)
     };
     let run = || {
         tokio::runtime::Builder::new_current_thread()
@@ -189,7 +189,7 @@ fn ask_directory(config: &LdapConfig, account: &str, password: Option<&Secret>) 
     match answer {
         Ok(Ok(asked)) => asked,
         Ok(Err(e)) => Asked::Failed(e),
-        Err(_) => Asked::Failed("the directory lookup failed".into()),
+        Err(_) => Asked::Failed("the lookup failed".into()),
     }
 }
 
@@ -202,10 +202,11 @@ pub fn explain(config: &Config, input: &Input<'_>) -> Report {
 pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report {
     let user = config.users.get(input.account);
     let robot = user.and_then(|u| u.robot.as_ref());
-    // docker_auth's order: only a name `users` lacks is the directory's.
-    let asked = match (&config.ldap, user) {
-        (Some(ldap), None) if !input.account.is_empty() => {
-            Some(ask_directory(ldap, input.account, input.password))
+    // docker_auth's order: only a name `users` lacks is the other backends'.
+    let others = config.ldap.is_some();
+    let asked = match user {
+        None if others && !input.account.is_empty() => {
+            Some(ask_backends(config, input.account, input.password))
         }
         _ => None,
     };
@@ -226,7 +227,7 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
     };
     let backend = match (user, &asked) {
         (Some(u), _) => Some(u.backend),
-        (None, Some(Asked::Found { .. })) => Some(Backend::LdapAuth),
+        (None, Some(Asked::Found { backend, .. })) => Some(*backend),
         _ => None,
     };
     // As the token endpoint does: a robot is judged by its own rules only.
@@ -237,7 +238,13 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
     let (labels, labels_from) = match (input.labels, user, &asked) {
         (Some(l), _, _) => (l.clone(), "--label"),
         (None, Some(u), _) => (u.labels.clone(), "users"),
-        (None, None, Some(Asked::Found { labels, .. })) => (labels.clone(), "ldap_auth"),
+        (
+            None,
+            None,
+            Some(Asked::Found {
+                labels, backend, ..
+            }),
+        ) => (labels.clone(), backend.section()),
         (None, None, _) => (Labels::new(), "none"),
     };
     let password = input.password.map(|p| match (status, user) {

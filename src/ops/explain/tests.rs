@@ -312,7 +312,6 @@ async fn explain_and_the_token_endpoint_agree_on_a_robot_at_its_expiry() {
         c.users.clone(),
         Duration::from_secs(60),
         Arc::default(),
-        None,
     ));
     let secret = Secret::new("pw");
     let s = scopes(&["repository:ci/app:pull"]);
