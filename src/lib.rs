@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod fuzzing;
 pub mod gateway;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -253,50 +253,8 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), KeyErro
     Ok(())
 }
 
-/// Writes a private key readable by its owner only (0600), also over an existing file
-/// that was not.
-pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path)?;
-    // `mode` applies only when the file is created.
-    #[cfg(unix)]
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(contents)
-}
-
-/// The folder a generated key goes in, for its owner only (0700): made so, or, when it
-/// exists open to others, closed. Others must not even list it: a key file replaced
-/// there by someone else would sign tokens.
-fn private_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        if !dir.exists() {
-            return fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir);
-        }
-        let mode = fs::metadata(dir)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                dir = %dir.display(),
-                "data_dir was open to other users ({:o}); made it 0700 before writing the token key",
-                mode & 0o777
-            );
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    fs::create_dir_all(dir)
-}
+use crate::files::private_dir;
+pub use crate::files::write_private;
 
 fn load_private_key(path: &Path, algorithm: Algorithm) -> Result<EncodingKey, KeyError> {
     let pem = read(path)?;
