@@ -21,6 +21,7 @@ pub mod keys;
 mod ldap;
 mod server;
 mod token;
+mod ui;
 mod upstream;
 mod users;
 pub mod yaml;
@@ -54,6 +55,7 @@ pub struct Config {
     /// docker_auth's `ldap_auth`: the directory asked about accounts `users` lacks.
     pub ldap: Option<LdapConfig>,
     pub upstream: crate::proxy::Settings,
+    pub ui: crate::web::Settings,
     pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
@@ -80,6 +82,7 @@ struct RawConfig {
     acl: Option<Vec<crate::acl::RawEntry>>,
     ldap_auth: Option<ldap::RawLdap>,
     upstream: Option<upstream::RawUpstream>,
+    ui: Option<ui::RawUi>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
@@ -100,6 +103,7 @@ pub const KEYS: &[Key] = &[
     Key::new("acl", Kind::Items(acl::KEYS)),
     Key::new("ldap_auth", Kind::Section(ldap::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
+    Key::new("ui", Kind::Section(ui::KEYS)),
     Key::scalar(
         "data_dir",
         "`<config folder>/data`",
@@ -347,6 +351,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let acl = acl::build(raw.acl, cx);
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
+    let ui = ui::build(raw.ui.unwrap_or_default(), cx);
     let data_dir = raw
         .data_dir
         .as_deref()
@@ -368,6 +373,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         acl: acl?,
         ldap: ldap?,
         upstream: upstream?,
+        ui: ui?,
         data_dir,
         audit_log,
         warnings: Vec::new(),

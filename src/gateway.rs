@@ -87,7 +87,11 @@ impl Gateway {
         let version = req.version();
         let rt = self.runtime();
         let client_ip = client_ip(&rt, &req, conn.peer.ip());
-        let classified = route::classify(req.uri().path(), req.uri().query());
+        let classified = route::classify_in(
+            req.uri().path(),
+            req.uri().query(),
+            &rt.config.server.path_prefix,
+        );
         let kind = classified.route.kind();
         let path_for_log = req.uri().path().to_owned();
         let Served {
@@ -167,6 +171,18 @@ impl Gateway {
                 .into_response(),
             Route::InvalidName(_) => {
                 RegistryError::new(Code::NameInvalid, "invalid repository name").into_response()
+            }
+            // A browser at `/` gets the pages (without a prefix, they start there).
+            Route::Root
+                if rt.config.ui.enabled
+                    && rt.config.server.path_prefix.is_empty()
+                    && crate::web::wants_html(&req) =>
+            {
+                crate::web::handle(rt, req, "/", client_ip, conn.https).await
+            }
+            Route::Page(path) => {
+                let path = path.clone();
+                crate::web::handle(rt, req, &path, client_ip, conn.https).await
             }
             Route::Root | Route::Healthz => json_response(StatusCode::OK, &serde_json::json!({})),
             Route::Readyz => self.readiness().await,

@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -34,8 +34,12 @@ pub enum Route {
     Metrics,
     /// `/.well-known/jwks.json`: the token signing key, for registry v3's `jwks`.
     Jwks,
-    /// `GET /`: registry:2 answers 200 here for load balancers.
+    /// `GET /`: registry:2 answers 200 here for load balancers (and a browser gets the
+    /// web pages, with no `path_prefix`).
     Root,
+    /// regate's web pages and sign-in routes, under `server.path_prefix`: the path after
+    /// the prefix (`/`, `/ui/login`, `/oidc_auth`).
+    Page(String),
     /// Answer 301 with this `Location` (path normalisation, `/v2` -> `/v2/`).
     Redirect(String),
     /// Routed by registry:2 but not a name regate lets through (domain part, upper case,
@@ -93,6 +97,13 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 pub fn classify(raw_path: &str, query: Option<&str>) -> Classified {
+    classify_in(raw_path, query, "")
+}
+
+/// As [`classify`], with regate's own routes under `prefix` (docker_auth's `path_prefix`,
+/// without a trailing `/`; `""`: none). The registry's routes are where registry:2 has
+/// them whatever the prefix.
+pub fn classify_in(raw_path: &str, query: Option<&str>, prefix: &str) -> Classified {
     let Some(path) = crate::percent::decode(raw_path) else {
         return Classified {
             route: Route::BadRequest,
@@ -107,7 +118,10 @@ pub fn classify(raw_path: &str, query: Option<&str>) -> Classified {
             path,
         };
     }
-    let route = route_of(&path, query);
+    let route = match own_route(&path, prefix) {
+        Some(route) => route,
+        None => route_of(&path, query),
+    };
     Classified { route, path }
 }
 
@@ -118,10 +132,28 @@ fn with_query(path: &str, query: Option<&str>) -> String {
     }
 }
 
+/// The pages that are regate's own, under the prefix: the token endpoint (docker_auth's
+/// `/auth` and `/auth/token`), docker_auth's sign-in routes, the web pages and their files.
+fn own_route(path: &str, prefix: &str) -> Option<Route> {
+    let rest = path.strip_prefix(prefix)?;
+    match rest {
+        "/auth" | "/auth/token" => Some(Route::Token),
+        // With a prefix, its own root is the pages' home (`/` stays registry:2's).
+        "/" if !prefix.is_empty() => Some(Route::Page("/".to_owned())),
+        "" if !prefix.is_empty() => Some(Route::Redirect(format!("{prefix}/"))),
+        "/google_auth" | "/github_auth" | "/oidc_auth" | "/gitlab_auth" => {
+            Some(Route::Page(rest.to_owned()))
+        }
+        _ if rest.starts_with("/ui/") || rest.starts_with("/static/") => {
+            Some(Route::Page(rest.to_owned()))
+        }
+        _ => None,
+    }
+}
+
 fn route_of(path: &str, query: Option<&str>) -> Route {
     match path {
         "/" => return Route::Root,
-        "/auth" | "/auth/token" => return Route::Token,
         "/healthz" => return Route::Healthz,
         "/readyz" => return Route::Readyz,
         "/metrics" => return Route::Metrics,
@@ -233,6 +265,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::Jwks => "jwks",
             Route::Root => "root",
+            Route::Page(_) => "page",
             Route::Redirect(_) => "redirect",
             Route::InvalidName(_) => "invalid_name",
             Route::NotFound | Route::BadRequest => "not_found",

@@ -9,6 +9,7 @@ use crate::auth::keys::{KeyError, SigningKey};
 use crate::auth::token::Tokens;
 use crate::auth::users::Users;
 use crate::config::Config;
+use crate::state::{Local, Store};
 use crate::{acl, auth, metrics, Error};
 
 /// How long a verified password is remembered (as a keyed hash) before bcrypt runs again.
@@ -29,15 +30,29 @@ pub struct Runtime {
     pub metrics: Arc<metrics::Metrics>,
     pub throttle: Arc<auth::throttle::Throttle>,
     pub bcrypt: Arc<auth::pool::Pool>,
+    /// State kept beyond a request (web sessions, ...): this process's, or shared.
+    pub state: Arc<dyn Store>,
 }
 
 /// What a reload carries over from the runtime it replaces.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Lasting {
     pub metrics: Arc<metrics::Metrics>,
     pub throttle: Arc<auth::throttle::Throttle>,
     /// The bound on bcrypt work: a reload must not open a second one.
     pub bcrypt: Arc<auth::pool::Pool>,
+    pub state: Arc<dyn Store>,
+}
+
+impl Default for Lasting {
+    fn default() -> Lasting {
+        Lasting {
+            metrics: Arc::default(),
+            throttle: Arc::default(),
+            bcrypt: Arc::default(),
+            state: Arc::new(Local::memory()),
+        }
+    }
 }
 
 impl Runtime {
@@ -48,6 +63,7 @@ impl Runtime {
             metrics,
             throttle,
             bcrypt,
+            state,
         } = lasting;
         let key = signing_key(&config)?;
         let tokens = Tokens::new(
@@ -70,6 +86,7 @@ impl Runtime {
             metrics,
             throttle,
             bcrypt,
+            state,
         })
     }
 
@@ -78,6 +95,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             throttle: self.throttle.clone(),
             bcrypt: self.bcrypt.clone(),
+            state: self.state.clone(),
         }
     }
 }

@@ -28,6 +28,9 @@ use framing::{Conflicts, Framed};
 /// The `server` section, validated (`config/server.rs` reads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// docker_auth's `path_prefix`, without a trailing `/` (`""`: none): regate's own
+    /// routes (`/auth`, the pages) live under it; the registry API stays at `/v2/`.
+    pub path_prefix: String,
     pub listen: SocketAddr,
     /// A plain-HTTP listener that redirects everything to HTTPS.
     pub redirect_listen: Option<SocketAddr>,

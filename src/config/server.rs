@@ -34,7 +34,11 @@ pub(super) struct RawServer {
 pub(super) const KEYS: &[Key] = &[
     Key::scalar("addr", ":5000", "`HOST:PORT` or `:PORT` to listen on"),
     Key::scalar("net", "tcp", "docker_auth's listener type; only `tcp`"),
-    Key::scalar("path_prefix", "", "docker_auth's route prefix; only `/`"),
+    Key::scalar(
+        "path_prefix",
+        "",
+        "docker_auth's prefix for its own routes: `/auth`, the sign-in and web pages move under it (`/registry/auth`); the registry API stays at `/v2/`",
+    ),
     Key::scalar(
         "certificate",
         "",
@@ -104,16 +108,34 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
             format!("`{net}` listeners are not supported; use tcp"),
         );
     }
-    if raw
-        .path_prefix
-        .as_deref()
-        .is_some_and(|p| !p.is_empty() && p != "/")
-    {
-        return cx.fail(
-            &at("path_prefix"),
-            "a path prefix is not supported: registry clients always use /v2/ at the root",
-        );
-    }
+    let path_prefix = match raw.path_prefix.as_deref() {
+        None | Some("") | Some("/") => String::new(),
+        Some(p) => {
+            let p = p.trim_end_matches('/');
+            let clean = p.starts_with('/')
+                && !p.contains("//")
+                && p.split('/').skip(1).all(|s| {
+                    !s.is_empty()
+                        && s != "."
+                        && s != ".."
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                });
+            if !clean {
+                return cx.fail(
+                    &at("path_prefix"),
+                    format!("`{p}` is not a path like /registry (letters, digits, - . _ ~)"),
+                );
+            }
+            if p == "/v2" || p.starts_with("/v2/") {
+                return cx.fail(
+                    &at("path_prefix"),
+                    "the prefix cannot be /v2: registry clients use /v2/ at the root",
+                );
+            }
+            p.to_owned()
+        }
+    };
     if raw.letsencrypt.is_some() {
         return cx.fail(
             &at("letsencrypt"),
@@ -197,6 +219,7 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
     };
     let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, raw.trusted_proxies, cx)?;
     Ok(Settings {
+        path_prefix,
         listen,
         redirect_listen,
         metrics_listen,

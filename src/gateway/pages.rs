@@ -99,7 +99,7 @@ pub(super) fn realm<B>(rt: &Runtime, req: &Request<B>, https: bool) -> String {
     let host = proxy::request_host(req)
         .and_then(|h| h.to_str().ok().map(str::to_owned))
         .unwrap_or_else(|| "localhost".to_owned());
-    format!("{scheme}://{host}/auth")
+    format!("{scheme}://{host}{}/auth", rt.config.server.path_prefix)
 }
 
 /// The plain-HTTP listener's only answer: the same URL on HTTPS (308 keeps the method).
