@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::auth::backend::{Authenticator, Authorizer, Logins};
+use crate::auth::credentials::Credentials;
 use crate::auth::keys::{KeyError, SigningKey};
 use crate::auth::token::Tokens;
 use crate::auth::users::Users;
@@ -74,7 +75,12 @@ impl Runtime {
             config.token.refresh_expiration,
             metrics.clone(),
         );
-        let logins = Arc::new(logins(&config, metrics.clone(), bcrypt.clone())?);
+        let logins = Arc::new(logins(
+            &config,
+            metrics.clone(),
+            bcrypt.clone(),
+            state.clone(),
+        )?);
         let users = logins.users().clone();
         Ok(Runtime {
             acl: config.acl.clone(),
@@ -100,23 +106,29 @@ impl Runtime {
     }
 }
 
-/// The login backends a config names, in docker_auth's order: the static users (with
-/// `htpasswd` and `robots`), then `ldap_auth`. `regate explain` asks the same chain.
+/// The login backends a config names, in docker_auth's order: regate's named credentials
+/// (which match only what is one), the static users (with `htpasswd` and `robots`), then
+/// `ldap_auth`. `regate explain` asks the same chain.
 /// Reads the files they need (the directory's bind password and CA); connects to nothing
 /// until a login needs it.
 pub fn logins(
     config: &Config,
     metrics: Arc<metrics::Metrics>,
     bcrypt: Arc<auth::pool::Pool>,
+    state: Arc<dyn Store>,
 ) -> Result<Logins, Error> {
     let users = Arc::new(
         Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL, metrics.clone()).with_pool(bcrypt),
     );
-    let mut others: Vec<Arc<dyn Authenticator>> = Vec::new();
+    // A credential names its account, and the static users say who that account is now.
+    let credentials = Credentials::new(state)
+        .with_source("users", users.clone())
+        .with_source("htpasswd", users.clone());
+    let mut chain: Vec<Arc<dyn Authenticator>> = vec![Arc::new(credentials), users.clone()];
     if let Some(ldap) = &config.ldap {
-        others.push(Arc::new(auth::ldap::Directory::new(ldap.clone(), metrics)?));
+        chain.push(Arc::new(auth::ldap::Directory::new(ldap.clone(), metrics)?));
     }
-    Ok(Logins::new(users, others))
+    Ok(Logins::new(users, chain))
 }
 
 /// The token signing key a config names, or, with none named, the one generated in

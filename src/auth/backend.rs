@@ -79,15 +79,17 @@ pub enum Described {
     Unavailable(String),
 }
 
-/// The login backends in order: the static users, then the rest.
+/// The login backends in order: regate's named credentials (they say "no match" at once
+/// for anything that is not one), the static users, then the rest.
 pub struct Logins {
     users: Arc<Users>,
-    others: Vec<Arc<dyn Authenticator>>,
+    chain: Vec<Arc<dyn Authenticator>>,
 }
 
 impl Logins {
-    pub fn new(users: Arc<Users>, others: Vec<Arc<dyn Authenticator>>) -> Logins {
-        Logins { users, others }
+    /// `chain`: every backend in the order asked (the static users among them).
+    pub fn new(users: Arc<Users>, chain: Vec<Arc<dyn Authenticator>>) -> Logins {
+        Logins { users, chain }
     }
 
     /// The static users (anonymous access, refresh tokens, names for `explain`).
@@ -97,7 +99,7 @@ impl Logins {
 
     /// Every backend, in the order they are asked.
     pub fn backends(&self) -> impl Iterator<Item = &dyn Authenticator> {
-        std::iter::once(&*self.users as &dyn Authenticator).chain(self.others.iter().map(|b| &**b))
+        self.chain.iter().map(|b| &**b)
     }
 
     /// Asks each backend in turn; the first that knows the account decides. An account

@@ -20,6 +20,18 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a config section names.
+    pub fn from_section(section: &str) -> Option<Backend> {
+        [
+            Backend::Users,
+            Backend::Htpasswd,
+            Backend::Robots,
+            Backend::LdapAuth,
+        ]
+        .into_iter()
+        .find(|b| b.section() == section)
+    }
+
     /// The config section, as written in the file.
     pub fn section(self) -> &'static str {
         match self {

@@ -4,6 +4,7 @@
 pub mod authorize;
 pub mod backend;
 pub mod challenge;
+pub mod credentials;
 pub mod endpoint;
 pub mod identity;
 pub mod keys;

@@ -299,6 +299,18 @@ impl Authenticator for Users {
     }
 }
 
+/// A credential of a static user's: the user's labels now, or nobody once removed.
+impl super::credentials::Source for Users {
+    fn current<'a>(
+        &'a self,
+        account: &'a str,
+        _kept: &'a Labels,
+    ) -> BoxFuture<'a, Result<Option<Labels>, AuthnError>> {
+        let now = self.users.get(account).map(|u| u.labels.clone());
+        Box::pin(std::future::ready(Ok(now)))
+    }
+}
+
 /// What `/auth` answers for an account in the list once bcrypt has said whether the
 /// password matches. `regate explain` asks this same function, so the two cannot drift.
 pub fn login_outcome(user: &User, password_ok: bool, now: SystemTime) -> Result<(), AuthnError> {

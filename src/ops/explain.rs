@@ -152,10 +152,12 @@ enum Asked {
 /// runtime or outside one.
 fn ask_backends(config: &Config, account: &str, password: Option<&Secret>) -> Asked {
     let ask = async {
-        let logins = crate::runtime::logins(config, Arc::default(), Arc::default())
+        let state = Arc::new(crate::state::Local::memory());
+        let logins = crate::runtime::logins(config, Arc::default(), Arc::default(), state)
             .map_err(|e| e.to_string())?;
-        // The static users are judged below with the token endpoint's own functions.
-        for backend in logins.backends().skip(1) {
+        // The static users are judged below with the token endpoint's own functions (they
+        // describe nobody here).
+        for backend in logins.backends() {
             match backend.describe(account, password).await {
                 Described::NoMatch => continue,
                 Described::Unavailable(e) => return Ok(Asked::Failed(e)),
