@@ -57,7 +57,16 @@ pub struct AccessDetail {
 struct WireError<'a> {
     code: Code,
     message: &'a str,
-    detail: &'a serde_json::Value,
+    detail: &'a Detail,
+}
+
+/// An error's `detail`: registry:2 writes `null`, or for `UNAUTHORIZED` the access
+/// records in its own field order (a `serde_json::Value` would sort them by name).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Detail {
+    Access(Vec<AccessDetail>),
+    Other(serde_json::Value),
 }
 
 #[derive(Serialize)]
@@ -75,7 +84,7 @@ struct WireErrors<'a> {
 pub struct RegistryError {
     pub code: Code,
     pub message: String,
-    pub detail: serde_json::Value,
+    pub detail: Detail,
     pub status: Option<StatusCode>,
     pub challenge: Option<WwwAuthenticate>,
     /// Shown to token clients as `details` (see [`WireErrors`]).
@@ -91,7 +100,7 @@ impl RegistryError {
         RegistryError {
             code,
             message: message.into(),
-            detail: serde_json::Value::Null,
+            detail: Detail::Other(serde_json::Value::Null),
             status: None,
             challenge: None,
             details: None,
@@ -112,7 +121,7 @@ impl RegistryError {
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
-        self.detail = detail;
+        self.detail = Detail::Other(detail);
         self
     }
 
@@ -141,14 +150,12 @@ impl RegistryError {
                 })
             })
             .collect();
-        let detail = if detail.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::to_value(detail).unwrap_or(serde_json::Value::Null)
-        };
-        RegistryError::new(Code::Unauthorized, "authentication required")
-            .with_detail(detail)
-            .with_challenge(challenge)
+        let mut e = RegistryError::new(Code::Unauthorized, "authentication required")
+            .with_challenge(challenge);
+        if !detail.is_empty() {
+            e.detail = Detail::Access(detail);
+        }
+        e
     }
 
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
