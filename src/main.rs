@@ -150,7 +150,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config.path),
         Command::Check { config, strict } => check(&config.path, strict),
-        Command::Explain(args) => explain(args),
+        Command::Explain(args) => explain(args).map_err(|f| f.code(2)),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Jwks { config, out } => jwks(&config.path, out),
         Command::Probe {
@@ -181,27 +181,42 @@ fn main() -> ExitCode {
     // The one place a command's failure is printed.
     match result {
         Ok(code) => code,
-        Err(Failure(lines)) => {
+        Err(Failure { lines, code }) => {
             for line in lines {
                 eprintln!("error: {line}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
 
-/// Why a command failed: one or more lines, printed by `main` as `error: ...`.
-struct Failure(Vec<String>);
+/// Why a command failed: one or more lines, printed by `main` as `error: ...`, and the
+/// exit code (1; `explain` uses 2, keeping 1 for "denied", as grep does).
+struct Failure {
+    lines: Vec<String>,
+    code: u8,
+}
 
 impl Failure {
     fn new(message: impl std::fmt::Display) -> Failure {
-        Failure(vec![message.to_string()])
+        Failure {
+            lines: vec![message.to_string()],
+            code: 1,
+        }
+    }
+
+    fn code(mut self, code: u8) -> Failure {
+        self.code = code;
+        self
     }
 }
 
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Failure {
-        Failure(e.all().map(|e| e.to_string()).collect())
+        Failure {
+            lines: e.all().map(|e| e.to_string()).collect(),
+            code: 1,
+        }
     }
 }
 
@@ -341,7 +356,10 @@ fn check(path: &Path, strict: bool) -> Outcome {
         )));
     }
     if !report.errors.is_empty() {
-        return Err(Failure(report.errors));
+        return Err(Failure {
+            lines: report.errors,
+            code: 1,
+        });
     }
     if let Some(summary) = &report.summary {
         println!("{summary}");
@@ -381,7 +399,11 @@ fn explain(args: ExplainArgs) -> Outcome {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(ExitCode::SUCCESS)
+    // As grep does: 0 all granted, 1 something denied (or the login refused), 2 an error.
+    Ok(match report.denies() {
+        true => ExitCode::from(1),
+        false => ExitCode::SUCCESS,
+    })
 }
 
 /// A password typed or piped on stdin; one trailing newline is the terminal's, not the

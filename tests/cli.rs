@@ -166,7 +166,8 @@ fn explain_says_why_hussein_may_only_pull_ubuntu() {
         "hussein-pw\n",
     );
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // push is denied: exit 1, as grep when nothing matched (scripts can test it).
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     for line in [
         "account: \"hussein\": a user in `users`",
         "password: correct",
@@ -185,9 +186,25 @@ fn explain_says_why_hussein_may_only_pull_ubuntu() {
         config,
         "hussein",
         &["--password-stdin", "repository:ubuntu:pull"],
+        "hussein-pw\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "all granted: exit 0");
+
+    // A wrong password gets no token: no grant is shown, and the exit says so.
+    let out = explain(
+        config,
+        "hussein",
+        &["--password-stdin", "repository:ubuntu:pull"],
         "wrong\n",
     );
-    assert!(text(&out.stdout).contains("password: wrong: a token request gets 401"));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("password: wrong: a token request gets 401"));
+    assert!(
+        stdout.contains("  granted: (none: the login is refused)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("  granted: pull"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
@@ -201,7 +218,7 @@ fn explain_anonymous_unknown_and_json() {
         "",
     );
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(stdout.contains("  acl[4]: decides: actions [\"pull\"]\n  granted: pull\n"));
     assert!(
         stdout.contains("  no rule matched: denied by default\n"),
@@ -215,7 +232,11 @@ fn explain_anonymous_unknown_and_json() {
         "",
     );
     let stdout = text(&out.stdout);
-    assert!(out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unknown account gets nothing"
+    );
     assert!(
         stdout.contains("no such user in `users`: a token request gets 401"),
         "{stdout}"
@@ -239,7 +260,7 @@ fn explain_refuses_bad_input() {
     let (_dir, path) = seed_file();
     let config = path.to_str().unwrap();
     let out = explain(config, "admin", &["nonsense"], "");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "an error is 2, a denial 1");
     assert!(text(&out.stderr).contains("nonsense"));
     let out = explain(
         config,
@@ -319,4 +340,31 @@ fn quickstart_writes_its_secrets_for_the_owner_only() {
     run();
     assert_eq!(mode(&password), 0o600, "admin.password after a rerun");
     assert_eq!(std::fs::read_to_string(&password).unwrap(), before);
+}
+
+/// The README's `regate explain` sample is the command's real output (for the seed's
+/// config, as this file's tests write it).
+#[test]
+fn the_readme_shows_explains_real_output() {
+    let (_dir, path) = seed_file();
+    let out = explain(
+        path.to_str().unwrap(),
+        "hussein",
+        &["--password-stdin", "repository:ubuntu:pull,push"],
+        "hussein-pw\n",
+    );
+    let mut shown = String::from(
+        "    $ regate explain --config regate.yml --account hussein --password-stdin \\\n        repository:ubuntu:pull,push <<< \"$PASSWORD\"\n",
+    );
+    for line in text(&out.stdout).lines() {
+        shown.push_str(&format!("    {line}").trim_end().to_string());
+        shown.push('\n');
+    }
+    let readme = include_str!("../README.md");
+    let start = readme.find("<!-- explain: begin -->\n").unwrap() + 24;
+    let end = readme.find("<!-- explain: end -->").unwrap();
+    assert!(
+        readme[start..end] == shown,
+        "README.md's explain sample is not the real output; it should read:\n{shown}"
+    );
 }

@@ -94,6 +94,9 @@ pub struct Report {
     pub password: Option<Password>,
     pub ip: Option<IpAddr>,
     pub service: String,
+    /// Why a token request with this login is refused before any scope is decided
+    /// (then nothing is granted); `None` when it gets a token.
+    pub refused: Option<String>,
     pub scopes: Vec<ScopeReport>,
 }
 
@@ -295,7 +298,30 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
         Some(Asked::Failed(e)) => (None, Some(e)),
         _ => (None, None),
     };
+    // What the token endpoint would answer the login itself: a refused login gets no
+    // token, so no scope is granted, whatever the rules say (they are explained anyway).
+    let refused = match (status, password) {
+        (_, Some(Password::Wrong)) => Some("the password is wrong: a token request gets 401"),
+        (Account::Unknown, _) => Some("no backend knows the account: a token request gets 401"),
+        (Account::RobotExpired, _) => Some("the robot has expired: a token request gets 401"),
+        (Account::AnonymousDisabled, _) => {
+            Some("anonymous access is not enabled: a request without credentials gets 401")
+        }
+        (Account::DirectoryUnavailable, _) => {
+            Some("the directory could not be asked: a token request gets 503")
+        }
+        _ => None,
+    };
+    let mut scopes: Vec<ScopeReport> = scopes;
+    if refused.is_some() {
+        for s in &mut scopes {
+            let granted = std::mem::take(&mut s.granted);
+            s.denied.extend(granted);
+            s.denied.sort();
+        }
+    }
     Report {
+        refused: refused.map(str::to_owned),
         account: input.account.to_owned(),
         status,
         backend,
@@ -364,6 +390,12 @@ fn list(actions: &[String]) -> String {
 }
 
 impl Report {
+    /// Whether a token request would not get everything asked: the login is refused, or
+    /// a scope is denied in part or whole (`regate explain` then exits 1).
+    pub fn denies(&self) -> bool {
+        self.refused.is_some() || self.scopes.iter().any(|s| !s.denied.is_empty())
+    }
+
     /// Plain text: one fact a line, `key: value`, each scope's lines indented under it.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -442,7 +474,14 @@ impl Report {
                     let _ = writeln!(out, "  no rule matched: denied by default");
                 }
             }
-            let _ = writeln!(out, "  granted: {}", list(&s.granted));
+            match &self.refused {
+                Some(_) => {
+                    let _ = writeln!(out, "  granted: (none: the login is refused)");
+                }
+                None => {
+                    let _ = writeln!(out, "  granted: {}", list(&s.granted));
+                }
+            }
             let _ = writeln!(out, "  denied: {}", list(&s.denied));
         }
         out
