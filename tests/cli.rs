@@ -357,7 +357,7 @@ fn the_readme_shows_explains_real_output() {
         "    $ regate explain --config regate.yml --account hussein --password-stdin \\\n        repository:ubuntu:pull,push <<< \"$PASSWORD\"\n",
     );
     for line in text(&out.stdout).lines() {
-        shown.push_str(&format!("    {line}").trim_end().to_string());
+        shown.push_str(format!("    {line}").trim_end());
         shown.push('\n');
     }
     let readme = include_str!("../README.md");
