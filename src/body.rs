@@ -50,6 +50,17 @@ pub fn empty() -> Body {
     Body::new(Inner::Buffer(None))
 }
 
+/// How many bytes of a request's body went on to the registry, for the access log: put in
+/// the request's extensions by the gateway, added to by the proxy as the body streams.
+#[derive(Clone, Default)]
+pub struct Received(pub std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Received {
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub fn stream(incoming: Incoming) -> Body {
     Body::new(Inner::Stream(incoming))
 }

@@ -94,6 +94,9 @@ impl Gateway {
         );
         let kind = classified.route.kind();
         let path_for_log = req.uri().path().to_owned();
+        let received = crate::body::Received::default();
+        let mut req = req;
+        req.extensions_mut().insert(received.clone());
         let Served {
             account,
             response: mut resp,
@@ -124,7 +127,9 @@ impl Gateway {
                     version = ?version,
                     route = kind,
                     status,
-                    bytes,
+                    // Both ways: a push's bytes come in, a pull's go out.
+                    bytes_in = received.get(),
+                    bytes_out = bytes,
                     millis = started.elapsed().as_millis() as u64,
                     "request"
                 );

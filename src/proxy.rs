@@ -167,11 +167,15 @@ impl Upstream {
         metrics: &Arc<Metrics>,
     ) -> Result<Response<Body>, RegistryError> {
         let counted = metrics.clone();
+        let received = req.extensions().get::<body::Received>().cloned();
         let sent = Arc::new(tokio::sync::Notify::new());
         let mut req = req.map(|b| {
             ClientBody::new(
                 body::stream(b).on_end(move |n| {
                     counted.bytes_from_clients.fetch_add(n, Relaxed);
+                    if let Some(received) = received {
+                        received.0.fetch_add(n, Relaxed);
+                    }
                 }),
                 sent.clone(),
             )

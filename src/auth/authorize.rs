@@ -157,7 +157,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 client = %client_ip,
                 account = claimed.map_or("", |(user, _)| user),
                 outcome,
-                reason = %e,
+                reason = %e.detail(),
                 "login refused"
             );
             Err(Refused::Authn(e))

@@ -156,6 +156,18 @@ async fn serve(
         }
     };
 
+    if scopes.is_empty() {
+        // `docker login` asks for no scope: there is no decision to audit, but the login
+        // is worth a line (who, from where, through which backend).
+        tracing::info!(
+            target: "regate::audit",
+            client = %client_ip,
+            account = %identity.account,
+            backend = %identity.backend,
+            offline = params.offline,
+            "login"
+        );
+    }
     let access = decide(rt, &identity, client_ip, &scopes)
         .await
         .map_err(unavailable)?;

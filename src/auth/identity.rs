@@ -19,6 +19,18 @@ pub enum Backend {
     LdapAuth,
 }
 
+impl AuthnError {
+    /// The reason for the operator's log, which may name the config.
+    pub fn detail(&self) -> String {
+        match self {
+            AuthnError::AnonymousDisabled => {
+                "anonymous access is not enabled (no \"\" entry in users)".to_owned()
+            }
+            e => e.to_string(),
+        }
+    }
+}
+
 impl Backend {
     /// The backend a config section names.
     pub fn from_section(section: &str) -> Option<Backend> {
@@ -64,7 +76,9 @@ pub struct Identity {
 pub enum AuthnError {
     #[error("incorrect username or password")]
     BadCredentials,
-    #[error("anonymous access is not enabled (no \"\" entry in users)")]
+    /// What a client is told says nothing of the config; [`AuthnError::detail`] does, for
+    /// the log.
+    #[error("authentication required")]
     AnonymousDisabled,
     #[error("this robot account has expired")]
     Expired,

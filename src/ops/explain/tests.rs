@@ -187,7 +187,8 @@ fn unknown_and_anonymous_accounts() {
 fn a_repository_star_asks_for_each_action() {
     let c = config();
     let s = scopes(&["repository:carol/x:*", "registry:catalog:*"]);
-    let r = explain(&c, &input("bob", &s));
+    // A user who logs in (an unknown account gets nothing, whatever the rules).
+    let r = explain(&c, &input("alice", &s));
     assert_eq!(r.scopes[0].requested, ["*", "pull", "push", "delete"]);
     assert_eq!(r.scopes[0].granted, ["pull"]);
     assert_eq!(r.scopes[0].denied, ["push", "delete"]);

@@ -1,0 +1,111 @@
+//! What a new operator reads in the first hour: `docker login` leaves an audit line, the
+//! access log counts bytes both ways, and a client is never told how the config is written.
+
+mod common;
+
+use common::*;
+use hyper::Method;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_is_audited_and_uploads_count_their_bytes() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("regate.yml");
+    // No `"": {}`: anonymous access is off.
+    let text = seed_config(&registry.url(), &dir.path().join("data")).replace("  \"\": {}\n", "")
+        + &format!("audit_log: \"{}\"\n", audit.display());
+    assert!(!text.contains("\"\": {}"));
+    std::fs::write(&config, text).unwrap();
+    let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
+    let base = regate.url();
+
+    // What `docker login` sends: a token request with no scope.
+    let login = get(
+        &format!("{base}/auth?service=Docker+registry&offline_token=true&client_id=docker"),
+        &[("authorization", &basic("alice", "alice-pw"))],
+    )
+    .await;
+    assert_eq!(login.status, 200);
+
+    // An upload of a known size.
+    let t = token(
+        &base,
+        Some(("alice", "alice-pw")),
+        &["repository:alice/app:pull,push"],
+    )
+    .await;
+    let bearer = format!("Bearer {t}");
+    let blob = noise(7, 50_000);
+    let digest = format!("sha256:{}", sha256_hex(&blob));
+    let start = http(
+        Method::POST,
+        &format!("{base}/v2/alice/app/blobs/uploads/"),
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(start.status, 202);
+    let location = start.header("location").unwrap().to_owned();
+    let put = http(
+        Method::PUT,
+        &format!("{location}&digest={digest}"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/octet-stream"),
+        ],
+        blob,
+    )
+    .await;
+    assert_eq!(put.status, 201);
+
+    // Anonymous, with anonymous off: the client hears nothing of `users`; the log does.
+    let anonymous = get(
+        &format!("{base}/auth?service=Docker+registry&scope=repository:x:pull"),
+        &[],
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    let body = String::from_utf8_lossy(&anonymous.body);
+    assert!(!body.contains("users") && !body.contains("entry"), "{body}");
+
+    // The lines are written when each body is done: poll for them.
+    let mut audit_text = String::new();
+    let mut log = String::new();
+    for _ in 0..100 {
+        audit_text = std::fs::read_to_string(&audit).unwrap_or_default();
+        log = regate.log_text();
+        if audit_text.contains("\"login\"")
+            && audit_text.contains("authentication_failed")
+            && log.contains("bytes_in=50000")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let lines: Vec<serde_json::Value> = audit_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let login = lines
+        .iter()
+        .find(|l| l["message"] == "login")
+        .unwrap_or_else(|| panic!("docker login is audited:\n{audit_text}"));
+    assert_eq!(login["account"], "alice");
+    assert_eq!(login["backend"], "users");
+    assert_eq!(login["offline"], true);
+    assert!(
+        log.lines().any(|l| l.contains("method=PUT")
+            && l.contains("bytes_in=50000")
+            && l.contains("bytes_out=0")),
+        "the upload's access line counts what came in:\n{log}"
+    );
+    let refused = lines
+        .iter()
+        .find(|l| l["outcome"] == "authentication_failed" && l["account"] == "")
+        .unwrap_or_else(|| panic!("the anonymous refusal is audited:\n{audit_text}"));
+    assert!(refused["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no \"\" entry in users"));
+}
