@@ -135,15 +135,21 @@ impl Reloader {
                 continue;
             }
             let path = display(&paths[0]);
+            // Which files changed, named in the log line ("SIGHUP" when none did).
+            let changed = match forced && now == last {
+                true => "SIGHUP".to_owned(),
+                false => changed_files(&paths, &last, &now),
+            };
             last = match self.reload() {
                 Ok(()) => {
-                    tracing::info!(config = %path, "configuration reloaded");
+                    tracing::info!(config = %path, changed = %changed, "configuration reloaded");
                     // The new config may watch other files.
                     stamp(&watched(&self.gateway.runtime().config))
                 }
                 Err(e) => {
                     tracing::error!(
                         config = %path,
+                        changed = %changed,
                         "configuration NOT reloaded, the previous one keeps serving: {e}"
                     );
                     // Reported once, not every second; retried when a file changes again.
@@ -154,6 +160,49 @@ impl Reloader {
     }
 }
 
+/// The files whose stamp differs, by name, comma-separated.
+fn changed_files(paths: &[PathBuf], before: &Stamp, now: &Stamp) -> String {
+    let names: Vec<String> = paths
+        .iter()
+        .zip(now)
+        .enumerate()
+        .filter(|(i, (_, stamp))| before.get(*i) != Some(stamp))
+        .map(|(_, (p, _))| display(p))
+        .collect();
+    match names.is_empty() {
+        true => "the list of watched files".to_owned(),
+        false => names.join(", "),
+    }
+}
+
 fn display(p: &Path) -> String {
     p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_names_the_files_that_changed() {
+        let paths = [
+            PathBuf::from("/etc/regate/regate.yml"),
+            PathBuf::from("/etc/regate/htpasswd"),
+            PathBuf::from("/etc/regate/server.crt"),
+        ];
+        let t = |s| Some((SystemTime::UNIX_EPOCH + Duration::from_secs(s), 10));
+        let before = vec![t(1), t(1), t(1)];
+        let now = vec![t(1), t(2), t(3)];
+        assert_eq!(
+            changed_files(&paths, &before, &now),
+            "/etc/regate/htpasswd, /etc/regate/server.crt"
+        );
+        // A file that appeared counts; a list that grew names the new one.
+        let before = vec![t(1), None];
+        let now = vec![t(1), t(5), t(5)];
+        assert_eq!(
+            changed_files(&paths, &before, &now),
+            "/etc/regate/htpasswd, /etc/regate/server.crt"
+        );
+    }
 }
