@@ -109,3 +109,67 @@ async fn a_login_is_audited_and_uploads_count_their_bytes() {
         .unwrap()
         .contains("no \"\" entry in users"));
 }
+
+/// The README's HTTPS section, followed as written: `cert init`, its complete config (only
+/// the paths, the addresses and the password's hash swapped for the test's), then a login,
+/// a push and a pull by a client that trusts nothing but the CA it printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_https_config_starts_and_serves() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    cert_init(&certs, &["localhost", "127.0.0.1"]);
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("<!-- https-config: begin -->\n```yaml\n")
+        .unwrap()
+        + 36;
+    let end = readme.find("```\n<!-- https-config: end -->").unwrap();
+    let hash = bcrypt("s3cret-admin");
+    let mut config = readme[start..end].to_owned();
+    for (from, to) in [
+        ("/etc/regate/certs", certs.to_str().unwrap()),
+        ("\":443\"", "\"127.0.0.1:0\""),
+        ("\":80\"", "\"127.0.0.1:0\""),
+        (
+            "$2y$10$REPLACE.WITH.THE.HASH.FROM.regate.hash-password.ABCDEFGHIJ",
+            hash.as_str(),
+        ),
+        ("http://127.0.0.1:5000", registry.url().as_str()),
+    ] {
+        assert!(config.contains(from), "the README's config has {from}");
+        config = config.replace(from, to);
+    }
+    let gateway = Gateway::start_in(dir, &config).await;
+    let port = gateway.addr().port();
+    let ca = ca_only_dir(&certs.join("ca.crt"));
+    let auth = ca.path().join("auth.json");
+    let image = tempfile::tempdir().unwrap();
+    oci_image(image.path(), 1, 11);
+    let dest = format!("docker://127.0.0.1:{port}/team/app:1.0");
+    let cert_dir = ca.path().to_str().unwrap().to_owned();
+    let src = format!("oci:{}", image.path().display());
+    let auth2 = auth.clone();
+    let (ok, out) = blocking(move || {
+        skopeo(
+            &auth2,
+            &[
+                "login",
+                "--cert-dir",
+                &cert_dir,
+                "-u",
+                "admin",
+                "-p",
+                "s3cret-admin",
+                &format!("127.0.0.1:{port}"),
+            ],
+        )
+    })
+    .await;
+    assert!(ok, "login: {out}");
+    let cert_dir = ca.path().to_str().unwrap().to_owned();
+    let (ok, out) =
+        blocking(move || skopeo(&auth, &["copy", "--dest-cert-dir", &cert_dir, &src, &dest])).await;
+    assert!(ok, "push: {out}");
+    assert!(registry.has_repository("team/app"));
+}
