@@ -173,3 +173,43 @@ async fn the_readmes_https_config_starts_and_serves() {
     assert!(ok, "push: {out}");
     assert!(registry.has_repository("team/app"));
 }
+
+/// `regate check` reports every error and warning of a file in one run, as a compiler does,
+/// and exits non-zero.
+#[test]
+fn check_reports_everything_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regate.yml");
+    std::fs::write(
+        &path,
+        "server:\n  addr: \"no port\"\ntoken:\n  expiration: -1\nusers:\n  bob:\n    password: hunter2\n  bob:\n    password: again\nacl:\n  - match: {account: bobb}\n    actions: [pull]\nupstream: {url: http://127.0.0.1:5000}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env_remove("REGATE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    for key in [
+        "server.addr",
+        "token.expiration",
+        "users.bob.password",
+        "users.bob: `bob` is written twice",
+    ] {
+        assert!(errors.iter().any(|l| l.contains(key)), "{key} in\n{stderr}");
+    }
+    // In file order.
+    let lines: Vec<usize> = errors
+        .iter()
+        .filter_map(|l| l.split(':').nth(2).and_then(|n| n.parse().ok()))
+        .collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "{stderr}");
+}
