@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -28,6 +28,10 @@ pub struct ServerTls {
     /// docker_auth's `tls_curve_preferences`, in order; empty: rustls's default.
     pub curves: Vec<Curve>,
 }
+
+/// The ALPN protocol of a TLS-ALPN-01 validation handshake (RFC 8737): the CA's
+/// connection offers only this, checks the certificate it is shown, and closes.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The key-exchange groups regate's TLS library (rustls with ring) offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,27 +126,73 @@ pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
-/// Serves whichever certificate was loaded last; a reload swaps it for new handshakes only.
+/// Serves whichever certificate was loaded last; a reload or a renewal swaps it for new
+/// handshakes only. While an ACME order waits for its TLS-ALPN-01 validation, the CA's
+/// handshake (ALPN `acme-tls/1` only) is shown the challenge certificate instead.
 #[derive(Debug)]
 pub struct Certificates {
-    current: ArcSwap<CertifiedKey>,
+    /// `None` until an ACME CA has issued the first certificate: handshakes fail meanwhile.
+    current: ArcSwapOption<CertifiedKey>,
+    challenge: ArcSwapOption<Challenge>,
+}
+
+/// The certificate a TLS-ALPN-01 validation of `name` must see.
+#[derive(Debug)]
+struct Challenge {
+    name: String,
+    key: Arc<CertifiedKey>,
 }
 
 impl Certificates {
     pub fn new(key: CertifiedKey) -> Arc<Certificates> {
+        let certs = Certificates::empty();
+        certs.replace(key);
+        certs
+    }
+
+    /// No certificate yet (ACME, nothing cached): every handshake fails until
+    /// [`Certificates::replace`].
+    pub fn empty() -> Arc<Certificates> {
         Arc::new(Certificates {
-            current: ArcSwap::from_pointee(key),
+            current: ArcSwapOption::empty(),
+            challenge: ArcSwapOption::empty(),
         })
     }
 
     pub fn replace(&self, key: CertifiedKey) {
-        self.current.store(Arc::new(key));
+        self.current.store(Some(Arc::new(key)));
+    }
+
+    /// Shows `key` to TLS-ALPN-01 handshakes for `name` until [`Certificates::clear_challenge`].
+    pub fn set_challenge(&self, name: &str, key: CertifiedKey) {
+        self.challenge.store(Some(Arc::new(Challenge {
+            name: name.to_ascii_lowercase(),
+            key: Arc::new(key),
+        })));
+    }
+
+    pub fn clear_challenge(&self) {
+        self.challenge.store(None);
     }
 }
 
 impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 3: the validation offers `acme-tls/1` alone and names the identifier
+        // in SNI. A client offering it beside a real protocol negotiates the real one
+        // (server_config lists it last) and is served as usual.
+        let validation = hello.alpn().is_some_and(|mut offered| {
+            offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none()
+        });
+        if !validation {
+            return self.current.load_full();
+        }
+        // Another name gets no certificate (the handshake fails), as does a validation
+        // when no order is waiting.
+        let sni = hello.server_name()?;
+        let challenge = self.challenge.load_full()?;
+        sni.eq_ignore_ascii_case(&challenge.name)
+            .then(|| challenge.key.clone())
     }
 }
 
