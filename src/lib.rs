@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod acme;
 pub mod auth;
 pub mod body;
 pub mod config;

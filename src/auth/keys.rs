@@ -270,10 +270,10 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.write_all(contents)
 }
 
-/// The folder a generated key goes in, for its owner only (0700): made so, or, when it
-/// exists open to others, closed. Others must not even list it: a key file replaced
-/// there by someone else would sign tokens.
-fn private_dir(dir: &Path) -> io::Result<()> {
+/// The folder a generated key goes in (`data_dir`, `letsencrypt.cache_dir`), for its owner
+/// only (0700): made so, or, when it exists open to others, closed. Others must not even
+/// list it: a key file replaced there by someone else would sign tokens or serve HTTPS.
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -287,7 +287,7 @@ fn private_dir(dir: &Path) -> io::Result<()> {
         if mode & 0o077 != 0 {
             tracing::warn!(
                 dir = %dir.display(),
-                "data_dir was open to other users ({:o}); made it 0700 before writing the token key",
+                "the folder was open to other users ({:o}); made it 0700 before writing private keys in it",
                 mode & 0o777
             );
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
