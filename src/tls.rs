@@ -22,11 +22,38 @@ pub struct TlsFiles {
 /// HTTPS as the `server` section asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTls {
-    pub files: TlsFiles,
+    pub source: CertSource,
     /// `tls_min_version: TLS13`.
     pub tls13_only: bool,
     /// docker_auth's `tls_curve_preferences`, in order; empty: rustls's default.
     pub curves: Vec<Curve>,
+}
+
+/// Where the server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// `certificate` and `key`: files the operator renews (watched and reloaded).
+    Files(TlsFiles),
+    /// `letsencrypt`: obtained and renewed by regate itself (`acme.rs`).
+    Acme(Box<crate::acme::Settings>),
+}
+
+impl ServerTls {
+    /// The certificate and key files, when the certificate comes from files.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        match &self.source {
+            CertSource::Files(files) => Some(files),
+            CertSource::Acme(_) => None,
+        }
+    }
+
+    /// The ACME settings, when regate obtains the certificate itself.
+    pub fn acme(&self) -> Option<&crate::acme::Settings> {
+        match &self.source {
+            CertSource::Files(_) => None,
+            CertSource::Acme(settings) => Some(settings),
+        }
+    }
 }
 
 /// The ALPN protocol of a TLS-ALPN-01 validation handshake (RFC 8737): the CA's
@@ -196,7 +223,8 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
-/// TLS 1.2 and 1.3 (or 1.3 only), the curves asked for, ALPN `h2` then `http/1.1`.
+/// TLS 1.2 and 1.3 (or 1.3 only), the curves asked for, ALPN `h2` then `http/1.1` (and
+/// `acme-tls/1` with ACME).
 pub fn server_config(certs: Arc<Certificates>, settings: &ServerTls) -> Arc<ServerConfig> {
     let mut provider = rustls::crypto::ring::default_provider();
     if !settings.curves.is_empty() {
@@ -214,6 +242,11 @@ pub fn server_config(certs: Arc<Certificates>, settings: &ServerTls) -> Arc<Serv
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if settings.acme().is_some() {
+        // Last: rustls picks the first of its own list the client offers, so only a
+        // client offering nothing else (the CA's validation) gets it.
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Arc::new(config)
 }
 
@@ -289,7 +322,7 @@ mod tests {
         fs::write(&files.certificate, cert.pem()).unwrap();
         fs::write(&files.key, key.serialize_pem()).unwrap();
         let settings = ServerTls {
-            files: files.clone(),
+            source: CertSource::Files(files.clone()),
             tls13_only: false,
             curves: server_curves,
         };

@@ -1,4 +1,6 @@
-use super::store::Issued;
+use std::sync::Arc;
+
+use super::store::{describe, Issued};
 use super::*;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -179,6 +181,123 @@ fn docker_auths_cached_certificate_is_served() {
     let (_, held) = Store::at(tmp.path()).load(&s.host).unwrap().unwrap();
     assert_eq!(held.directory, None);
     assert_eq!(due(Some(&held), &s, SystemTime::now()), None);
+}
+
+#[test]
+fn the_listener_shows_the_challenge_only_to_the_validation() {
+    let host = "registry.example.com";
+    let made = issued(host);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = settings(tmp.path());
+    Store::open(tmp.path()).unwrap().save(&s, &made).unwrap();
+    let (key, _) = Store::at(tmp.path()).load(host).unwrap().unwrap();
+    let certs = Certificates::empty();
+    let config = crate::tls::server_config(
+        certs.clone(),
+        &crate::tls::ServerTls {
+            source: crate::tls::CertSource::Acme(Box::new(s)),
+            tls13_only: false,
+            curves: Vec::new(),
+        },
+    );
+    // Nothing to show yet: every handshake fails.
+    assert!(served(&config, host, &[b"h2"]).is_none());
+    certs.replace(key);
+    let normal = served(&config, host, &[b"h2", b"http/1.1"]).unwrap();
+    assert_eq!(describe(&normal).unwrap().serial, "8F01");
+    // The validation gets nothing while no order waits.
+    assert!(served(&config, host, &[b"acme-tls/1"]).is_none());
+    let digest = [7u8; 32];
+    certs.set_challenge(host, order::challenge_certificate(host, &digest).unwrap());
+    let shown = served(&config, host, &[b"acme-tls/1"]).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&shown).unwrap();
+    let ext = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+        .expect("the acmeIdentifier extension");
+    assert!(ext.critical);
+    assert!(ext.value.ends_with(&digest));
+    // Not for another name, and never to a normal client.
+    assert!(served(&config, "other.example.com", &[b"acme-tls/1"]).is_none());
+    let normal = served(&config, host, &[b"http/1.1"]).unwrap();
+    assert_eq!(describe(&normal).unwrap().serial, "8F01");
+    let normal = served(&config, host, &[b"acme-tls/1", b"h2"]).unwrap();
+    assert_eq!(describe(&normal).unwrap().serial, "8F01");
+    certs.clear_challenge();
+    assert!(served(&config, host, &[b"acme-tls/1"]).is_none());
+}
+
+/// The end-entity certificate the server shows a client offering `alpn` for `name`, or
+/// `None` when the handshake fails. The client trusts anything: only what is shown counts.
+fn served(config: &Arc<rustls::ServerConfig>, name: &str, alpn: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut server = rustls::ServerConnection::new(config.clone()).unwrap();
+    let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+    .with_no_client_auth();
+    client_config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let mut client =
+        rustls::ClientConnection::new(Arc::new(client_config), name.to_owned().try_into().unwrap())
+            .unwrap();
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        client.write_tls(&mut buf).unwrap();
+        server.read_tls(&mut buf.as_slice()).unwrap();
+        server.process_new_packets().ok()?;
+        let mut buf = Vec::new();
+        server.write_tls(&mut buf).unwrap();
+        client.read_tls(&mut buf.as_slice()).unwrap();
+        client.process_new_packets().ok()?;
+        if !client.is_handshaking() {
+            return client.peer_certificates().map(|c| c[0].to_vec());
+        }
+    }
+    None
+}
+
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[test]
