@@ -4,7 +4,7 @@
 //!
 //! | section | file | becomes |
 //! |---|---|---|
-//! | `server` | `server.rs` | [`crate::server::Settings`] |
+//! | `server` | `server.rs` | [`crate::server::Settings`] (`letsencrypt`: [`crate::acme::Settings`]) |
 //! | `token` | `token.rs` | [`crate::auth::token::Settings`] |
 //! | `users`, `robots`, `htpasswd` | `users.rs` | [`crate::auth::users::User`]s |
 //! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
@@ -343,8 +343,13 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     if broken {
         return Err(Failed);
     }
+    let data_dir = raw
+        .data_dir
+        .as_deref()
+        .map(|p| cx.resolve(p))
+        .unwrap_or_else(|| cx.resolve("data"));
     // Each section on its own, so one run reports every section's error.
-    let server = server::build(raw.server.unwrap_or_default(), cx);
+    let server = server::build(raw.server.unwrap_or_default(), &data_dir, cx);
     let server_tls = server.as_ref().ok().and_then(|s| s.tls.as_ref());
     let token = token::build(raw.token.unwrap_or_default(), server_tls, cx);
     let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
@@ -352,11 +357,6 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let ui = ui::build(raw.ui.unwrap_or_default(), cx);
-    let data_dir = raw
-        .data_dir
-        .as_deref()
-        .map(|p| cx.resolve(p))
-        .unwrap_or_else(|| cx.resolve("data"));
     let audit_log = match raw.audit_log.as_deref() {
         None | Some("stdout") => AuditLog::Stdout,
         Some("stderr") => AuditLog::Stderr,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod acme;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -47,6 +48,8 @@ pub enum Error {
     Ldap(#[from] auth::ldap::SetupError),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
+    #[error("server.letsencrypt: {0}")]
+    Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -110,8 +113,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let listen = config.server.listen;
     let redirect = config.server.redirect_listen;
     let metrics = config.server.metrics_listen;
-    let certs = match &config.server.tls {
-        Some(t) => Some(tls::Certificates::new(tls::load_certified_key(&t.files)?)),
+    let certs = match config.server.tls.as_ref().map(|t| &t.source) {
+        Some(tls::CertSource::Files(files)) => {
+            Some(tls::Certificates::new(tls::load_certified_key(files)?))
+        }
+        // Filled from cache_dir below, or once the CA has issued one.
+        Some(tls::CertSource::Acme(_)) => Some(tls::Certificates::empty()),
         None => None,
     };
     let acceptor = certs
@@ -121,6 +128,18 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), settings))
         });
     let runtime = Runtime::build(config, Lasting::default())?;
+    // The cached certificate is in place before the listener opens, so it serves at once.
+    let acme = match (
+        &certs,
+        runtime.config.server.tls.as_ref().and_then(|t| t.acme()),
+    ) {
+        (Some(certs), Some(settings)) => Some(acme::Acme::start(
+            settings,
+            certs.clone(),
+            runtime.metrics.clone(),
+        )?),
+        _ => None,
+    };
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
     let gateway = Arc::new(Gateway::new(runtime)?);
@@ -163,6 +182,9 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             handler,
             shutdown_rx.clone(),
         )));
+    }
+    if let Some(acme) = acme {
+        tasks.push(tokio::spawn(acme.run(shutdown_rx.clone())));
     }
     tasks.push(tokio::spawn(
         Reloader::clone(&reloader).run(hup_rx, shutdown_rx),

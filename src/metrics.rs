@@ -27,6 +27,13 @@ pub struct Metrics {
     pub credential_cache_hits: AtomicU64,
     pub credential_cache_misses: AtomicU64,
     pub ldap_binds: AtomicU64,
+    /// `server.letsencrypt` is on: the ACME lines below are rendered.
+    pub acme_enabled: std::sync::atomic::AtomicBool,
+    pub acme_checks: AtomicU64,
+    pub acme_certificates_obtained: AtomicU64,
+    pub acme_renewal_failures: AtomicU64,
+    /// The served certificate's notAfter, in Unix seconds; 0: none yet.
+    pub acme_certificate_expiry: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
@@ -120,6 +127,31 @@ impl Metrics {
             "Binds sent to the LDAP directory (service account, users, unknown accounts).",
             self.ldap_binds.load(Relaxed),
         );
+        if self.acme_enabled.load(Relaxed) {
+            counter(
+                "regate_acme_checks_total",
+                "Looks at whether the ACME certificate is due for renewal.",
+                self.acme_checks.load(Relaxed),
+            );
+            counter(
+                "regate_acme_certificates_obtained_total",
+                "Certificates obtained from the ACME CA (the first and each renewal).",
+                self.acme_certificates_obtained.load(Relaxed),
+            );
+            counter(
+                "regate_acme_renewal_failures_total",
+                "Attempts to obtain a certificate from the ACME CA that failed; the current certificate kept serving.",
+                self.acme_renewal_failures.load(Relaxed),
+            );
+            let expiry = self.acme_certificate_expiry.load(Relaxed);
+            // No line before the first certificate: 0 would read as expired in 1970.
+            if expiry > 0 {
+                let _ = write!(
+                    out,
+                    "# HELP regate_acme_certificate_expiry_timestamp_seconds When the served certificate expires (Unix time).\n# TYPE regate_acme_certificate_expiry_timestamp_seconds gauge\nregate_acme_certificate_expiry_timestamp_seconds {expiry}\n"
+                );
+            }
+        }
 
         out.push_str("# HELP regate_requests_total Requests by route kind and status.\n# TYPE regate_requests_total counter\n");
         if let Ok(map) = self.requests.lock() {

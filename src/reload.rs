@@ -49,7 +49,7 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         paths.extend(ldap.bind_password_file.clone());
         paths.extend(ldap.ca_certificate.clone());
     }
-    let server = config.server.tls.as_ref().map(|t| &t.files);
+    let server = config.server.tls.as_ref().and_then(|t| t.files());
     for files in [server, config.token.key.as_ref()].into_iter().flatten() {
         paths.push(files.certificate.clone());
         paths.push(files.key.clone());
@@ -89,6 +89,11 @@ impl Reloader {
                 config.server.tls.is_some() != old.server.tls.is_some(),
             ),
             (
+                "server.letsencrypt",
+                config.server.tls.as_ref().and_then(|t| t.acme())
+                    != old.server.tls.as_ref().and_then(|t| t.acme()),
+            ),
+            (
                 "server.tls_min_version or tls_curve_preferences",
                 config
                     .server
@@ -103,8 +108,11 @@ impl Reloader {
             }
         }
         // Both halves are loaded before either is swapped in.
-        let new_cert = match (&config.server.tls, &self.certs) {
-            (Some(t), Some(_)) => Some(tls::load_certified_key(&t.files)?),
+        // A certificate from files is read again; one from ACME is the renewal's business,
+        // and a change between the two waits for the restart.
+        let files = |c: &Config| c.server.tls.as_ref().and_then(|t| t.files()).cloned();
+        let new_cert = match (files(&config), files(old), &self.certs) {
+            (Some(files), Some(_), Some(_)) => Some(tls::load_certified_key(&files)?),
             _ => None,
         };
         let runtime = Runtime::build(config, current.lasting())?;

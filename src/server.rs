@@ -217,6 +217,12 @@ async fn serve_connection(
                         return;
                     }
                 };
+            // RFC 8737 3: the CA's TLS-ALPN-01 validation only looks at the certificate
+            // and sends nothing more; it is done once the handshake is.
+            if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                tracing::debug!(%peer, "ACME validation handshake answered");
+                return;
+            }
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 drive(
                     Coalesce::new(stream),

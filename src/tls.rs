@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -22,12 +22,43 @@ pub struct TlsFiles {
 /// HTTPS as the `server` section asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTls {
-    pub files: TlsFiles,
+    pub source: CertSource,
     /// `tls_min_version: TLS13`.
     pub tls13_only: bool,
     /// docker_auth's `tls_curve_preferences`, in order; empty: rustls's default.
     pub curves: Vec<Curve>,
 }
+
+/// Where the server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// `certificate` and `key`: files the operator renews (watched and reloaded).
+    Files(TlsFiles),
+    /// `letsencrypt`: obtained and renewed by regate itself (`acme.rs`).
+    Acme(Box<crate::acme::Settings>),
+}
+
+impl ServerTls {
+    /// The certificate and key files, when the certificate comes from files.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        match &self.source {
+            CertSource::Files(files) => Some(files),
+            CertSource::Acme(_) => None,
+        }
+    }
+
+    /// The ACME settings, when regate obtains the certificate itself.
+    pub fn acme(&self) -> Option<&crate::acme::Settings> {
+        match &self.source {
+            CertSource::Files(_) => None,
+            CertSource::Acme(settings) => Some(settings),
+        }
+    }
+}
+
+/// The ALPN protocol of a TLS-ALPN-01 validation handshake (RFC 8737): the CA's
+/// connection offers only this, checks the certificate it is shown, and closes.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The key-exchange groups regate's TLS library (rustls with ring) offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,31 +153,78 @@ pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
-/// Serves whichever certificate was loaded last; a reload swaps it for new handshakes only.
+/// Serves whichever certificate was loaded last; a reload or a renewal swaps it for new
+/// handshakes only. While an ACME order waits for its TLS-ALPN-01 validation, the CA's
+/// handshake (ALPN `acme-tls/1` only) is shown the challenge certificate instead.
 #[derive(Debug)]
 pub struct Certificates {
-    current: ArcSwap<CertifiedKey>,
+    /// `None` until an ACME CA has issued the first certificate: handshakes fail meanwhile.
+    current: ArcSwapOption<CertifiedKey>,
+    challenge: ArcSwapOption<Challenge>,
+}
+
+/// The certificate a TLS-ALPN-01 validation of `name` must see.
+#[derive(Debug)]
+struct Challenge {
+    name: String,
+    key: Arc<CertifiedKey>,
 }
 
 impl Certificates {
     pub fn new(key: CertifiedKey) -> Arc<Certificates> {
+        let certs = Certificates::empty();
+        certs.replace(key);
+        certs
+    }
+
+    /// No certificate yet (ACME, nothing cached): every handshake fails until
+    /// [`Certificates::replace`].
+    pub fn empty() -> Arc<Certificates> {
         Arc::new(Certificates {
-            current: ArcSwap::from_pointee(key),
+            current: ArcSwapOption::empty(),
+            challenge: ArcSwapOption::empty(),
         })
     }
 
     pub fn replace(&self, key: CertifiedKey) {
-        self.current.store(Arc::new(key));
+        self.current.store(Some(Arc::new(key)));
+    }
+
+    /// Shows `key` to TLS-ALPN-01 handshakes for `name` until [`Certificates::clear_challenge`].
+    pub fn set_challenge(&self, name: &str, key: CertifiedKey) {
+        self.challenge.store(Some(Arc::new(Challenge {
+            name: name.to_ascii_lowercase(),
+            key: Arc::new(key),
+        })));
+    }
+
+    pub fn clear_challenge(&self) {
+        self.challenge.store(None);
     }
 }
 
 impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 3: the validation offers `acme-tls/1` alone and names the identifier
+        // in SNI. A client offering it beside a real protocol negotiates the real one
+        // (server_config lists it last) and is served as usual.
+        let validation = hello.alpn().is_some_and(|mut offered| {
+            offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none()
+        });
+        if !validation {
+            return self.current.load_full();
+        }
+        // Another name gets no certificate (the handshake fails), as does a validation
+        // when no order is waiting.
+        let sni = hello.server_name()?;
+        let challenge = self.challenge.load_full()?;
+        sni.eq_ignore_ascii_case(&challenge.name)
+            .then(|| challenge.key.clone())
     }
 }
 
-/// TLS 1.2 and 1.3 (or 1.3 only), the curves asked for, ALPN `h2` then `http/1.1`.
+/// TLS 1.2 and 1.3 (or 1.3 only), the curves asked for, ALPN `h2` then `http/1.1` (and
+/// `acme-tls/1` with ACME).
 pub fn server_config(certs: Arc<Certificates>, settings: &ServerTls) -> Arc<ServerConfig> {
     let mut provider = rustls::crypto::ring::default_provider();
     if !settings.curves.is_empty() {
@@ -164,6 +242,11 @@ pub fn server_config(certs: Arc<Certificates>, settings: &ServerTls) -> Arc<Serv
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if settings.acme().is_some() {
+        // Last: rustls picks the first of its own list the client offers, so only a
+        // client offering nothing else (the CA's validation) gets it.
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Arc::new(config)
 }
 
@@ -239,7 +322,7 @@ mod tests {
         fs::write(&files.certificate, cert.pem()).unwrap();
         fs::write(&files.key, key.serialize_pem()).unwrap();
         let settings = ServerTls {
-            files: files.clone(),
+            source: CertSource::Files(files.clone()),
             tls13_only: false,
             curves: server_curves,
         };

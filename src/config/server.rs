@@ -1,14 +1,16 @@
-//! `server:` -> [`server::Settings`]: docker_auth's listener keys, and regate's redirect
-//! listener and Basic-credential switch.
+//! `server:` -> [`server::Settings`]: docker_auth's listener keys (with `letsencrypt`:
+//! [`acme::Settings`]), and regate's redirect listener and Basic-credential switch.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
 use serde::Deserialize;
 
 use super::keys::{Key, Kind};
 use super::{key, Cx, Failed, Seg};
+use crate::acme;
 use crate::server::{RealIp, Settings};
-use crate::tls::{Curve, ServerTls, TlsFiles};
+use crate::tls::{CertSource, Curve, ServerTls, TlsFiles};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +24,7 @@ pub(super) struct RawServer {
     tls_min_version: Option<String>,
     tls_curve_preferences: Option<Vec<String>>,
     tls_cipher_suites: Option<serde::de::IgnoredAny>,
-    letsencrypt: Option<serde::de::IgnoredAny>,
+    letsencrypt: Option<RawLetsEncrypt>,
     real_ip_header: Option<String>,
     real_ip_pos: Option<i64>,
     trusted_proxies: Option<Vec<String>>,
@@ -30,6 +32,45 @@ pub(super) struct RawServer {
     metrics_addr: Option<String>,
     basic_auth: Option<String>,
 }
+
+/// docker_auth's `letsencrypt` (`host`, `email`, `cache_dir`), then regate's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLetsEncrypt {
+    host: Option<String>,
+    email: Option<String>,
+    cache_dir: Option<String>,
+    directory_url: Option<String>,
+    ca_certificate: Option<String>,
+}
+
+const LETSENCRYPT_KEYS: &[Key] = &[
+    Key::scalar(
+        "host",
+        "",
+        "the DNS name to get a certificate for (Let's Encrypt validates it on port 443 of that name)",
+    ),
+    Key::scalar(
+        "email",
+        "",
+        "the ACME account's contact, for the CA's expiry and policy mail",
+    ),
+    Key::scalar(
+        "cache_dir",
+        "`<data_dir>/letsencrypt`",
+        "holds the account key and the certificate (0600; made 0700 if missing); docker_auth's cache is reused",
+    ),
+    Key::scalar(
+        "directory_url",
+        "Let's Encrypt",
+        "the ACME CA's directory (regate); Let's Encrypt's staging: `https://acme-staging-v02.api.letsencrypt.org/directory`",
+    ),
+    Key::scalar(
+        "ca_certificate",
+        "the system's roots",
+        "the CA (PEM) of the ACME server's own HTTPS certificate (regate), for a private CA such as pebble or step-ca",
+    ),
+];
 
 pub(super) const KEYS: &[Key] = &[
     Key::scalar("addr", ":5000", "`HOST:PORT` or `:PORT` to listen on"),
@@ -63,10 +104,7 @@ pub(super) const KEYS: &[Key] = &[
         "",
         "accepted; rustls offers only AEAD suites (a warning)",
     ),
-    Key::new(
-        "letsencrypt",
-        Kind::Refused("give `certificate` and `key` (see `regate cert init`)"),
-    ),
+    Key::new("letsencrypt", Kind::Section(LETSENCRYPT_KEYS)),
     Key::scalar(
         "real_ip_header",
         "",
@@ -100,7 +138,8 @@ pub(super) const KEYS: &[Key] = &[
     ),
 ];
 
-pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed> {
+/// `data_dir` holds `letsencrypt.cache_dir` when that is not set.
+pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<Settings, Failed> {
     let at = |k: &'static str| ["server", k];
     if let Some(net) = raw.net.as_deref().filter(|n| *n != "tcp") {
         return cx.fail(
@@ -136,12 +175,6 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
             p.to_owned()
         }
     };
-    if raw.letsencrypt.is_some() {
-        return cx.fail(
-            &at("letsencrypt"),
-            "Let's Encrypt is not supported; give `certificate` and `key` (see `regate cert init`)",
-        );
-    }
     if raw.tls_cipher_suites.is_some() {
         cx.warn("server.tls_cipher_suites is ignored: rustls offers only AEAD cipher suites with forward secrecy");
     }
@@ -158,12 +191,28 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
     }
     let addr = raw.addr.as_deref().unwrap_or(":5000");
     let listen = parse_listen(addr).or_else(|m| cx.fail(&at("addr"), m))?;
-    let files = match (&raw.certificate, &raw.key) {
-        (Some(c), Some(k)) => Some(TlsFiles {
+    if raw.letsencrypt.is_some() && (raw.certificate.is_some() || raw.key.is_some()) {
+        let which = if raw.certificate.is_some() {
+            "certificate"
+        } else {
+            "key"
+        };
+        return cx.fail(
+            &at("letsencrypt"),
+            format!("`letsencrypt` and `{which}` are both set; keep one: `certificate` and `key` to serve your own pair (docker_auth then ignored `letsencrypt`), or `letsencrypt` for certificates from the ACME CA"),
+        );
+    }
+    let source = match (&raw.certificate, &raw.key) {
+        (Some(c), Some(k)) => Some(CertSource::Files(TlsFiles {
             certificate: cx.resolve(c),
             key: cx.resolve(k),
-        }),
-        (None, None) => None,
+        })),
+        (None, None) => match raw.letsencrypt {
+            Some(le) => Some(CertSource::Acme(Box::new(letsencrypt(
+                le, data_dir, listen, cx,
+            )?))),
+            None => None,
+        },
         (Some(_), None) => {
             return cx.fail(
                 &at("certificate"),
@@ -177,22 +226,21 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
             )
         }
     };
-    let redirect_listen = match &raw.http_redirect_addr {
-        None => None,
-        Some(_) if files.is_none() => {
-            return cx.fail(
+    let redirect_listen =
+        match &raw.http_redirect_addr {
+            None => None,
+            Some(_) if source.is_none() => return cx.fail(
                 &at("http_redirect_addr"),
-                "redirecting to HTTPS needs HTTPS: set `certificate` and `key`",
-            )
-        }
-        Some(a) => Some(parse_listen(a).or_else(|m| cx.fail(&at("http_redirect_addr"), m))?),
-    };
+                "redirecting to HTTPS needs HTTPS: set `certificate` and `key`, or `letsencrypt`",
+            ),
+            Some(a) => Some(parse_listen(a).or_else(|m| cx.fail(&at("http_redirect_addr"), m))?),
+        };
     let metrics_listen = match &raw.metrics_addr {
         None => None,
         Some(a) => Some(parse_listen(a).or_else(|m| cx.fail(&at("metrics_addr"), m))?),
     };
     let basic_auth = match raw.basic_auth.as_deref() {
-        None | Some("auto") => files.is_some(),
+        None | Some("auto") => source.is_some(),
         Some("on") => true,
         Some("off") => false,
         Some(other) => {
@@ -202,7 +250,7 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
             )
         }
     };
-    if basic_auth && files.is_none() {
+    if basic_auth && source.is_none() {
         cx.warn("server.basic_auth is on without HTTPS: passwords cross the network in clear text on every request");
     }
     let tls13_only = match raw.tls_min_version.as_deref() {
@@ -223,8 +271,8 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
         listen,
         redirect_listen,
         metrics_listen,
-        tls: files.map(|files| ServerTls {
-            files,
+        tls: source.map(|source| ServerTls {
+            source,
             tls13_only,
             curves,
         }),
@@ -232,6 +280,102 @@ pub(super) fn build(raw: RawServer, cx: &mut Cx<'_>) -> Result<Settings, Failed>
         basic_auth,
         real_ip,
     })
+}
+
+/// `letsencrypt` -> [`acme::Settings`]. docker_auth turned it on with `email` and took
+/// any name a client asked for without `host`; regate needs `host` (it gets the
+/// certificate at start, not at a client's first handshake) and takes `email` as optional.
+fn letsencrypt(
+    raw: RawLetsEncrypt,
+    data_dir: &Path,
+    listen: SocketAddr,
+    cx: &mut Cx<'_>,
+) -> Result<acme::Settings, Failed> {
+    let at = |k: &'static str| ["server", "letsencrypt", k];
+    let Some(host) = raw.host.filter(|h| !h.trim().is_empty()) else {
+        return cx.fail_hint(
+            &["server", "letsencrypt"],
+            "`host` is required: the DNS name to get a certificate for",
+            "for example `host: registry.example.com`",
+        );
+    };
+    let host = host.trim().to_ascii_lowercase();
+    if let Err(m) = check_host(&host) {
+        return cx.fail(&at("host"), m);
+    }
+    let email = raw
+        .email
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty());
+    if let Some(e) = &email {
+        let looks_like_mail = e
+            .split_once('@')
+            .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
+            && !e.contains(char::is_whitespace);
+        if !looks_like_mail {
+            return cx.fail(&at("email"), format!("`{e}` is not a mail address"));
+        }
+    }
+    let directory_url = raw
+        .directory_url
+        .unwrap_or_else(|| acme::LETS_ENCRYPT.to_owned());
+    let https = directory_url
+        .parse::<hyper::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("https") && u.authority().is_some());
+    if !https {
+        return cx.fail(
+            &at("directory_url"),
+            format!("`{directory_url}` is not an https:// URL (ACME is spoken over HTTPS only)"),
+        );
+    }
+    if listen.port() != 443 && listen.port() != 0 {
+        cx.warn(format!("server.letsencrypt: the CA validates {host} by connecting to its port 443 (TLS-ALPN-01), and regate listens on {}: port 443 of {host} must reach it (a port forward)", listen.port()));
+    }
+    Ok(acme::Settings {
+        host,
+        email,
+        cache_dir: raw
+            .cache_dir
+            .as_deref()
+            .map(|d| cx.resolve(d))
+            .unwrap_or_else(|| data_dir.join("letsencrypt")),
+        directory_url,
+        ca_certificate: raw.ca_certificate.as_deref().map(|p| cx.resolve(p)),
+        renewal: acme::Renewal::default(),
+    })
+}
+
+/// A DNS name a CA can validate with TLS-ALPN-01: no wildcard, address, port or scheme.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.contains("://") || host.contains('/') {
+        return Err(format!(
+            "`{host}` is a URL; give the name alone (registry.example.com)"
+        ));
+    }
+    if host.starts_with("*.") {
+        return Err(format!("`{host}` is a wildcard: those need a DNS validation, which regate does not do; give the name clients use"));
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return Err(format!(
+            "`{host}` is an address; give the DNS name clients use"
+        ));
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "`{host}` has a port; give the name alone (the CA validates on port 443)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!("`{host}` is not a DNS name"));
+    }
+    Ok(())
 }
 
 /// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
@@ -296,4 +440,5 @@ fn parse_listen(addr: &str) -> Result<SocketAddr, String> {
 #[test]
 fn the_keys_are_the_structs() {
     super::keys::assert_keys_match::<RawServer>(KEYS);
+    super::keys::assert_keys_match::<RawLetsEncrypt>(LETSENCRYPT_KEYS);
 }

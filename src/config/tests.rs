@@ -54,7 +54,7 @@ fn the_seed_config_loads() {
     assert_eq!(c.users.len(), 3);
     assert_eq!(c.acl.len(), 5);
     // No token key of its own: docker_auth signs with the server's pair.
-    assert_eq!(c.token.key, c.server.tls.map(|t| t.files));
+    assert_eq!(c.token.key, c.server.tls.and_then(|t| t.files().cloned()));
     assert_eq!(c.data_dir, Path::new("/etc/regate/data"));
 }
 
@@ -136,7 +136,7 @@ fn upstream_is_required_and_checked() {
 #[test]
 fn relative_paths_resolve_against_the_config_folder() {
     let c = parse("server: {addr: \"127.0.0.1:0\", certificate: tls/s.crt, key: tls/s.key}\nupstream: {url: http://r:5000}\ndata_dir: state\n").unwrap();
-    let tls = c.server.tls.unwrap().files;
+    let tls = c.server.tls.unwrap().files().unwrap().clone();
     assert_eq!(tls.certificate, Path::new("/etc/regate/tls/s.crt"));
     assert_eq!(c.data_dir, Path::new("/etc/regate/state"));
 }
@@ -389,4 +389,90 @@ fn real_ip_header_counts_only_from_trusted_proxies() {
         .unwrap();
     assert!(c.server.real_ip.is_none());
     assert!(c.warnings.iter().any(|w| w.contains("ignored")));
+}
+
+#[test]
+fn docker_auths_letsencrypt_loads() {
+    let src = "server:\n  addr: \":443\"\n  letsencrypt:\n    host: Registry.Example.com\n    email: ops@example.com\n    cache_dir: /var/cache/regate\nupstream: {url: http://r:5000}\n";
+    let c = parse(src).unwrap();
+    let tls = c.server.tls.as_ref().unwrap();
+    let acme = tls.acme().unwrap();
+    assert_eq!(acme.host, "registry.example.com");
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(acme.cache_dir, Path::new("/var/cache/regate"));
+    assert_eq!(acme.directory_url, crate::acme::LETS_ENCRYPT);
+    assert_eq!(acme.renewal, crate::acme::Renewal::default());
+    // HTTPS as with a pair of files: Basic credentials on, a redirect listener allowed.
+    assert!(c.server.basic_auth);
+    // The token key is not the renewed certificate's: one is generated in data_dir.
+    assert_eq!(c.token.key, None);
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("letsencrypt")),
+        "{:?}",
+        c.warnings
+    );
+
+    // regate's keys: another CA, its root, and cache_dir under data_dir by default.
+    let src = "server:\n  addr: \":8443\"\n  letsencrypt:\n    host: registry.example.com\n    directory_url: https://ca.internal:14000/dir\n    ca_certificate: pebble-ca.pem\nupstream: {url: http://r:5000}\ndata_dir: state\n";
+    let c = parse(src).unwrap();
+    let acme = c.server.tls.as_ref().unwrap().acme().unwrap().clone();
+    assert_eq!(acme.directory_url, "https://ca.internal:14000/dir");
+    assert_eq!(
+        acme.ca_certificate.as_deref(),
+        Some(Path::new("/etc/regate/pebble-ca.pem"))
+    );
+    assert_eq!(acme.cache_dir, Path::new("/etc/regate/state/letsencrypt"));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("port 443")),
+        "not on 443: {:?}",
+        c.warnings
+    );
+    // From the environment too, as every scalar.
+    let c = Config::parse_with_env(
+        Path::new("/etc/regate/config.yml"),
+        "upstream: {url: http://r:5000}\n",
+        [(
+            "REGATE_SERVER_LETSENCRYPT_HOST".to_owned(),
+            "env.example.com".to_owned(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.tls.unwrap().acme().unwrap().host,
+        "env.example.com"
+    );
+}
+
+#[test]
+fn letsencrypt_mistakes_are_named() {
+    let e = parse("server:\n  certificate: s.crt\n  key: s.key\n  letsencrypt: {host: r.example.com}\nupstream: {url: http://r:5000}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.letsencrypt"));
+    assert!(e.message.contains("keep one"), "{e}");
+    assert!(e.message.contains("`letsencrypt` for certificates"), "{e}");
+    let e =
+        parse("server:\n  letsencrypt: {email: a@example.com}\nupstream: {url: http://r:5000}\n")
+            .unwrap_err();
+    assert!(e.message.contains("`host` is required"), "{e}");
+    for (host, says) in [
+        ("https://r.example.com", "URL"),
+        ("*.example.com", "wildcard"),
+        ("10.0.0.5", "address"),
+        ("r.example.com:443", "port"),
+        ("bad_name.example.com", "not a DNS name"),
+    ] {
+        let e = parse(&format!(
+            "server:\n  letsencrypt: {{host: \"{host}\"}}\nupstream: {{url: http://r:5000}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.letsencrypt.host"), "{host}");
+        assert!(e.message.contains(says), "{host}: {e}");
+    }
+    let e = parse("server:\n  letsencrypt: {host: r.example.com, directory_url: \"http://ca:80/dir\"}\nupstream: {url: http://r:5000}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.letsencrypt.directory_url"));
+    let e = parse("server:\n  letsencrypt: {host: r.example.com, email: nobody}\nupstream: {url: http://r:5000}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.letsencrypt.email"));
+    let e =
+        parse("server:\n  letsencrypt:\n    hots: r.example.com\nupstream: {url: http://r:5000}\n")
+            .unwrap_err();
+    assert!(e.to_string().contains("did you mean `host`?"), "{e}");
 }

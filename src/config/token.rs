@@ -115,7 +115,9 @@ pub(super) fn build(
             key: cx.resolve(k),
         }),
         // docker_auth signs with the server's pair when token has none.
-        (None, None) => server.map(|t| t.files.clone()),
+        // With `letsencrypt` there is no pair to share (and a certificate renewed every
+        // few weeks would break the registry's `rootcertbundle`): a key is generated.
+        (None, None) => server.and_then(|t| t.files().cloned()),
         (Some(_), None) => {
             return cx.fail(&at("certificate"), "`certificate` is set but `key` is not")
         }

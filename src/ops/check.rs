@@ -65,10 +65,18 @@ fn files(config: &Config, report: &mut Report) {
     let mut error = |what: &str, e: &dyn std::fmt::Display| {
         report.errors.push(format!("{what}: {e}"));
     };
-    if let Some(tls) = &config.server.tls {
-        if let Err(e) = crate::tls::load_certified_key(&tls.files) {
-            error("server TLS", &e);
+    match config.server.tls.as_ref().map(|t| &t.source) {
+        Some(crate::tls::CertSource::Files(files)) => {
+            if let Err(e) = crate::tls::load_certified_key(files) {
+                error("server TLS", &e);
+            }
         }
+        // The CA is not contacted; its CA file, cache_dir and a cached certificate are read.
+        Some(crate::tls::CertSource::Acme(settings)) => match crate::acme::inspect(settings) {
+            Ok(notes) => report.notes.extend(notes),
+            Err(e) => error("server.letsencrypt", &e),
+        },
+        None => {}
     }
     if let Some(ldap) = &config.ldap {
         if let Err(e) = crate::auth::ldap::Directory::new(ldap.clone(), Default::default()) {
