@@ -22,6 +22,7 @@ pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod timeouts;
 pub mod tls;
 pub mod web;
 
@@ -110,6 +111,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let listen = config.server.listen;
     let redirect = config.server.redirect_listen;
     let metrics = config.server.metrics_listen;
+    let timeouts = config.timeouts;
     let certs = match &config.server.tls {
         Some(t) => Some(tls::Certificates::new(tls::load_certified_key(&t.files)?)),
         None => None,
@@ -136,6 +138,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         listener,
         acceptor,
         handler,
+        timeouts,
         shutdown_rx.clone(),
     ))];
     let mut redirect_addr = None;
@@ -148,6 +151,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             listener,
             None,
             handler,
+            timeouts,
             shutdown_rx.clone(),
         )));
     }
@@ -161,6 +165,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             listener,
             None,
             handler,
+            timeouts,
             shutdown_rx.clone(),
         )));
     }
