@@ -2,12 +2,10 @@
 //! dribble or never send a request (slowloris), more connections than it serves at once,
 //! and uploads that stall, while a slow but live upload is never cut.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

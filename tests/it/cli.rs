@@ -360,7 +360,7 @@ fn the_readme_shows_explains_real_output() {
         shown.push_str(format!("    {line}").trim_end());
         shown.push('\n');
     }
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("<!-- explain: begin -->\n").unwrap() + 24;
     let end = readme.find("<!-- explain: end -->").unwrap();
     assert!(

@@ -3,12 +3,10 @@
 //! a clean, quick error (never a hang, never a truncated body that looks complete), regate
 //! stays up, and it serves again as soon as the registry is back.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

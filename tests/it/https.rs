@@ -3,15 +3,13 @@
 //! HTTP/1.1 by ALPN, blob streaming over HTTP/2, certificate renewal without a restart,
 //! the plain-HTTP redirect listener, HSTS, and no TLS below 1.2.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -3,13 +3,11 @@
 //! is checked against what the real registry received (its storage and its request log):
 //! nothing refused is ever forwarded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use hyper::Method;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use regate::auth::keys::{libtrust_key_id, SigningKey};

@@ -26,8 +26,6 @@
 //! is on a writable volume, and where the registry checks tokens, regate's issuer, service and
 //! signing certificate are the registry's.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -36,8 +34,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    basic, ca_only_dir, cert_init, get, oci_image, oci_manifest_digest, skopeo, Resp,
+};
 use bytes::Bytes;
-use common::{basic, ca_only_dir, cert_init, get, oci_image, oci_manifest_digest, skopeo, Resp};
 use http_body_util::{BodyExt, Full};
 use serde_yaml::{Mapping, Value};
 use tempfile::TempDir;

@@ -3,15 +3,13 @@
 //! port, loaded with `ldapadd`. Logins, groups as labels, group changes, injection
 //! attempts, the directory paused and stopped, StartTLS and LDAPS with the test's own CA.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 
 const SUFFIX: &str = "dc=example,dc=org";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
