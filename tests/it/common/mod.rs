@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+pub use regate::timeouts::Timeouts;
 use tempfile::TempDir;
 
 pub const SERVICE: &str = "Docker registry";
@@ -208,9 +209,16 @@ impl Gateway {
     }
 
     pub async fn start_in(dir: TempDir, config_yaml: &str) -> Gateway {
+        Gateway::start_with(dir, config_yaml, Timeouts::default()).await
+    }
+
+    /// As [`Gateway::start_in`], with `timeouts` instead of regate's defaults: a test
+    /// that waits for a timeout gives a short one.
+    pub async fn start_with(dir: TempDir, config_yaml: &str, timeouts: Timeouts) -> Gateway {
         let path = dir.path().join("regate.yml");
         std::fs::write(&path, config_yaml).unwrap();
-        let config = regate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = regate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        config.timeouts = timeouts;
         let server = regate::start(config).await.unwrap();
         Gateway { server, dir }
     }
@@ -237,10 +245,15 @@ pub struct Seed {
 
 impl Seed {
     pub async fn start() -> Seed {
+        Seed::start_with(Timeouts::default()).await
+    }
+
+    /// The seed's setup with regate's `timeouts` set.
+    pub async fn start_with(timeouts: Timeouts) -> Seed {
         let registry = Registry::start(None);
         let dir = tempfile::tempdir().unwrap();
         let config = seed_config(&registry.url(), &dir.path().join("data"));
-        let gateway = Gateway::start_in(dir, &config).await;
+        let gateway = Gateway::start_with(dir, &config, timeouts).await;
         Seed { registry, gateway }
     }
 
