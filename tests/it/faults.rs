@@ -228,15 +228,11 @@ async fn registry_killed_during_a_pull() {
     assert!(ok, "{out}");
 }
 
-/// A loopback port nothing listens on.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_not_listening_at_start() {
-    let port = free_port();
+    // A loopback port nothing listens on, until the registry starts on it.
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let dir = tempfile::tempdir().unwrap();
     let upstream = format!("http://127.0.0.1:{port}");
     let gateway = Gateway::start(&seed_config(&upstream, &dir.path().join("data"))).await;
@@ -283,6 +279,7 @@ async fn upstream_not_listening_at_start() {
         None,
         &format!("127.0.0.1:{port}"),
     );
+    drop(reserved);
     assert_eq!(status_of(&format!("{base}/readyz")).await, 200);
     let (ok, out) = skopeo_push(gateway.host(), "faults/late:v1", 5).await;
     assert!(ok, "{out}");

@@ -81,11 +81,6 @@ member: uid=eve,ou=people,{SUFFIX}
     )
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A `slapd` of the test's own; killed on drop.
 struct Slapd {
     dir: tempfile::TempDir,
@@ -94,6 +89,8 @@ struct Slapd {
     ldaps_port: Option<u16>,
     binary: &'static str,
     child: Option<Child>,
+    /// Its ports, held for each (re)start.
+    _reserved: Vec<ReservedPort>,
 }
 
 impl Slapd {
@@ -140,12 +137,15 @@ access to * by users read by * none
 "
         );
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
+        let ldap = ReservedPort::new();
+        let ldaps = tls.map(|_| ReservedPort::new());
         let mut slapd = Slapd {
             dir,
-            port: free_port(),
-            ldaps_port: tls.map(|_| free_port()),
+            port: ldap.port(),
+            ldaps_port: ldaps.as_ref().map(ReservedPort::port),
             binary,
             child: None,
+            _reserved: [Some(ldap), ldaps].into_iter().flatten().collect(),
         };
         slapd.launch();
         slapd.ldap("ldapadd", &directory_ldif());

@@ -816,6 +816,39 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// A loopback port kept for a daemon that a test starts on it (or restarts): bound with
+/// SO_REUSEADDR but not listening, so a connection to it is refused as to a free port.
+/// All the tests share one process, and the connection-cap test alone opens 4096
+/// connections: a port found free and let go could be taken by any test's outgoing
+/// connection or port-0 listener before the daemon binds it. A held one cannot, and a
+/// daemon that sets SO_REUSEADDR too (docker-registry, slapd and regate do) binds it
+/// while it is held.
+pub struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+}
+
+impl ReservedPort {
+    /// A free port on 127.0.0.1.
+    pub fn new() -> ReservedPort {
+        ReservedPort::at(SocketAddr::from(([127, 0, 0, 1], 0))).expect("a free loopback port")
+    }
+
+    /// `addr` itself (a daemon's port between a stop and a start).
+    pub fn at(addr: SocketAddr) -> std::io::Result<ReservedPort> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(ReservedPort { socket })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+}
+
 // ---- Helpers for the adversarial, limits, faults and load suites ----
 
 impl Registry {
@@ -823,6 +856,8 @@ impl Registry {
     /// (and so the same repositories), as an operator's restart does.
     pub fn restart(&mut self, token_auth: Option<&TokenAuth>) {
         self.kill();
+        // Held until the new registry listens; best effort, as before.
+        let _held = ReservedPort::at(self.addr).ok();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let addr = self.addr.to_string();
         let fresh = Registry::start_in(dir, token_auth, &addr);
