@@ -150,50 +150,99 @@ pub fn bcrypt(password: &str) -> String {
     bcrypt::hash(password, 4).unwrap()
 }
 
-/// The seed's docker_auth config (../shared/seed/README.md), with hashes made here, a
-/// `${account}/*` namespace rule, and regate's `upstream`.
+/// config/docker_auth-seed.yml: the seed's docker_auth config, and the one fixture the
+/// tests' configs derive from.
+pub const SEED: &str = include_str!("../../../config/docker_auth-seed.yml");
+
+/// `text` with each `(from, to)` applied in turn; each `from` must be there exactly once,
+/// so that a fixture that changes fails here instead of quietly testing something else.
+pub fn derive(text: &str, edits: &[(&str, &str)]) -> String {
+    let mut out = text.to_owned();
+    for (from, to) in edits {
+        assert_eq!(out.matches(from).count(), 1, "{from:?} once in:\n{out}");
+        out = out.replacen(from, to, 1);
+    }
+    out
+}
+
+/// A YAML text without its comments: comment lines go, and a comment after a value goes
+/// with the spaces before it (a `#` inside double quotes stays; the fixture quotes no other
+/// way).
+pub fn without_comments(yaml: &str) -> String {
+    yaml.lines()
+        .filter_map(|line| {
+            let mut quoted = false;
+            let mut prev = ' ';
+            let cut = line.char_indices().find_map(|(i, c)| {
+                let starts = c == '#' && !quoted && prev.is_whitespace();
+                quoted ^= c == '"';
+                prev = c;
+                starts.then_some(i)
+            });
+            match cut {
+                Some(i) if line[..i].trim().is_empty() => None,
+                Some(i) => Some(format!("{}\n", line[..i].trim_end())),
+                None => Some(format!("{line}\n")),
+            }
+        })
+        .collect()
+}
+
+/// The quoted password hash of `user` in a config's `users`.
+pub fn password_of<'a>(config: &'a str, user: &str) -> &'a str {
+    let entry = format!("\n  \"{user}\":\n    password: \"");
+    let at = config
+        .find(&entry)
+        .unwrap_or_else(|| panic!("no user {user:?}"))
+        + entry.len();
+    let len = config[at..].find('"').unwrap();
+    &config[at..at + len]
+}
+
+/// The seed as a test runs it: the file without its comments, plain HTTP on 127.0.0.1:0
+/// instead of its TLS files, the hashes `admin` and `hussein` instead of its example ones,
+/// a comment on the admin rule, `upstream.url` set to `upstream`, and `data_dir`.
+pub fn seed_as_run(upstream: &str, data_dir: &Path, admin: &str, hussein: &str) -> String {
+    let seed = without_comments(SEED);
+    let url = format!("  url: \"{upstream}\"\n");
+    derive(
+        &seed,
+        &[
+            (
+                "server:\n  addr: \":5001\"\n  certificate: \"/ssl/server.pem\"\n  key: \"/ssl/server.key\"\n",
+                "server:\n  addr: \"127.0.0.1:0\"\n",
+            ),
+            (password_of(&seed, "admin"), admin),
+            (password_of(&seed, "hussein"), hussein),
+            (
+                "  - match: {account: \"admin\"}\n    actions: [\"*\"]\n",
+                "  - match: {account: \"admin\"}\n    actions: [\"*\"]\n    comment: \"admin can do anything\"\n",
+            ),
+            ("  url: \"http://registry:5000\"\n", &url),
+        ],
+    ) + &format!("data_dir: \"{}\"\n", data_dir.display())
+}
+
+/// [`seed_as_run`] with the passwords `admin-pw` and `hussein-pw`, two more users
+/// (`alice`, `test`) and a `${account}/*` namespace rule before the seed's pull rule.
 pub fn seed_config(upstream: &str, data_dir: &Path) -> String {
-    format!(
-        r#"server:
-  addr: "127.0.0.1:0"
-token:
-  issuer: "{ISSUER}"
-  expiration: 900
-data_dir: "{data}"
-upstream:
-  url: "{upstream}"
-users:
-  "admin":
-    password: "{admin}"
-  "hussein":
-    password: "{hussein}"
-  "alice":
-    password: "{alice}"
-  "test":
-    password: "{test}"
-  "": {{}}
-acl:
-  - match: {{account: "admin"}}
-    actions: ["*"]
-    comment: "admin can do anything"
-  - match: {{account: "hussien", name: "ubuntu"}}
-    actions: ["*"]
-  - match: {{account: "test"}}
-    actions: []
-  - match: {{account: "/.+/", name: "${{account}}/*"}}
-    actions: ["*"]
-    comment: "each user owns a namespace"
-  - match: {{account: "/.+/"}}
-    actions: ["pull"]
-  - match: {{account: "", name: "hello-world"}}
-    actions: ["pull"]
-"#,
-        data = data_dir.display(),
-        admin = bcrypt("admin-pw"),
-        hussein = bcrypt("hussein-pw"),
-        alice = bcrypt("alice-pw"),
-        test = bcrypt("test-pw"),
-    )
+    let seed = seed_as_run(
+        upstream,
+        data_dir,
+        &bcrypt("admin-pw"),
+        &bcrypt("hussein-pw"),
+    );
+    assert!(seed.contains(&format!("  issuer: \"{ISSUER}\"\n")));
+    let users = format!(
+        "  \"alice\":\n    password: \"{}\"\n  \"test\":\n    password: \"{}\"\n  \"\": {{}}\n",
+        bcrypt("alice-pw"),
+        bcrypt("test-pw")
+    );
+    let pull = "  - match: {account: \"/.+/\"}\n";
+    let namespace = format!(
+        "  - match: {{account: \"/.+/\", name: \"${{account}}/*\"}}\n    actions: [\"*\"]\n    comment: \"each user owns a namespace\"\n{pull}"
+    );
+    derive(&seed, &[("  \"\": {}\n", &users), (pull, &namespace)])
 }
 
 /// regate running in this process.
