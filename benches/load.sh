@@ -8,7 +8,7 @@
 #   benches/load.sh                          # 64 clients x 8 layers
 #   LOAD_CLIENTS=200 LOAD_LAYERS=4 benches/load.sh
 #
-# Needs what the integration tests need: docker-registry and skopeo (see .ci/run).
+# Needs what the integration tests need: docker-registry and skopeo (tests/run.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
