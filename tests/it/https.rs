@@ -429,7 +429,7 @@ async fn a_registry_serving_https_itself_is_reached_over_verified_tls() {
     assert_eq!(reason, regate::gateway::NOT_READY);
     // regate ended those handshakes at the certificate: the registry served only the first
     // regate's two GETs (the blob and its /readyz).
-    let log = registry.log();
+    let log = registry.log_once_it_holds("unknown certificate authority");
     assert!(log.contains("unknown certificate authority"), "{log}");
     let gets = log
         .lines()

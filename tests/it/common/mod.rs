@@ -134,6 +134,20 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`, or as it is after 10 s: the registry writes some
+    /// lines (a failed TLS handshake) after the client has seen the outcome, and they pass
+    /// through a pipe and a thread before they reach the file.
+    pub fn log_once_it_holds(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
