@@ -69,5 +69,8 @@ install_missing "${packages[@]}"
 stop_services "${services[@]}"
 # The connection-cap test holds ~9,000 sockets: as many open files as allowed, up to 65536.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# Most tests wait on daemons and clients rather than compute: two test threads a core
+# (libtest's default is one), unless RUST_TEST_THREADS says otherwise.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$((2 * $(nproc)))}"
 
 exec cargo test --locked "$@"
