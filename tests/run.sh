@@ -59,8 +59,8 @@ stop_services() {
 }
 
 [ "$(id -u)" -eq 0 ] || fail "needs root: it installs packages, and the tests run dockerd and edit /etc/hosts"
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null && [ -x "${HOME:-}/.cargo/bin/cargo" ]; then
+    PATH="${HOME:-}/.cargo/bin:$PATH"
 fi
 command -v cargo >/dev/null || fail "cargo not found: install Rust 1.80 or later (https://rustup.rs)"
 
