@@ -2,7 +2,7 @@
 # Runs each fuzz target for a while (default 60 s each):  fuzz/run.sh [SECONDS] [TARGET...]
 # cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 # A crash is saved under fuzz/artifacts/TARGET/; copy it to fuzz/regressions/TARGET/ and
-# `cargo test --test fuzz_corpora` replays it on stable from then on.
+# `cargo test --test it fuzz_corpora` replays it on stable from then on.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}; shift || true

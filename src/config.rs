@@ -59,6 +59,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
+    /// Not read from the file: the defaults, shorter in tests.
+    pub timeouts: crate::timeouts::Timeouts,
 }
 
 /// Where the audit log (one JSON line per token decision and per write) goes.
@@ -377,6 +379,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         data_dir,
         audit_log,
         warnings: Vec::new(),
+        timeouts: Default::default(),
     })
 }
 

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `fuzz/` and for `tests/fuzz_corpora.rs`, which
+//! Entry points for the fuzz targets in `fuzz/` and for `tests/it/fuzz_corpora.rs`, which
 //! replays every saved input on stable Rust in `cargo test`. Each takes arbitrary bytes and
 //! must never panic; the properties checked here are the ones an attacker would break.
 #![doc(hidden)]

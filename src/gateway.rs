@@ -59,7 +59,7 @@ impl Gateway {
     /// Fails only when an https registry's roots cannot be read.
     pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
         let config = &runtime.config;
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
         let metrics_elsewhere = config.server.metrics_listen.is_some();
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),

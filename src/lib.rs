@@ -23,6 +23,7 @@ pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod timeouts;
 pub mod tls;
 pub mod web;
 
@@ -113,6 +114,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let listen = config.server.listen;
     let redirect = config.server.redirect_listen;
     let metrics = config.server.metrics_listen;
+    let timeouts = config.timeouts;
     let certs = match config.server.tls.as_ref().map(|t| &t.source) {
         Some(tls::CertSource::Files(files)) => {
             Some(tls::Certificates::new(tls::load_certified_key(files)?))
@@ -155,6 +157,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         listener,
         acceptor,
         handler,
+        timeouts,
         shutdown_rx.clone(),
     ))];
     let mut redirect_addr = None;
@@ -167,6 +170,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             listener,
             None,
             handler,
+            timeouts,
             shutdown_rx.clone(),
         )));
     }
@@ -180,6 +184,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             listener,
             None,
             handler,
+            timeouts,
             shutdown_rx.clone(),
         )));
     }

@@ -20,15 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::{self, Body};
 use crate::error::{Code, RegistryError};
 use crate::metrics::Metrics;
-
-/// A TCP connect to the registry that takes longer than this fails the request with 503
-/// instead of hanging it.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A client that sends nothing of a request body for this long, while the registry waits for
-/// it, is cut off (408): a stalled upload would otherwise hold two connections forever. Only
-/// silence counts, so a slow but live upload is never cut (nginx's `client_body_timeout`
-/// works the same way, at 60 s).
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::timeouts::Timeouts;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
 /// forwarding headers regate sets itself: a client must not choose what the registry
@@ -74,6 +66,8 @@ pub struct Upstream {
     /// How long the registry may take to answer once it has the whole request (nginx's
     /// `proxy_read_timeout`, 900 s in the distribution recipe).
     read_timeout: Duration,
+    /// How long a client's request body may stay silent ([`Timeouts::client_body_idle`]).
+    body_idle: Duration,
 }
 
 /// The most one read from the registry takes. A blob comes in reads this large (hyper grows
@@ -86,13 +80,14 @@ impl Upstream {
     /// A pooled client for the registry at `base`: plain HTTP, or HTTPS checked against
     /// the certificates in `ca` (the system's roots without it); HTTP/1.1 either way, as
     /// nginx's recipe speaks to the registry. Fails only when those roots cannot be read.
-    pub fn new(settings: &Settings) -> Result<Upstream, crate::tls::CaError> {
+    /// Of `timeouts`, it uses the connect timeout and the client body's.
+    pub fn new(settings: &Settings, timeouts: &Timeouts) -> Result<Upstream, crate::tls::CaError> {
         let base = settings.url.clone();
         let read_timeout = settings.read_timeout;
         let ca = settings.ca_certificate.as_deref();
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_connect_timeout(Some(timeouts.upstream_connect));
         http.set_keepalive(Some(Duration::from_secs(60)));
         http.enforce_http(false);
         // The scheme is the config's, fixed at start: an https upstream is never reached
@@ -121,6 +116,7 @@ impl Upstream {
             client,
             base,
             read_timeout,
+            body_idle: timeouts.client_body_idle,
         })
     }
 
@@ -135,7 +131,11 @@ impl Upstream {
             .parse::<Uri>()
             .map_err(|e| e.to_string())?;
         let req = Request::get(uri)
-            .body(ClientBody::new(body::empty(), Arc::default()))
+            .body(ClientBody::new(
+                body::empty(),
+                self.body_idle,
+                Arc::default(),
+            ))
             .map_err(|e| e.to_string())?;
         match tokio::time::timeout(limit, self.client.request(req)).await {
             Err(_) => Err(format!("no answer within {limit:?}")),
@@ -177,6 +177,7 @@ impl Upstream {
                         received.0.fetch_add(n, Relaxed);
                     }
                 }),
+                self.body_idle,
                 sent.clone(),
             )
         });
@@ -308,7 +309,7 @@ fn client_fault(e: &hyper_util::client::legacy::Error) -> Option<&ClientFault> {
 }
 
 /// A request body on its way to the registry: the client's stream, with its failures marked
-/// as the client's and a stall cut off after [`BODY_IDLE_TIMEOUT`].
+/// as the client's and a stall cut off after `idle` of silence.
 struct ClientBody {
     inner: Body,
     /// Told when the whole body has been sent.
@@ -316,9 +317,9 @@ struct ClientBody {
 }
 
 impl ClientBody {
-    fn new(inner: Body, sent: Arc<tokio::sync::Notify>) -> ClientBody {
+    fn new(inner: Body, idle: Duration, sent: Arc<tokio::sync::Notify>) -> ClientBody {
         ClientBody {
-            inner: inner.idle_timeout(BODY_IDLE_TIMEOUT),
+            inner: inner.idle_timeout(idle),
             sent,
         }
     }

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::gateway::Conn;
+use crate::timeouts::Timeouts;
 
 mod coalesce;
 mod framing;
@@ -83,12 +84,6 @@ where
     }
 }
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that has not sent its whole request head by then is dropped (slowloris). For
-/// HTTP/1 it also closes a keep-alive connection left idle that long (hyper starts the timer
-/// when the previous response is done); real clients send a head in one packet.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most an HTTP/1 connection buffers, a request head included (hyper's default is
 /// ~400 KiB): with MAX_CONNECTIONS clients each holding a part-sent head, memory stays
 /// under 256 MiB instead of 1.6 GiB. A longer head is refused with 431; real registry
@@ -97,15 +92,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD_BUFFER: usize = 64 * 1024;
 /// Open connections at most; past it, accepting waits for one to close.
 const MAX_CONNECTIONS: usize = 4096;
-/// How long shutdown waits for requests in flight (a blob upload) before it stops anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn connection_builder() -> auto::Builder<TokioExecutor> {
+pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.request_head)
         .max_buf_size(MAX_HEAD_BUFFER)
         .keep_alive(true);
     builder
@@ -120,14 +113,16 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts until `shutdown` turns true, then waits for open connections to finish.
+/// Accepts until `shutdown` turns true, then waits for open connections to finish (up to
+/// `timeouts.drain`).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: impl Handler,
+    timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder());
+    let builder = Arc::new(connection_builder(&timeouts));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -156,15 +151,16 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, tls, handler, &builder, watcher).await;
+            serve_connection(stream, peer, tls, handler, &builder, &timeouts, watcher).await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(timeouts.drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        let drain = timeouts.drain;
+        tracing::warn!("connections still open after {drain:?}; closing them");
     }
 }
 
@@ -174,6 +170,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     handler: impl Handler,
     builder: &auto::Builder<TokioExecutor>,
+    timeouts: &Timeouts,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let conn = Conn {
@@ -184,7 +181,7 @@ async fn serve_connection(
     // hyper's header timeout starts once it knows the connection is HTTP/1; before that the
     // auto builder waits for the first bytes (HTTP/1 or the HTTP/2 preface) without a limit,
     // and HTTP/2 has no header timeout at all. So a connection must bring its first request
-    // within HEADER_READ_TIMEOUT of being ready, whatever it speaks, or it is dropped.
+    // within `timeouts.request_head` of being ready, whatever it speaks, or it is dropped.
     let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = first_request.clone();
     // HTTP/1 requests with both Content-Length and Transfer-Encoding, which hyper hides
@@ -203,10 +200,11 @@ async fn serve_connection(
         }
         handler.call(req, conn)
     });
+    let head = timeouts.request_head;
     let result = match tls {
         Some(acceptor) => {
             let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -228,6 +226,7 @@ async fn serve_connection(
                     Coalesce::new(stream),
                     builder,
                     service,
+                    head,
                     &first_request,
                     watcher,
                 )
@@ -237,6 +236,7 @@ async fn serve_connection(
                     framed(stream, &conflicts),
                     builder,
                     service,
+                    head,
                     &first_request,
                     watcher,
                 )
@@ -249,6 +249,7 @@ async fn serve_connection(
                 framed(stream, &conflicts),
                 builder,
                 service,
+                head,
                 &first_request,
                 watcher,
             )
@@ -257,7 +258,7 @@ async fn serve_connection(
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-        None => tracing::debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; dropped"),
+        None => tracing::debug!(%peer, "no request within {head:?}; dropped"),
         Some(Ok(())) => {}
     }
 }
@@ -269,11 +270,13 @@ fn framed<T>(io: T, slot: &std::sync::OnceLock<Arc<Conflicts>>) -> Framed<T> {
     io
 }
 
-/// Serves one connection's requests over `io` until it ends (`None`: no first request in time).
+/// Serves one connection's requests over `io` until it ends (`None`: no first request
+/// within `head`).
 async fn drive<I, S>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
     service: S,
+    head: Duration,
     first_request: &std::sync::atomic::AtomicBool,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>
@@ -285,12 +288,7 @@ where
     S::Future: Send + 'static,
 {
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    first_request_within(
-        HEADER_READ_TIMEOUT,
-        first_request,
-        watcher.watch(conn.into_owned()),
-    )
-    .await
+    first_request_within(head, first_request, watcher.watch(conn.into_owned())).await
 }
 
 /// Runs `conn` to its end, or drops it (closing the connection) if `seen` is still false

@@ -2,35 +2,52 @@ use std::path::Path;
 
 use super::*;
 
-/// The seed's config with the typo fixed, a namespace rule, a labelled user and bcrypt
-/// hashes of "pw" (cost 4, so the tests stay fast).
+/// The seed's docker_auth config, the one fixture the tests derive theirs from.
+const SEED: &str = include_str!("../../../config/docker_auth-seed.yml");
+
+/// `text` with each `(from, to)` applied; each `from` must be there exactly once.
+fn derive(text: &str, edits: &[(&str, &str)]) -> String {
+    let mut out = text.to_owned();
+    for (from, to) in edits {
+        assert_eq!(out.matches(from).count(), 1, "{from:?} once in:\n{out}");
+        out = out.replacen(from, to, 1);
+    }
+    out
+}
+
+/// The seed (config/docker_auth-seed.yml) with a labelled user `alice` (bcrypt of "pw",
+/// cost 4, so the tests stay fast) in place of `hussein`, a comment on the admin rule, and
+/// a namespace, a label and an address rule in place of the two rules for `hussien` (sic)
+/// and `test`.
 fn config() -> Config {
     let hash = bcrypt::hash("pw", 4).unwrap();
-    let src = format!(
-        r#"upstream: {{url: "http://r:5000"}}
-users:
-  "admin":
-    password: "{hash}"
-  "alice":
-    password: "{hash}"
-    labels: {{team: [web]}}
-  "": {{}}
-acl:
-  - match: {{account: "admin"}}
-    actions: ["*"]
-    comment: "admin can do anything"
-  - match: {{account: "/.+/", name: "${{account}}/*"}}
+    let hussein = SEED
+        .lines()
+        .skip_while(|l| !l.starts_with("  \"hussein\":"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let alice = format!("  \"alice\":\n    password: \"{hash}\"\n    labels: {{team: [web]}}");
+    let src = derive(
+        SEED,
+        &[
+            (&hussein, &alice),
+            (
+                "  - match: {account: \"admin\"}\n    actions: [\"*\"]\n",
+                "  - match: {account: \"admin\"}\n    actions: [\"*\"]\n    comment: \"admin can do anything\"\n",
+            ),
+            (
+                "  - match: {account: \"hussien\", name: \"ubuntu\"}   # sic: the user is \"hussein\"\n    actions: [\"*\"]\n  - match: {account: \"test\"}\n    actions: []\n",
+                r#"  - match: {account: "/.+/", name: "${account}/*"}
     actions: ["*"]
     comment: "each user owns a namespace"
-  - match: {{labels: {{team: web}}, name: "web/*"}}
+  - match: {labels: {team: web}, name: "web/*"}
     actions: [pull, push]
-  - match: {{ip: 10.0.0.0/8}}
+  - match: {ip: 10.0.0.0/8}
     actions: [pull]
-  - match: {{account: "/.+/"}}
-    actions: ["pull"]
-  - match: {{account: "", name: "hello-world"}}
-    actions: ["pull"]
-"#
+"#,
+            ),
+        ],
     );
     Config::parse(Path::new("/c.yml"), &src).unwrap()
 }

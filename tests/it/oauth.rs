@@ -4,12 +4,10 @@
 //! user's removal in a hot-reloaded config), and robot accounts (their own ACL, their
 //! expiry, pushing with skopeo).
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use hyper::Method;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 

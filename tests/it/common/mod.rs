@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+pub use regate::timeouts::Timeouts;
 use tempfile::TempDir;
 
 pub const SERVICE: &str = "Docker registry";
@@ -133,6 +134,20 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`, or as it is after 10 s: the registry writes some
+    /// lines (a failed TLS handshake) after the client has seen the outcome, and they pass
+    /// through a pipe and a thread before they reach the file.
+    pub fn log_once_it_holds(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -149,50 +164,99 @@ pub fn bcrypt(password: &str) -> String {
     bcrypt::hash(password, 4).unwrap()
 }
 
-/// The seed's docker_auth config (../shared/seed/README.md), with hashes made here, a
-/// `${account}/*` namespace rule, and regate's `upstream`.
+/// config/docker_auth-seed.yml: the seed's docker_auth config, and the one fixture the
+/// tests' configs derive from.
+pub const SEED: &str = include_str!("../../../config/docker_auth-seed.yml");
+
+/// `text` with each `(from, to)` applied in turn; each `from` must be there exactly once,
+/// so that a fixture that changes fails here instead of quietly testing something else.
+pub fn derive(text: &str, edits: &[(&str, &str)]) -> String {
+    let mut out = text.to_owned();
+    for (from, to) in edits {
+        assert_eq!(out.matches(from).count(), 1, "{from:?} once in:\n{out}");
+        out = out.replacen(from, to, 1);
+    }
+    out
+}
+
+/// A YAML text without its comments: comment lines go, and a comment after a value goes
+/// with the spaces before it (a `#` inside double quotes stays; the fixture quotes no other
+/// way).
+pub fn without_comments(yaml: &str) -> String {
+    yaml.lines()
+        .filter_map(|line| {
+            let mut quoted = false;
+            let mut prev = ' ';
+            let cut = line.char_indices().find_map(|(i, c)| {
+                let starts = c == '#' && !quoted && prev.is_whitespace();
+                quoted ^= c == '"';
+                prev = c;
+                starts.then_some(i)
+            });
+            match cut {
+                Some(i) if line[..i].trim().is_empty() => None,
+                Some(i) => Some(format!("{}\n", line[..i].trim_end())),
+                None => Some(format!("{line}\n")),
+            }
+        })
+        .collect()
+}
+
+/// The quoted password hash of `user` in a config's `users`.
+pub fn password_of<'a>(config: &'a str, user: &str) -> &'a str {
+    let entry = format!("\n  \"{user}\":\n    password: \"");
+    let at = config
+        .find(&entry)
+        .unwrap_or_else(|| panic!("no user {user:?}"))
+        + entry.len();
+    let len = config[at..].find('"').unwrap();
+    &config[at..at + len]
+}
+
+/// The seed as a test runs it: the file without its comments, plain HTTP on 127.0.0.1:0
+/// instead of its TLS files, the hashes `admin` and `hussein` instead of its example ones,
+/// a comment on the admin rule, `upstream.url` set to `upstream`, and `data_dir`.
+pub fn seed_as_run(upstream: &str, data_dir: &Path, admin: &str, hussein: &str) -> String {
+    let seed = without_comments(SEED);
+    let url = format!("  url: \"{upstream}\"\n");
+    derive(
+        &seed,
+        &[
+            (
+                "server:\n  addr: \":5001\"\n  certificate: \"/ssl/server.pem\"\n  key: \"/ssl/server.key\"\n",
+                "server:\n  addr: \"127.0.0.1:0\"\n",
+            ),
+            (password_of(&seed, "admin"), admin),
+            (password_of(&seed, "hussein"), hussein),
+            (
+                "  - match: {account: \"admin\"}\n    actions: [\"*\"]\n",
+                "  - match: {account: \"admin\"}\n    actions: [\"*\"]\n    comment: \"admin can do anything\"\n",
+            ),
+            ("  url: \"http://registry:5000\"\n", &url),
+        ],
+    ) + &format!("data_dir: \"{}\"\n", data_dir.display())
+}
+
+/// [`seed_as_run`] with the passwords `admin-pw` and `hussein-pw`, two more users
+/// (`alice`, `test`) and a `${account}/*` namespace rule before the seed's pull rule.
 pub fn seed_config(upstream: &str, data_dir: &Path) -> String {
-    format!(
-        r#"server:
-  addr: "127.0.0.1:0"
-token:
-  issuer: "{ISSUER}"
-  expiration: 900
-data_dir: "{data}"
-upstream:
-  url: "{upstream}"
-users:
-  "admin":
-    password: "{admin}"
-  "hussein":
-    password: "{hussein}"
-  "alice":
-    password: "{alice}"
-  "test":
-    password: "{test}"
-  "": {{}}
-acl:
-  - match: {{account: "admin"}}
-    actions: ["*"]
-    comment: "admin can do anything"
-  - match: {{account: "hussien", name: "ubuntu"}}
-    actions: ["*"]
-  - match: {{account: "test"}}
-    actions: []
-  - match: {{account: "/.+/", name: "${{account}}/*"}}
-    actions: ["*"]
-    comment: "each user owns a namespace"
-  - match: {{account: "/.+/"}}
-    actions: ["pull"]
-  - match: {{account: "", name: "hello-world"}}
-    actions: ["pull"]
-"#,
-        data = data_dir.display(),
-        admin = bcrypt("admin-pw"),
-        hussein = bcrypt("hussein-pw"),
-        alice = bcrypt("alice-pw"),
-        test = bcrypt("test-pw"),
-    )
+    let seed = seed_as_run(
+        upstream,
+        data_dir,
+        &bcrypt("admin-pw"),
+        &bcrypt("hussein-pw"),
+    );
+    assert!(seed.contains(&format!("  issuer: \"{ISSUER}\"\n")));
+    let users = format!(
+        "  \"alice\":\n    password: \"{}\"\n  \"test\":\n    password: \"{}\"\n  \"\": {{}}\n",
+        bcrypt("alice-pw"),
+        bcrypt("test-pw")
+    );
+    let pull = "  - match: {account: \"/.+/\"}\n";
+    let namespace = format!(
+        "  - match: {{account: \"/.+/\", name: \"${{account}}/*\"}}\n    actions: [\"*\"]\n    comment: \"each user owns a namespace\"\n{pull}"
+    );
+    derive(&seed, &[("  \"\": {}\n", &users), (pull, &namespace)])
 }
 
 /// regate running in this process.
@@ -208,9 +272,16 @@ impl Gateway {
     }
 
     pub async fn start_in(dir: TempDir, config_yaml: &str) -> Gateway {
+        Gateway::start_with(dir, config_yaml, Timeouts::default()).await
+    }
+
+    /// As [`Gateway::start_in`], with `timeouts` instead of regate's defaults: a test
+    /// that waits for a timeout gives a short one.
+    pub async fn start_with(dir: TempDir, config_yaml: &str, timeouts: Timeouts) -> Gateway {
         let path = dir.path().join("regate.yml");
         std::fs::write(&path, config_yaml).unwrap();
-        let config = regate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = regate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        config.timeouts = timeouts;
         let server = regate::start(config).await.unwrap();
         Gateway { server, dir }
     }
@@ -237,10 +308,15 @@ pub struct Seed {
 
 impl Seed {
     pub async fn start() -> Seed {
+        Seed::start_with(Timeouts::default()).await
+    }
+
+    /// The seed's setup with regate's `timeouts` set.
+    pub async fn start_with(timeouts: Timeouts) -> Seed {
         let registry = Registry::start(None);
         let dir = tempfile::tempdir().unwrap();
         let config = seed_config(&registry.url(), &dir.path().join("data"));
-        let gateway = Gateway::start_in(dir, &config).await;
+        let gateway = Gateway::start_with(dir, &config, timeouts).await;
         Seed { registry, gateway }
     }
 
@@ -803,6 +879,39 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// A loopback port kept for a daemon that a test starts on it (or restarts): bound with
+/// SO_REUSEADDR but not listening, so a connection to it is refused as to a free port.
+/// All the tests share one process, and the connection-cap test alone opens 4096
+/// connections: a port found free and let go could be taken by any test's outgoing
+/// connection or port-0 listener before the daemon binds it. A held one cannot, and a
+/// daemon that sets SO_REUSEADDR too (docker-registry, slapd and regate do) binds it
+/// while it is held.
+pub struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+}
+
+impl ReservedPort {
+    /// A free port on 127.0.0.1.
+    pub fn new() -> ReservedPort {
+        ReservedPort::at(SocketAddr::from(([127, 0, 0, 1], 0))).expect("a free loopback port")
+    }
+
+    /// `addr` itself (a daemon's port between a stop and a start).
+    pub fn at(addr: SocketAddr) -> std::io::Result<ReservedPort> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(ReservedPort { socket })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+}
+
 // ---- Helpers for the adversarial, limits, faults and load suites ----
 
 impl Registry {
@@ -810,6 +919,8 @@ impl Registry {
     /// (and so the same repositories), as an operator's restart does.
     pub fn restart(&mut self, token_auth: Option<&TokenAuth>) {
         self.kill();
+        // Held until the new registry listens; best effort, as before.
+        let _held = ReservedPort::at(self.addr).ok();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let addr = self.addr.to_string();
         let fresh = Registry::start_in(dir, token_auth, &addr);

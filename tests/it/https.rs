@@ -3,15 +3,13 @@
 //! HTTP/1.1 by ALPN, blob streaming over HTTP/2, certificate renewal without a restart,
 //! the plain-HTTP redirect listener, HSTS, and no TLS below 1.2.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -431,7 +429,7 @@ async fn a_registry_serving_https_itself_is_reached_over_verified_tls() {
     assert_eq!(reason, regate::gateway::NOT_READY);
     // regate ended those handshakes at the certificate: the registry served only the first
     // regate's two GETs (the blob and its /readyz).
-    let log = registry.log();
+    let log = registry.log_once_it_holds("unknown certificate authority");
     assert!(log.contains("unknown certificate authority"), "{log}");
     let gets = log
         .lines()

@@ -2,20 +2,20 @@
 //! dribble or never send a request (slowloris), more connections than it serves at once,
 //! and uploads that stall, while a slow but live upload is never cut.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// regate's `HEADER_READ_TIMEOUT` (src/server.rs).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// regate's `BODY_IDLE_TIMEOUT` (src/proxy.rs).
-const BODY_IDLE: Duration = Duration::from_secs(30);
+/// The request-head timeout the in-process tests give regate, instead of its default
+/// (`Timeouts::request_head`, 10 s), so that they do not wait out the real one.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The client body timeout they give it, instead of `Timeouts::client_body_idle` (30 s).
+/// Longer than the slow upload's gaps, as the default is longer than the head timeout.
+const BODY_IDLE: Duration = Duration::from_secs(7);
 /// regate's `MAX_CONNECTIONS` (src/server.rs).
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -45,6 +45,16 @@ async fn held_for(addr: SocketAddr, head: Vec<u8>, dribble: Vec<u8>) -> Duration
             }
         }
     }
+}
+
+/// regate with the short timeouts above.
+async fn short_timeouts() -> Seed {
+    Seed::start_with(Timeouts {
+        request_head: HEADER_TIMEOUT,
+        client_body_idle: BODY_IDLE,
+        ..Timeouts::default()
+    })
+    .await
 }
 
 async fn healthy(base: &str) {
@@ -122,7 +132,7 @@ async fn oversized_and_overmany_headers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_clients_are_dropped_after_the_header_timeout() {
-    let seed = Seed::start().await;
+    let seed = short_timeouts().await;
     let addr = seed.gateway.addr();
     let base = seed.gateway.url();
 
@@ -184,7 +194,7 @@ async fn slowloris_clients_are_dropped_after_the_header_timeout() {
         .collect();
 
     // Meanwhile, everyone else is served.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(HEADER_TIMEOUT / 2).await;
     healthy(&base).await;
 
     for client in clients {
@@ -256,7 +266,7 @@ async fn read_answer(stream: &mut TcpStream, within: Duration) -> String {
 /// BODY_IDLE, counted as the client's fault, not a 5xx.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_uploads_survive_and_stalled_ones_are_cut_off() {
-    let seed = Seed::start().await;
+    let seed = short_timeouts().await;
     tokio::join!(a_slow_but_live_upload(&seed), a_stalled_upload(&seed));
     let base = seed.gateway.url();
     assert!(server_errors(&base).await.is_empty());
@@ -268,8 +278,8 @@ async fn a_slow_but_live_upload(seed: &Seed) {
     let addr = seed.gateway.addr();
     let (t, session) = upload_session(&base, "slow/app").await;
 
-    // Three chunks 12 s apart: each gap is longer than the header timeout, and the whole
-    // upload runs more than twice as long.
+    // Three chunks HEADER_TIMEOUT + 2 s apart: each gap is longer than the header timeout
+    // (and shorter than BODY_IDLE), and the whole upload runs more than twice as long.
     let data = noise(5, 3 * 4096);
     let mut stream = open_patch(addr, &session, &t).await;
     let started = Instant::now();
@@ -438,9 +448,11 @@ async fn memory_stays_bounded_under_200_dribbling_connections() {
         assert_eq!(r.status, 200);
         assert!(started.elapsed() < Duration::from_secs(2));
     }
+    // The binary runs with regate's default head timeout.
+    let header_timeout = Timeouts::default().request_head;
     for client in clients {
         let held = client.await.unwrap();
-        assert!(held <= HEADER_TIMEOUT + Duration::from_secs(4), "{held:?}");
+        assert!(held <= header_timeout + Duration::from_secs(4), "{held:?}");
     }
     let after = rss_bytes(pid);
     eprintln!(

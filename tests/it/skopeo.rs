@@ -1,9 +1,7 @@
 //! End to end with skopeo (containers/image: the auth code podman and buildah use too)
 //! against Debian's docker-registry behind regate, in both backend layouts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 struct Client {
     work: tempfile::TempDir,

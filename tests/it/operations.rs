@@ -1,9 +1,7 @@
 //! Operating regate: the audit log (JSON, one line per token decision and per write), the
 //! access log, /metrics, /healthz and /readyz, and no secret in any log line.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hyper::Method;
 
 #[tokio::test(flavor = "multi_thread")]

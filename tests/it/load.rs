@@ -5,12 +5,10 @@
 //! CI runs 16 clients with 4-layer images. `benches/load.sh` runs a larger size through
 //! `REGATE_LOAD_CLIENTS` and `REGATE_LOAD_LAYERS`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 
 fn env_or(name: &str, default: usize) -> usize {
     match std::env::var(name) {

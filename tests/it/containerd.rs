@@ -3,13 +3,11 @@
 //! containerd asks for tokens OAuth2-style, `POST /auth` with `grant_type=password`, and
 //! falls back to GET only when that POST fails; regate's access log shows which it did.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tempfile::TempDir;
 
 const NAMESPACE: &str = "regate-test";

@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use tempfile::TempDir;
 
+use crate::common::seed_as_run;
+
 /// `regate explain --config CONFIG --account ACCOUNT REST...` with `stdin`.
 fn explain(config: &str, account: &str, rest: &[&str], stdin: &str) -> Output {
     let mut args = vec!["explain", "--config", config, "--account", account];
@@ -43,40 +45,14 @@ fn hash(password: &str) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
-/// The seed's config (../shared/seed/README.md) as written, typo included, without its
-/// TLS files, and with regate's `upstream`.
+/// The seed's config as written (config/docker_auth-seed.yml), typo included, as
+/// [`seed_as_run`] makes it: hashes made with `regate hash-password`.
 fn seed(dir: &Path) -> String {
-    format!(
-        r#"server:
-  addr: "127.0.0.1:0"
-token:
-  issuer: "Auth Service"
-  expiration: 900
-users:
-  "admin":
-    password: "{admin}"
-  "hussein":
-    password: "{hussein}"
-  "": {{}}
-acl:
-  - match: {{account: "admin"}}
-    actions: ["*"]
-    comment: "admin can do anything"
-  - match: {{account: "hussien", name: "ubuntu"}}
-    actions: ["*"]
-  - match: {{account: "test"}}
-    actions: []
-  - match: {{account: "/.+/"}}
-    actions: ["pull"]
-  - match: {{account: "", name: "hello-world"}}
-    actions: ["pull"]
-upstream:
-  url: "http://127.0.0.1:5000"
-data_dir: "{data}"
-"#,
-        admin = hash("admin-pw"),
-        hussein = hash("hussein-pw"),
-        data = dir.join("data").display(),
+    seed_as_run(
+        "http://127.0.0.1:5000",
+        &dir.join("data"),
+        &hash("admin-pw"),
+        &hash("hussein-pw"),
     )
 }
 
@@ -360,7 +336,7 @@ fn the_readme_shows_explains_real_output() {
         shown.push_str(format!("    {line}").trim_end());
         shown.push('\n');
     }
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("<!-- explain: begin -->\n").unwrap() + 24;
     let end = readme.find("<!-- explain: end -->").unwrap();
     assert!(

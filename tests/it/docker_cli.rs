@@ -6,13 +6,11 @@
 //! `/etc/hosts` maps to `::1` only, because docker skips certificate checks for any
 //! registry that resolves into 127.0.0.0/8.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tempfile::TempDir;
 
 /// Debian's `docker.io` installs the CLI as /usr/bin/docker; prefer it to any other

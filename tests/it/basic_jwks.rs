@@ -1,10 +1,8 @@
 //! Beyond docker_auth: HTTP Basic credentials straight on registry routes (`curl -u`),
 //! and the JWKS document with RFC 7638 key IDs for registry v3.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use hyper::Method;
 
 async fn push_small_blob(base: &str, creds: (&str, &str), repo: &str) -> String {

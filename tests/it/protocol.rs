@@ -1,12 +1,10 @@
 //! Raw HTTP against regate in front of Debian's docker-registry: every status, header and
 //! body the gateway core promises, byte for byte where registry:2 fixes the bytes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use hyper::Method;
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

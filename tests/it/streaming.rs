@@ -1,15 +1,13 @@
 //! A 1 GiB blob goes up and comes back down through the `regate` binary in constant
 //! memory: the gateway streams, it never buffers a body.
 
-mod common;
-
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use hyper::{Method, Request};

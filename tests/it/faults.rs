@@ -3,12 +3,10 @@
 //! a clean, quick error (never a hang, never a truncated body that looks complete), regate
 //! stays up, and it serves again as soon as the registry is back.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -230,15 +228,11 @@ async fn registry_killed_during_a_pull() {
     assert!(ok, "{out}");
 }
 
-/// A loopback port nothing listens on.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_not_listening_at_start() {
-    let port = free_port();
+    // A loopback port nothing listens on, until the registry starts on it.
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let dir = tempfile::tempdir().unwrap();
     let upstream = format!("http://127.0.0.1:{port}");
     let gateway = Gateway::start(&seed_config(&upstream, &dir.path().join("data"))).await;
@@ -285,6 +279,7 @@ async fn upstream_not_listening_at_start() {
         None,
         &format!("127.0.0.1:{port}"),
     );
+    drop(reserved);
     assert_eq!(status_of(&format!("{base}/readyz")).await, 200);
     let (ok, out) = skopeo_push(gateway.host(), "faults/late:v1", 5).await;
     assert!(ok, "{out}");
@@ -293,6 +288,20 @@ async fn upstream_not_listening_at_start() {
         .await
         .iter()
         .all(|l| l.contains("status=\"503\"")));
+}
+
+/// The `upstream.read_timeout` the read-timeout tests configure (the shortest there is; the
+/// default is 900 s).
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The seed's config for the registry at `addr` with `upstream.read_timeout` at
+/// [`READ_TIMEOUT`].
+fn with_read_timeout(addr: SocketAddr, data: &std::path::Path) -> String {
+    let line = format!("read_timeout: {}", READ_TIMEOUT.as_secs());
+    let config = seed_config(&format!("http://{addr}"), data)
+        .replace("upstream:\n  url:", &format!("upstream:\n  {line}\n  url:"));
+    assert!(config.contains(&line));
+    config
 }
 
 /// A fake upstream that accepts and answers each connection with `reply`, then hangs up.
@@ -382,9 +391,7 @@ async fn upstream_that_never_answers_is_a_504_after_the_read_timeout() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = seed_config(&format!("http://{addr}"), &dir.path().join("data"))
-        .replace("upstream:\n  url:", "upstream:\n  read_timeout: 2\n  url:");
-    assert!(config.contains("read_timeout: 2"));
+    let config = with_read_timeout(addr, &dir.path().join("data"));
     let gw = Gateway::start_in(dir, &config).await;
     let base = gw.url();
     let t = admin_token(&base, "stuck/app").await;
@@ -400,7 +407,7 @@ async fn upstream_that_never_answers_is_a_504_after_the_read_timeout() {
     assert_eq!(r.json()["errors"][0]["code"], "UNAVAILABLE");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        took >= READ_TIMEOUT && took < READ_TIMEOUT + Duration::from_secs(8),
         "{took:?}"
     );
 
@@ -441,8 +448,7 @@ async fn upstream_that_stalls_mid_body_is_cut_after_the_read_timeout() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = seed_config(&format!("http://{addr}"), &dir.path().join("data"))
-        .replace("upstream:\n  url:", "upstream:\n  read_timeout: 2\n  url:");
+    let config = with_read_timeout(addr, &dir.path().join("data"));
     let gw = Gateway::start_in(dir, &config).await;
     let base = gw.url();
     let t = admin_token(&base, "stall/app").await;
@@ -458,7 +464,7 @@ async fn upstream_that_stalls_mid_body_is_cut_after_the_read_timeout() {
     let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut received)).await;
     assert!(read.is_ok(), "the stalled transfer was never cut");
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took >= READ_TIMEOUT, "{took:?}");
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(

@@ -1,14 +1,12 @@
 //! Live reload: users, passwords and rules change under a running push, a broken file is
 //! refused and the old config keeps serving, and the transfer in flight never notices.
 
-mod common;
-
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use hyper::body::{Body, Frame};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;

@@ -3,9 +3,7 @@
 //! in the store, the headers every page carries, and `server.path_prefix`. (The pages
 //! themselves are driven in a real browser by the UI tests.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hyper::Method;
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");

@@ -1,9 +1,7 @@
 //! What a new operator reads in the first hour: `docker login` leaves an audit line, the
 //! access log counts bytes both ways, and a client is never told how the config is written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hyper::Method;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +117,7 @@ async fn the_readmes_https_config_starts_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     cert_init(&certs, &["localhost", "127.0.0.1"]);
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme
         .find("<!-- https-config: begin -->\n```yaml\n")
         .unwrap()

@@ -3,9 +3,7 @@
 //! status, body and headers, for each kind of route, with no token, a forged one, and one
 //! that is too small.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hyper::Method;
 
 /// The headers a client may read from a 401 (all but `Date`), names in lower case.

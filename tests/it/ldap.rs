@@ -3,15 +3,13 @@
 //! port, loaded with `ldapadd`. Logins, groups as labels, group changes, injection
 //! attempts, the directory paused and stopped, StartTLS and LDAPS with the test's own CA.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 
 const SUFFIX: &str = "dc=example,dc=org";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
@@ -83,11 +81,6 @@ member: uid=eve,ou=people,{SUFFIX}
     )
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A `slapd` of the test's own; killed on drop.
 struct Slapd {
     dir: tempfile::TempDir,
@@ -96,6 +89,8 @@ struct Slapd {
     ldaps_port: Option<u16>,
     binary: &'static str,
     child: Option<Child>,
+    /// Its ports, held for each (re)start.
+    _reserved: Vec<ReservedPort>,
 }
 
 impl Slapd {
@@ -142,12 +137,15 @@ access to * by users read by * none
 "
         );
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
+        let ldap = ReservedPort::new();
+        let ldaps = tls.map(|_| ReservedPort::new());
         let mut slapd = Slapd {
             dir,
-            port: free_port(),
-            ldaps_port: tls.map(|_| free_port()),
+            port: ldap.port(),
+            ldaps_port: ldaps.as_ref().map(ReservedPort::port),
             binary,
             child: None,
+            _reserved: [Some(ldap), ldaps].into_iter().flatten().collect(),
         };
         slapd.launch();
         slapd.ldap("ldapadd", &directory_ldif());

@@ -26,8 +26,6 @@
 //! is on a writable volume, and where the registry checks tokens, regate's issuer, service and
 //! signing certificate are the registry's.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -36,8 +34,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    basic, ca_only_dir, cert_init, get, oci_image, oci_manifest_digest, skopeo, ReservedPort, Resp,
+};
 use bytes::Bytes;
-use common::{basic, ca_only_dir, cert_init, get, oci_image, oci_manifest_digest, skopeo, Resp};
 use http_body_util::{BodyExt, Full};
 use serde_yaml::{Mapping, Value};
 use tempfile::TempDir;
@@ -657,14 +657,6 @@ fn rewrite_paths(value: &mut Value, mounts: &[(Mount, PathBuf)]) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process, killed on drop, with its output in a file.
 struct Process {
     child: Child,
@@ -707,6 +699,8 @@ struct Regate {
     /// What `regate check` says about the config, as `docker compose run regate check`
     /// would.
     check: String,
+    /// Its listening ports, held while it runs.
+    _ports: Vec<ReservedPort>,
 }
 
 impl Topology {
@@ -844,7 +838,8 @@ fn start_regate(compose: &Value, host: &Host, registry_addr: SocketAddr) -> Rega
         published.contains(&container_port),
         "{config_arg}: server.addr's port {container_port} is not published ({published:?})"
     );
-    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut ports = vec![ReservedPort::new()];
+    let https = SocketAddr::from(([127, 0, 0, 1], ports[0].port()));
     config["server"]["addr"] = https.to_string().into();
     let mut redirect = None;
     if let Some(addr) = config["server"].get("http_redirect_addr") {
@@ -853,7 +848,8 @@ fn start_regate(compose: &Value, host: &Host, registry_addr: SocketAddr) -> Rega
             published.contains(&port),
             "{config_arg}: server.http_redirect_addr's port {port} is not published ({published:?})"
         );
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        ports.push(ReservedPort::new());
+        let addr = SocketAddr::from(([127, 0, 0, 1], ports[1].port()));
         config["server"]["http_redirect_addr"] = addr.to_string().into();
         redirect = Some(addr);
     }
@@ -945,6 +941,7 @@ fn start_regate(compose: &Value, host: &Host, registry_addr: SocketAddr) -> Rega
         redirect,
         container_port,
         check: check_text,
+        _ports: ports,
     }
 }
 

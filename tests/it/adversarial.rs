@@ -3,13 +3,11 @@
 //! is checked against what the real registry received (its storage and its request log):
 //! nothing refused is ever forwarded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use hyper::Method;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use regate::auth::keys::{libtrust_key_id, SigningKey};
@@ -1216,10 +1214,8 @@ async fn a_forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_and_metrics_tell_strangers_nothing() {
     // A registry that is not there: the cause would name its address.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("regate.yml");
     std::fs::write(
