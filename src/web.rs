@@ -117,18 +117,34 @@ impl Visit<'_> {
 impl Visit<'_> {
     /// Who reads the registry on this visit: the signed-in account, or the anonymous
     /// `""` account when the config allows anonymous pulls (a guest); `None`: nobody.
+    /// A browser whose session just ended is asked to sign in again, not quietly shown
+    /// the guest's view.
     pub fn reader(&self) -> Option<Identity> {
         match &self.session {
             Some(s) => Some(s.identity()),
+            None if self.ended => None,
             None => self.rt.users.anonymous().ok(),
         }
     }
 
-    /// To the sign-in page, and back here after it.
+    /// To the sign-in page, and back here after it. A session that ended loses its
+    /// cookie here, so the sign-in page (and guest browsing) start afresh.
     pub fn sign_in_first(&self) -> Response<Body> {
         let next = url_encode(&self.target);
         let ended = if self.ended { "&ended=1" } else { "" };
-        page::see_other(&self.href(&format!("/ui/login?next={next}{ended}")))
+        let mut resp = page::see_other(&self.href(&format!("/ui/login?next={next}{ended}")));
+        if self.ended {
+            resp.headers_mut().insert(
+                hyper::header::SET_COOKIE,
+                session::set_cookie(
+                    None,
+                    &self.rt.config.server.path_prefix,
+                    self.https,
+                    self.rt.config.ui.session_max,
+                ),
+            );
+        }
+        resp
     }
 
     /// The session a form needs; without one, nothing is changed.
@@ -241,10 +257,11 @@ pub async fn handle(
 
 /// The home page: a signed-in user's repositories; anyone else is asked to sign in.
 async fn home(visit: &Visit<'_>, query: &str) -> Result<Response<Body>, Problem> {
-    if visit.session.is_none() {
-        return Ok(page::see_other(&visit.href("/ui/login")));
+    match (&visit.session, visit.ended) {
+        (Some(_), _) => repos::page(visit, query).await,
+        (None, true) => Ok(visit.sign_in_first()),
+        (None, false) => Ok(page::see_other(&visit.href("/ui/login"))),
     }
-    repos::page(visit, query).await
 }
 
 /// Whether a request is a browser asking for a page (for `/`, which registry:2 answers
