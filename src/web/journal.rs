@@ -164,7 +164,10 @@ impl Journal {
                             other => other.replace('_', " "),
                         }
                     }
-                    _ => get("digest"),
+                    // A delete names its digest already; say where it came from.
+                    Kind::Delete if get("via") == "web" => "from the web pages".to_owned(),
+                    Kind::Delete => String::new(),
+                    Kind::Push => get("digest"),
                 };
                 let event = Event {
                     time: now,
@@ -178,17 +181,15 @@ impl Journal {
                 self.record(Some(event), counted.then_some((now, false)));
             }
             "regate::access" => {
-                // A pull is a manifest GET by tag that succeeded (an index's platform
-                // images are then fetched by digest: the same pull).
+                // A pull is a manifest asked for by tag that was there: docker and
+                // containerd HEAD the tag, then GET by digest; skopeo GETs the tag. What
+                // follows by digest (an index's platform images) is the same pull.
                 let path = get("path");
                 let by_tag = path
                     .rsplit_once("/manifests/")
                     .is_some_and(|(_, r)| tag_reference(r));
-                if get("method") == "GET"
-                    && get("route") == "manifest"
-                    && get("status") == "200"
-                    && by_tag
-                {
+                let read = matches!(get("method").as_str(), "GET" | "HEAD");
+                if read && get("route") == "manifest" && get("status") == "200" && by_tag {
                     self.record(None, Some((now, true)));
                 }
             }
@@ -290,6 +291,9 @@ mod tests {
             &pull("/v2/team/app/manifests/sha256:abc", "200"),
         );
         j.take("regate::access", &pull("/v2/team/app/manifests/2.0", "404"));
+        let mut head = pull("/v2/team/app/manifests/1.0", "200");
+        head.0.insert("method", "HEAD".into());
+        j.take("regate::access", &head);
         let (events, total) = j.events(|_| true, 10);
         assert_eq!(total, 2);
         assert_eq!(events[0].kind, Kind::RefusedLogin);
@@ -304,7 +308,7 @@ mod tests {
         assert_eq!(
             days[2].1,
             Day {
-                pulls: 1,
+                pulls: 2,
                 pushes: 1
             }
         );
