@@ -52,6 +52,7 @@ struct Row {
 #[template(path = "credential_new.html")]
 struct CreatedPage {
     shell: Shell,
+    account: String,
     name: String,
     secret: String,
     expires: String,
@@ -178,6 +179,7 @@ pub async fn create(visit: &Visit<'_>, req: Request<Incoming>) -> Result<Respons
     shell.current = "credentials";
     page::render(&CreatedPage {
         shell,
+        account: session.account.clone(),
         name: kept.name,
         secret: secret.expose().to_owned(),
         expires: kept.expires.map_or_else(|| "never".to_owned(), format::utc),

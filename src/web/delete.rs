@@ -8,7 +8,6 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::form::{self, Form};
-use super::format;
 use super::image::split;
 use super::page::{self, Problem, Shell};
 use super::registry::{ReadError, Reader};
@@ -23,9 +22,9 @@ const TAGS_CHECKED: usize = 300;
 #[template(path = "delete.html")]
 struct ConfirmPage {
     shell: Shell,
+    heading: String,
     repository: String,
     digest: String,
-    short: String,
     tags: Vec<String>,
     more_tags_possible: bool,
 }
@@ -106,9 +105,13 @@ pub async fn confirm(visit: &Visit<'_>, query: &str) -> Result<Response<Body>, P
         .filter_map(|t| async move { t })
         .collect()
         .await;
+    let heading = match tags.as_slice() {
+        [tag] => format!("Delete {repository}:{tag}?"),
+        _ => format!("Delete this image from {repository}?"),
+    };
     page::render(&ConfirmPage {
         shell: visit.shell(),
-        short: format::short_digest(&digest),
+        heading,
         more_tags_possible: all.len() > TAGS_CHECKED,
         repository,
         digest,
