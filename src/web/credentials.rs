@@ -86,6 +86,8 @@ pub async fn page(visit: &Visit<'_>) -> Result<Response<Body>, Problem> {
     let query = visit.target.split_once('?').map_or("", |(_, q)| q);
     let notice = Form::parse(query)
         .and_then(|f| f.get("revoked").map(str::to_owned))
+        // Only a token's name: the address is anyone's to write.
+        .filter(|n| valid_name(n))
         .map(|n| format!("Revoked \u{201c}{n}\u{201d}: it no longer logs in."));
     render(visit, notice, None, "").await
 }
