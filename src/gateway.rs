@@ -50,6 +50,8 @@ pub struct Conn {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     upstream: Upstream,
+    /// The web pages' registry reader and caches (the same client as `upstream`).
+    pages: crate::web::Pages,
     /// `/metrics` has a listener of its own (`server.metrics_addr`, fixed at start like
     /// the other listeners): the main one does not serve it to anyone.
     metrics_elsewhere: bool,
@@ -61,9 +63,11 @@ impl Gateway {
         let config = &runtime.config;
         let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
         let metrics_elsewhere = config.server.metrics_listen.is_some();
+        let pages = crate::web::Pages::new(upstream.clone());
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,
+            pages,
             metrics_elsewhere,
         })
     }
@@ -183,11 +187,11 @@ impl Gateway {
                     && rt.config.server.path_prefix.is_empty()
                     && crate::web::wants_html(&req) =>
             {
-                crate::web::handle(rt, req, "/", client_ip, conn.https).await
+                crate::web::handle(rt, &self.pages, req, "/", client_ip, conn.https).await
             }
             Route::Page(path) => {
                 let path = path.clone();
-                crate::web::handle(rt, req, &path, client_ip, conn.https).await
+                crate::web::handle(rt, &self.pages, req, &path, client_ip, conn.https).await
             }
             Route::Root | Route::Healthz => json_response(StatusCode::OK, &serde_json::json!({})),
             Route::Readyz => self.readiness().await,

@@ -264,9 +264,12 @@ fn init_tracing(audit: &AuditLog) -> Result<(), String> {
             )
         }
     };
+    // The Activity page's journal reads the audit and access events whatever the log
+    // filters say.
     tracing_subscriber::registry()
         .with(logs)
         .with(audit_layer)
+        .with(regate::web::journal::layer())
         .init();
     Ok(())
 }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub ca_certificate: Option<std::path::PathBuf>,
 }
 
+/// Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ClientBody>,
     base: Uri,
@@ -154,6 +156,56 @@ impl Upstream {
                 Err(format!("it answered {}", resp.status()))
             }
             Ok(Ok(resp)) => Ok(resp.status()),
+        }
+    }
+
+    /// A bodiless request of regate's own to the registry (the web pages read through
+    /// it): `path_and_query` already checked against what the caller may do, `bearer`
+    /// the token minted for exactly that. The answer's body is the registry's stream;
+    /// a registry silent for `read_timeout` fails it.
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        path_and_query: &str,
+        bearer: &str,
+        accept: &[&str],
+    ) -> Result<Response<Incoming>, RegistryError> {
+        let uri = Uri::builder()
+            .scheme(self.base.scheme_str().unwrap_or("http"))
+            .authority(
+                self.base
+                    .authority()
+                    .map(|a| a.as_str())
+                    .unwrap_or_default(),
+            )
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| RegistryError::new(Code::Unknown, "could not build the upstream URL"))?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"));
+        for a in accept {
+            req = req.header(hyper::header::ACCEPT, *a);
+        }
+        let req = req
+            .body(ClientBody::new(
+                body::empty(),
+                self.body_idle,
+                Arc::default(),
+            ))
+            .map_err(|_| RegistryError::new(Code::Unknown, "could not build the upstream URL"))?;
+        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+            Err(_) => Err(RegistryError::new(
+                Code::Unavailable,
+                "the registry behind this gateway did not answer in time",
+            )
+            .with_status(StatusCode::GATEWAY_TIMEOUT)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
+                Err(upstream_error(&e))
+            }
+            Ok(Ok(resp)) => Ok(resp),
         }
     }
 

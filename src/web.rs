@@ -8,13 +8,26 @@
 //! Route::Page(path) -> session (cookie -> state store) -> page handler -> template
 //!   every page: CSP without inline script, frame-ancestors none, nosniff, no-store
 //!   every form that changes state: the session's CSRF token, and a same-origin request
+//!   what a page shows of the registry: read with what `decide` grants the reader
 //! ```
 
+mod access;
+mod activity;
 mod assets;
+mod catalog;
+mod credentials;
+mod delete;
 mod form;
+mod format;
+mod image;
+pub mod journal;
+mod manifest;
 mod page;
+mod registry;
+mod repos;
 mod session;
 mod signin;
+mod tags;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,7 +35,9 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::auth::identity::Identity;
 use crate::body::Body;
+use crate::proxy::Upstream;
 use crate::runtime::Runtime;
 
 pub use page::{Problem, Shell};
@@ -40,13 +55,39 @@ pub struct Settings {
     pub title: String,
 }
 
+/// What the pages keep across requests and reloads: the registry client (the gateway's
+/// own, sharing its connections) and what they cache of the registry.
+pub struct Pages {
+    registry: registry::Registry,
+    catalog: catalog::Catalog,
+}
+
+impl Pages {
+    pub fn new(upstream: Upstream) -> Pages {
+        Pages {
+            registry: registry::Registry::new(upstream),
+            catalog: catalog::Catalog::default(),
+        }
+    }
+}
+
 /// What a page handler knows of the request.
 pub struct Visit<'a> {
     pub rt: &'a Runtime,
+    pub pages: &'a Pages,
     pub client_ip: IpAddr,
     pub https: bool,
     /// The signed-in browser's session, if any.
     pub session: Option<Session>,
+    /// A session cookie came, but its session has ended (idle, too old, signed out).
+    pub ended: bool,
+    /// The ACL lets the session's account see the Activity page.
+    pub admin: bool,
+    /// The host the browser asked for (`registry.example.com:5000`): what `docker`
+    /// commands name.
+    pub host: String,
+    /// The path and query asked for, to come back to after signing in.
+    pub target: String,
 }
 
 impl Visit<'_> {
@@ -61,6 +102,9 @@ impl Visit<'_> {
             title: self.rt.config.ui.title.clone(),
             prefix: self.rt.config.server.path_prefix.clone(),
             account: self.session.as_ref().map(|s| s.account.clone()),
+            admin: self.admin,
+            guest: self.session.is_none() && self.rt.users.anonymous().is_ok(),
+            current: "",
             csrf: self
                 .session
                 .as_ref()
@@ -70,9 +114,67 @@ impl Visit<'_> {
     }
 }
 
+impl Visit<'_> {
+    /// Who reads the registry on this visit: the signed-in account, or the anonymous
+    /// `""` account when the config allows anonymous pulls (a guest); `None`: nobody.
+    /// A browser whose session just ended is asked to sign in again, not quietly shown
+    /// the guest's view.
+    pub fn reader(&self) -> Option<Identity> {
+        match &self.session {
+            Some(s) => Some(s.identity()),
+            None if self.ended => None,
+            None => self.rt.users.anonymous().ok(),
+        }
+    }
+
+    /// To the sign-in page, and back here after it. A session that ended loses its
+    /// cookie here, so the sign-in page (and guest browsing) start afresh.
+    pub fn sign_in_first(&self) -> Response<Body> {
+        let next = url_encode(&self.target);
+        let ended = if self.ended { "&ended=1" } else { "" };
+        let mut resp = page::see_other(&self.href(&format!("/ui/login?next={next}{ended}")));
+        if self.ended {
+            resp.headers_mut().insert(
+                hyper::header::SET_COOKIE,
+                session::set_cookie(
+                    None,
+                    &self.rt.config.server.path_prefix,
+                    self.https,
+                    self.rt.config.ui.session_max,
+                ),
+            );
+        }
+        resp
+    }
+
+    /// The session a form needs; without one, nothing is changed.
+    pub fn session_for_form(&self) -> Result<&Session, Problem> {
+        self.session.as_ref().ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "Your sign-in has ended, so nothing was changed. Sign in again and repeat what you were doing.",
+            )
+        })
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Answers a page (`path` is the part after the prefix).
 pub async fn handle(
     rt: &Runtime,
+    pages: &Pages,
     req: Request<Incoming>,
     path: &str,
     client_ip: IpAddr,
@@ -85,18 +187,65 @@ pub async fn handle(
         return assets::serve(asset, &req);
     }
     let session = session::load(rt, &req).await;
+    let ended = session.is_none() && session::cookie_sent(&req);
+    let admin = match &session {
+        Some(s) => activity::is_admin(rt, &s.identity(), client_ip).await,
+        None => false,
+    };
+    let host = crate::proxy::request_host(&req)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| "REGISTRY".to_owned());
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
     let visit = Visit {
         rt,
+        pages,
         client_ip,
         https,
         session,
+        ended,
+        admin,
+        host,
+        target,
     };
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let answer = match (req.method().clone(), path) {
-        (Method::GET | Method::HEAD, "/") => home(&visit),
+        (Method::GET | Method::HEAD, "/") => home(&visit, &query).await,
         (Method::GET | Method::HEAD, "/ui/login") => Ok(signin::form(&visit, &req)),
         (Method::POST, "/ui/login") => signin::submit(&visit, req).await,
         (Method::POST, "/ui/logout") => signin::sign_out(&visit, req).await,
-        (_, "/" | "/ui/login" | "/ui/logout") => Err(Problem::new(
+        (_, "/ui/repos") if get => repos::page(&visit, &query).await,
+        (_, p) if get && p.starts_with("/ui/repo/") => {
+            let reference = &p["/ui/repo/".len()..];
+            match reference.split_once(['@', ':']) {
+                Some(_) => image::page(&visit, reference).await,
+                None => tags::page(&visit, reference, &query).await,
+            }
+        }
+        (_, "/ui/delete") if get => delete::confirm(&visit, &query).await,
+        (Method::POST, "/ui/delete") => delete::submit(&visit, req).await,
+        (_, "/ui/access") if get => access::page(&visit, &query).await,
+        (_, "/ui/credentials") if get => credentials::page(&visit).await,
+        (Method::POST, "/ui/credentials") => credentials::create(&visit, req).await,
+        (Method::POST, "/ui/credentials/revoke") => credentials::revoke(&visit, req).await,
+        (_, "/ui/ca.crt") if get => credentials::ca_certificate(&visit),
+        (_, "/ui/activity") if get => activity::page(&visit, &query).await,
+        (
+            _,
+            "/"
+            | "/ui/login"
+            | "/ui/logout"
+            | "/ui/repos"
+            | "/ui/delete"
+            | "/ui/access"
+            | "/ui/credentials"
+            | "/ui/credentials/revoke"
+            | "/ui/ca.crt"
+            | "/ui/activity",
+        ) => Err(Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "This page does not take that kind of request.",
         )),
@@ -106,14 +255,13 @@ pub async fn handle(
     page::secure(resp, https)
 }
 
-/// The home page: who is signed in, or the way to sign in.
-fn home(visit: &Visit<'_>) -> Result<Response<Body>, Problem> {
-    if visit.session.is_none() {
-        return Ok(page::see_other(&visit.href("/ui/login")));
+/// The home page: a signed-in user's repositories; anyone else is asked to sign in.
+async fn home(visit: &Visit<'_>, query: &str) -> Result<Response<Body>, Problem> {
+    match (&visit.session, visit.ended) {
+        (Some(_), _) => repos::page(visit, query).await,
+        (None, true) => Ok(visit.sign_in_first()),
+        (None, false) => Ok(page::see_other(&visit.href("/ui/login"))),
     }
-    page::render(&page::Home {
-        shell: visit.shell(),
-    })
 }
 
 /// Whether a request is a browser asking for a page (for `/`, which registry:2 answers

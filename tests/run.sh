@@ -68,6 +68,8 @@ command -v cargo >/dev/null || fail "cargo not found: install Rust 1.89 or later
 # Setup, one step a line.
 install_missing "${packages[@]}"
 stop_services "${services[@]}"
+# The web pages' tests: Debian's chromium, nodejs and npm, and playwright-core from the lockfile.
+tests/idp/setup.sh
 # The connection-cap test holds ~9,000 sockets: as many open files as allowed, up to 65536.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # Most tests wait on daemons and clients rather than compute: two test threads a core

@@ -191,50 +191,16 @@ pub async fn decide(
     client_ip: IpAddr,
     scopes: &[Scope],
 ) -> Result<Vec<Access>, AuthzError> {
-    let service = rt.tokens.service();
-    let rules = identity.acl.as_deref().unwrap_or(&rt.acl);
-    let list = match identity.acl {
-        Some(_) => format!("robots.{}.acl", identity.account),
-        None => "acl".to_owned(),
-    };
     let mut out = Vec::with_capacity(scopes.len());
     for scope in scopes {
-        let requested = requested_actions(scope);
-        let request = acl::Request {
-            account: &identity.account,
-            labels: &identity.labels,
-            ip: Some(client_ip),
-            service,
-            resource_type: &scope.resource_type,
-            name: &scope.name,
-            actions: &requested,
-        };
-        let explanation = rules.explain(&request);
-        let (actions, rule) = match explanation.decision.rule {
-            Some(i) => {
-                let comment = rules
-                    .comment(i)
-                    .map(|c| format!(" ({c})"))
-                    .unwrap_or_default();
-                (
-                    explanation.decision.actions.clone(),
-                    format!("{list}[{i}]{comment}"),
-                )
-            }
-            // A robot's rules are its only ones.
-            None if identity.acl.is_some() => (Vec::new(), "no rule matched".to_owned()),
-            None => match ask_others(rt, &request).await? {
-                Some(decided) => (decided.actions, decided.rule),
-                None => (Vec::new(), "no rule matched".to_owned()),
-            },
-        };
-        if actions.is_empty() {
+        let judged = judge(rt, identity, client_ip, scope, true).await?;
+        if judged.actions.is_empty() {
             tracing::info!(
                 client = %client_ip,
                 account = %identity.account,
                 scope = %scope,
                 "denied: {}",
-                explanation.reason(rules, &list)
+                judged.why.as_deref().unwrap_or("no rule matched")
             );
         }
         tracing::info!(
@@ -243,11 +209,11 @@ pub async fn decide(
             account = %identity.account,
             backend = %identity.backend,
             scope = %scope,
-            granted = %actions.join(","),
-            rule = %rule,
+            granted = %judged.actions.join(","),
+            rule = %judged.rule,
             "token decision"
         );
-        let counter = if actions.is_empty() {
+        let counter = if judged.actions.is_empty() {
             &rt.metrics.scopes_denied
         } else {
             &rt.metrics.scopes_granted
@@ -256,10 +222,93 @@ pub async fn decide(
         out.push(Access {
             resource_type: scope.resource_type.clone(),
             name: scope.name.clone(),
-            actions,
+            actions: judged.actions,
         });
     }
     Ok(out)
+}
+
+/// What [`decide`] grants, decided by the same rules and authorizers, without its audit
+/// lines and counters: for showing what someone may see. The web pages ask this about
+/// every repository of the catalog to filter it, and a page view is not a token request
+/// (10,000 audit lines for one list would drown the ones that matter).
+pub async fn granted(
+    rt: &Runtime,
+    identity: &Identity,
+    client_ip: IpAddr,
+    scopes: &[Scope],
+) -> Result<Vec<Access>, AuthzError> {
+    let mut out = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        let judged = judge(rt, identity, client_ip, scope, false).await?;
+        out.push(Access {
+            resource_type: scope.resource_type.clone(),
+            name: scope.name.clone(),
+            actions: judged.actions,
+        });
+    }
+    Ok(out)
+}
+
+/// One scope judged: what it is granted, the rule that decided (`acl[3] (comment)`), and,
+/// when asked for, why every earlier rule did not match.
+struct Judged {
+    actions: Vec<String>,
+    rule: String,
+    why: Option<String>,
+}
+
+async fn judge(
+    rt: &Runtime,
+    identity: &Identity,
+    client_ip: IpAddr,
+    scope: &Scope,
+    explain: bool,
+) -> Result<Judged, AuthzError> {
+    let rules = identity.acl.as_deref().unwrap_or(&rt.acl);
+    let list = || match identity.acl {
+        Some(_) => format!("robots.{}.acl", identity.account),
+        None => "acl".to_owned(),
+    };
+    let requested = requested_actions(scope);
+    let request = acl::Request {
+        account: &identity.account,
+        labels: &identity.labels,
+        ip: Some(client_ip),
+        service: rt.tokens.service(),
+        resource_type: &scope.resource_type,
+        name: &scope.name,
+        actions: &requested,
+    };
+    // Only a decision that is logged needs the reasons (they cost a string per rule), and
+    // the log line wants them for a denial only.
+    let (decision, why) = if explain {
+        let explanation = rules.explain(&request);
+        let why = explanation
+            .decision
+            .actions
+            .is_empty()
+            .then(|| explanation.reason(rules, &list()));
+        (explanation.decision, why)
+    } else {
+        (rules.authorize(&request), None)
+    };
+    let (actions, rule) = match decision.rule {
+        Some(i) => {
+            let comment = rules
+                .comment(i)
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            (decision.actions, format!("{}[{i}]{comment}", list()))
+        }
+        // A robot's rules are its only ones.
+        None if identity.acl.is_some() => (Vec::new(), "no rule matched".to_owned()),
+        None => match ask_others(rt, &request).await? {
+            Some(decided) => (decided.actions, decided.rule),
+            None => (Vec::new(), "no rule matched".to_owned()),
+        },
+    };
+    Ok(Judged { actions, rule, why })
 }
 
 /// The authorizers after the static `acl`, in order: the first that decides.

@@ -184,9 +184,19 @@ async fn serve(
 
     // Offline access: docker login asks with `offline_token=true` and then keeps only the
     // refresh token; OAuth2 clients ask with `access_type=offline`. A refresh grant gets
-    // the same refresh token back (oauth.md).
+    // the same refresh token back (oauth.md). Not for a named credential (`rgt_…`): a
+    // refresh token outlives it (it is bound to the account's password), so a revoked CI
+    // token would keep working in every docker that logged in with it; without one,
+    // docker keeps the credential and each login asks whether it still stands.
     let refresh_token = match &login {
         Login::Refresh(token) if params.offline => Some(token.expose().to_owned()),
+        Login::Password { password, .. }
+            if password
+                .expose()
+                .starts_with(crate::auth::credentials::PREFIX) =>
+        {
+            None
+        }
         Login::Password { .. } if params.offline && !identity.account.is_empty() => rt
             .users
             .fingerprint(&identity.account)

@@ -330,8 +330,11 @@ impl<'a> Linter<'a> {
         let path = self.path(i, &["actions"]);
         let actions = &entry.actions;
         let has = |a: &str| actions.iter().any(|x| x == a);
-        for unknown in actions.iter().filter(|a| !ACTIONS.contains(&a.as_str())) {
-            self.warn(&path, format!("{unknown:?} is not an action registry clients ask for (pull, push, delete, or \"*\"); it grants nothing"));
+        // regate's own resource (`regate:activity:read`, the Activity page) takes `read`.
+        let own = entry.match_.type_.as_deref() == Some("regate");
+        let known = |a: &str| ACTIONS.contains(&a) || (own && a == "read");
+        for unknown in actions.iter().filter(|a| !known(a.as_str())) {
+            self.warn(&path, format!("{unknown:?} is not an action registry clients ask for (pull, push, delete, or \"*\"; read only on type regate); it grants nothing"));
         }
         let all = actions.len() == 1 && actions[0] == "*";
         if has("*") && !all {

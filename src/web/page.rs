@@ -16,14 +16,14 @@ pub struct Shell {
     pub prefix: String,
     /// Who is signed in.
     pub account: Option<String>,
+    /// The Activity page is theirs to see.
+    pub admin: bool,
+    /// Not signed in, and the anonymous account may pull: browsing as a guest.
+    pub guest: bool,
+    /// The section of the menu this page belongs to (`repos`, `access`, ...).
+    pub current: &'static str,
     /// The session's CSRF token, for the sign-out form in the frame.
     pub csrf: String,
-}
-
-#[derive(Template)]
-#[template(path = "home.html")]
-pub struct Home {
-    pub shell: Shell,
 }
 
 #[derive(Template)]
@@ -52,6 +52,15 @@ impl Problem {
 
     pub fn not_found() -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "There is no such page.")
+    }
+
+    /// A repository that is not there, or that the reader may not pull: one answer for
+    /// both, so a page never tells which names exist beyond what the reader may see.
+    pub fn no_repository(name: &str) -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("There is no repository \u{201c}{name}\u{201d} that you may pull."),
+        )
     }
 
     /// A form that did not come from this session's page (CSRF), or a session that ended.

@@ -138,6 +138,18 @@ impl Session {
     }
 }
 
+/// Whether the request carries a session cookie at all (good or not): a browser whose
+/// session ended is told so, not just asked to sign in.
+pub fn cookie_sent<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == COOKIE_NAME && !value.is_empty())
+}
+
 fn cookie<B>(req: &Request<B>) -> Option<String> {
     req.headers()
         .get_all(COOKIE)

@@ -21,6 +21,8 @@ struct LoginPage<'a> {
     next: &'a str,
     username: &'a str,
     error: Option<&'a str>,
+    /// The browser's session ended (it sent a cookie that no longer signs anyone in).
+    ended: bool,
 }
 
 /// Where to go after signing in: a path of this site's pages only (never another host).
@@ -34,19 +36,25 @@ fn safe_next(visit: &Visit<'_>, next: Option<&str>) -> String {
     }
 }
 
+fn login_shell(visit: &Visit<'_>) -> Shell {
+    let mut shell = visit.shell();
+    shell.current = "login";
+    shell
+}
+
 /// The sign-in form.
 pub fn form<B>(visit: &Visit<'_>, req: &Request<B>) -> Response<Body> {
-    let next = req
-        .uri()
-        .query()
-        .and_then(form::Form::parse)
+    let query = req.uri().query().and_then(form::Form::parse);
+    let next = query
+        .as_ref()
         .and_then(|f| f.get("next").map(str::to_owned));
     let next = safe_next(visit, next.as_deref());
     let page = LoginPage {
-        shell: visit.shell(),
+        shell: login_shell(visit),
         next: &next,
         username: "",
         error: None,
+        ended: visit.ended || query.is_some_and(|f| f.get("ended") == Some("1")),
     };
     page::render(&page).unwrap_or_else(|p| p.page(visit))
 }
@@ -60,10 +68,11 @@ pub async fn submit(visit: &Visit<'_>, req: Request<Incoming>) -> Result<Respons
     let next = safe_next(visit, form.get("next"));
     let again = |status: StatusCode, error: &str| {
         let page = LoginPage {
-            shell: visit.shell(),
+            shell: login_shell(visit),
             next: &next,
             username,
             error: Some(error),
+            ended: false,
         };
         let mut resp = page::render(&page).unwrap_or_else(|p| p.page(visit));
         *resp.status_mut() = status;

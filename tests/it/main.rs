@@ -29,4 +29,5 @@ mod protocol;
 mod reload;
 mod skopeo;
 mod streaming;
+mod ui;
 mod web;

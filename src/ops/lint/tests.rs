@@ -295,6 +295,16 @@ fn actions_that_do_not_work() {
         &users,
         "  - match: {account: a, type: registry, name: catalog}\n    actions: [\"*\"]\n  - match: {account: a}\n    actions: [pull, push, delete]\n  - match: {}\n    actions: []\n",
     ));
+    // The Activity page's scope, regate:activity:read.
+    none(&with(
+        &users,
+        "  - match: {account: a, type: regate, name: activity}\n    actions: [read]\n",
+    ));
+    one(
+        &with(&users, "  - match: {account: a}\n    actions: [read]\n"),
+        "acl[0].actions",
+        "\"read\" is not an action",
+    );
 }
 
 #[test]
