@@ -45,6 +45,10 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("ldap_auth: {0}")]
     Ldap(#[from] auth::ldap::SetupError),
+    #[error("{0}")]
+    Idp(#[from] auth::idp::SetupError),
+    #[error("token DB: {0}")]
+    State(#[from] state::StoreError),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
     #[error("cannot listen on {addr}: {source}")]
@@ -120,7 +124,24 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         .map(|(c, settings)| {
             tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), settings))
         });
-    let runtime = Runtime::build(config, Lasting::default())?;
+    let lasting = Lasting::for_config(&config)?;
+    let runtime = Runtime::build(config, lasting)?;
+    // An issuer that cannot be read is said at start (regate serves on: accounts checked
+    // lately keep working, and a sign-in tries the issuer again).
+    for provider in runtime.logins.providers() {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            match provider.warm().await {
+                Ok(()) => {
+                    tracing::info!(section = %provider.backend(), provider = %provider.label(), "identity provider ready")
+                }
+                Err(e) => tracing::error!(
+                    section = %provider.backend(),
+                    "the identity provider cannot be used yet: {e}; sign-ins with it fail until it can (each tries again)"
+                ),
+            }
+        });
+    }
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
     let gateway = Arc::new(Gateway::new(runtime)?);

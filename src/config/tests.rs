@@ -390,3 +390,5 @@ fn real_ip_header_counts_only_from_trusted_proxies() {
     assert!(c.server.real_ip.is_none());
     assert!(c.warnings.iter().any(|w| w.contains("ignored")));
 }
+
+mod idp;
