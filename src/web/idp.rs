@@ -531,6 +531,8 @@ struct Row {
     made: String,
     ends: String,
     current: bool,
+    /// Signing out revokes it.
+    at_sign_out: bool,
 }
 
 #[derive(Template)]
@@ -611,6 +613,19 @@ async fn password_page(
     };
     let section = provider.backend().section();
     let manage = !shell.csrf.is_empty();
+    // The one this session's sign-out revokes.
+    let goes_at_sign_out = match (&visit.session, at_sign_in) {
+        (_, true) => current.clone(),
+        (Some(s), false) => visit
+            .rt
+            .state
+            .get(&shown_key(s))
+            .await
+            .ok()
+            .flatten()
+            .map(|id| String::from_utf8_lossy(&id).into_owned()),
+        (None, false) => None,
+    };
     let rows = Credentials::new(visit.rt.state.clone())
         .list(&identity.account)
         .await
@@ -619,6 +634,7 @@ async fn password_page(
         .filter(|c| c.source == section)
         .map(|c| Row {
             current: current.as_deref() == Some(c.id.as_str()),
+            at_sign_out: goes_at_sign_out.as_deref() == Some(c.id.as_str()),
             made: crate::auth::idp::when(c.created),
             ends: c.expires.map_or(
                 "never (while the provider vouches)".to_owned(),
@@ -631,7 +647,7 @@ async fn password_page(
     let labels = identity
         .labels
         .iter()
-        .map(|(k, v)| (k.clone(), v.join(", ")))
+        .map(|(k, v)| (k.clone(), shorten(v)))
         .collect();
     let page = PasswordPage {
         shell,
@@ -676,11 +692,21 @@ fn failure(visit: &Visit<'_>, provider: &Provider, e: &IdpError) -> Response<Bod
     let (status, message) = match e {
         IdpError::Unreachable(why) => (StatusCode::BAD_GATEWAY, format!("regate could not reach {label}: {why}. Try again later; if it keeps happening, tell the registry's administrator.")),
         IdpError::Refused(why) => (StatusCode::BAD_REQUEST, format!("{label} refused the sign-in: {why}. No password was made. Sign in again.")),
-        IdpError::IdToken(why) => (StatusCode::BAD_GATEWAY, format!("{label}'s answer cannot be trusted: the id_token {why}. No password was made. If it happens again, tell the registry's administrator.")),
+        IdpError::IdToken(why) => (StatusCode::BAD_GATEWAY, format!("{label}'s answer cannot be trusted: its id_token is not valid ({why}). No password was made. If it happens again, tell the registry's administrator.")),
         IdpError::NotAllowed(why) => (StatusCode::FORBIDDEN, format!("Signed in at {label}, but {why}, so this registry does not let you in. No password was made.")),
         IdpError::Misconfigured(why) => (StatusCode::BAD_GATEWAY, format!("regate and {label} do not agree: {why}. Tell the registry's administrator.")),
     };
     failed(visit, provider, status, message)
+}
+
+/// A label's values for the page: the first dozen, and how many more (a member of a
+/// hundred teams does not need to read them all).
+fn shorten(values: &[String]) -> String {
+    const SHOWN: usize = 12;
+    match values.len() {
+        n if n <= SHOWN => values.join(", "),
+        n => format!("{}, and {} more", values[..SHOWN].join(", "), n - SHOWN),
+    }
 }
 
 /// An account name as one shell word.
