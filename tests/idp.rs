@@ -1072,6 +1072,24 @@ async fn check_and_start_say_what_is_wrong_with_a_provider() {
     .await;
     drop(served);
 
+    // With the pages off, docker_auth's sign-in route (and the files its page uses) stay.
+    let no_pages = oidc_config(
+        port,
+        &work.path().join("data2"),
+        &provider.url,
+        "client_secret: oidc-secret",
+    );
+    let gateway = Gateway::start(&format!("{no_pages}ui: {{enabled: false}}\n")).await;
+    let start = get(&format!("{site}/oidc_auth"), &[]).await;
+    assert_eq!(start.status, 303);
+    assert!(start.header("location").unwrap().starts_with(&provider.url));
+    assert_eq!(
+        get(&format!("{site}/static/app.css"), &[]).await.status,
+        200
+    );
+    assert_eq!(get(&format!("{site}/ui/login"), &[]).await.status, 404);
+    gateway.server.shutdown().await;
+
     // An issuer whose discovery document names another issuer.
     let other = oidc_provider(&site, work.path(), json!({"issuer": "https://id.example"}));
     write(&oidc_config(port, &data, &other.url, "client_secret: s"));
