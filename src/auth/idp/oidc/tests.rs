@@ -5,10 +5,12 @@ use base64::Engine;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 
+use super::keys::{key_of, Key, KeySet};
 use super::*;
 use crate::auth::identity::Backend;
 use crate::auth::idp::{ClientSecret, Settings};
 use crate::auth::Secret;
+use jsonwebtoken::Algorithm;
 
 const ISSUER: &str = "https://idp.example";
 const CLIENT: &str = "regate";
