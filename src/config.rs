@@ -9,6 +9,7 @@
 //! | `users`, `robots`, `htpasswd` | `users.rs` | [`crate::auth::users::User`]s |
 //! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
 //! | `ldap_auth` | `ldap.rs` | [`crate::auth::ldap::LdapConfig`] |
+//! | `google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth` | `google.rs`, `github.rs`, `oidc.rs`, `gitlab.rs` (shared keys: `idp.rs`) | [`crate::auth::idp::Settings`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
@@ -17,8 +18,13 @@
 mod acl;
 mod env;
 mod error;
+mod github;
+mod gitlab;
+mod google;
+mod idp;
 pub mod keys;
 mod ldap;
+mod oidc;
 mod server;
 mod token;
 mod ui;
@@ -54,6 +60,12 @@ pub struct Config {
     pub acl: Arc<Acl>,
     /// docker_auth's `ldap_auth`: the directory asked about accounts `users` lacks.
     pub ldap: Option<LdapConfig>,
+    /// The identity providers (`google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth`),
+    /// in docker_auth's order.
+    pub idp: Vec<crate::auth::idp::Settings>,
+    /// The file the state store (the providers' token DB, credentials, web sessions) is
+    /// kept in; `None`: in memory (no provider is configured).
+    pub token_db: Option<PathBuf>,
     pub upstream: crate::proxy::Settings,
     pub ui: crate::web::Settings,
     pub data_dir: PathBuf,
@@ -83,13 +95,17 @@ struct RawConfig {
     htpasswd: Option<String>,
     acl: Option<Vec<crate::acl::RawEntry>>,
     ldap_auth: Option<ldap::RawLdap>,
+    google_auth: Option<google::RawGoogle>,
+    github_auth: Option<github::RawGithub>,
+    oidc_auth: Option<oidc::RawOidc>,
+    gitlab_auth: Option<gitlab::RawGitlab>,
     upstream: Option<upstream::RawUpstream>,
     ui: Option<ui::RawUi>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
 
-const REFUSED: &str = "regate authenticates with `users`, `htpasswd` and `ldap_auth`, and authorizes with the static `acl`; remove the section or keep docker_auth for it";
+const REFUSED: &str = "regate authenticates with `users`, `htpasswd`, `ldap_auth` and the identity providers (`google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth`), and authorizes with the static `acl`; remove the section or keep docker_auth for it";
 
 /// Every key the file may hold.
 pub const KEYS: &[Key] = &[
@@ -104,6 +120,10 @@ pub const KEYS: &[Key] = &[
     ),
     Key::new("acl", Kind::Items(acl::KEYS)),
     Key::new("ldap_auth", Kind::Section(ldap::KEYS)),
+    Key::new("google_auth", Kind::Section(google::KEYS)),
+    Key::new("github_auth", Kind::Section(github::KEYS)),
+    Key::new("oidc_auth", Kind::Section(oidc::KEYS)),
+    Key::new("gitlab_auth", Kind::Section(gitlab::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::new("ui", Kind::Section(ui::KEYS)),
     Key::scalar(
@@ -117,10 +137,6 @@ pub const KEYS: &[Key] = &[
         "`stdout`, `stderr`, `off` or a file: the JSON audit log",
     ),
     Key::new("ext_auth", Kind::Refused(REFUSED)),
-    Key::new("google_auth", Kind::Refused(REFUSED)),
-    Key::new("github_auth", Kind::Refused(REFUSED)),
-    Key::new("oidc_auth", Kind::Refused(REFUSED)),
-    Key::new("gitlab_auth", Kind::Refused(REFUSED)),
     Key::new("mongo_auth", Kind::Refused(REFUSED)),
     Key::new("xorm_auth", Kind::Refused(REFUSED)),
     Key::new("plugin_authn", Kind::Refused(REFUSED)),
@@ -357,6 +373,21 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
     let acl = acl::build(raw.acl, cx);
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
+    // The sign-in routes move under the prefix, and a redirect URL must point there.
+    let prefix = server
+        .as_ref()
+        .map(|s| s.path_prefix.clone())
+        .unwrap_or_default();
+    // docker_auth's order: Google, GitHub, OpenID Connect, GitLab.
+    let providers = [
+        raw.google_auth.map(|r| google::build(r, &prefix, cx)),
+        raw.github_auth.map(|r| github::build(r, &prefix, cx)),
+        raw.oidc_auth.map(|r| oidc::build(r, &prefix, cx)),
+        raw.gitlab_auth.map(|r| gitlab::build(r, &prefix, cx)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Result<Vec<_>, Failed>>();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let ui = ui::build(raw.ui.unwrap_or_default(), cx);
     let audit_log = match raw.audit_log.as_deref() {
@@ -366,6 +397,8 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         Some(path) => AuditLog::File(cx.resolve(path)),
     };
     let (users, htpasswd) = users?;
+    let providers = providers?;
+    let token_db = idp::store_file(&providers, &data_dir, cx);
     Ok(Config {
         path: cx.file().to_owned(),
         server: server?,
@@ -374,6 +407,8 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         htpasswd,
         acl: acl?,
         ldap: ldap?,
+        idp: providers,
+        token_db,
         upstream: upstream?,
         ui: ui?,
         data_dir,

@@ -47,6 +47,10 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("ldap_auth: {0}")]
     Ldap(#[from] auth::ldap::SetupError),
+    #[error("{0}")]
+    Idp(#[from] auth::idp::SetupError),
+    #[error("token DB: {0}")]
+    State(#[from] state::StoreError),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
     #[error("server.letsencrypt: {0}")]
@@ -129,7 +133,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         .map(|(c, settings)| {
             tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), settings))
         });
-    let runtime = Runtime::build(config, Lasting::default())?;
+    let lasting = Lasting::for_config(&config)?;
+    let runtime = Runtime::build(config, lasting)?;
     // The cached certificate is in place before the listener opens, so it serves at once.
     let acme = match (
         &certs,
@@ -142,6 +147,22 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         )?),
         _ => None,
     };
+    // An issuer that cannot be read is said at start (regate serves on: accounts checked
+    // lately keep working, and a sign-in tries the issuer again).
+    for provider in runtime.logins.providers() {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            match provider.warm().await {
+                Ok(()) => {
+                    tracing::info!(section = %provider.backend(), provider = %provider.label(), "identity provider ready")
+                }
+                Err(e) => tracing::error!(
+                    section = %provider.backend(),
+                    "the identity provider cannot be used yet: {e}; sign-ins with it fail until it can (each tries again)"
+                ),
+            }
+        });
+    }
     let listener = bind(listen).await?;
     let local_addr = local_addr_of(&listener, listen)?;
     let gateway = Arc::new(Gateway::new(runtime)?);

@@ -49,6 +49,11 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         paths.extend(ldap.bind_password_file.clone());
         paths.extend(ldap.ca_certificate.clone());
     }
+    for p in &config.idp {
+        if let crate::auth::idp::ClientSecret::File(path) = &p.client_secret {
+            paths.push(path.clone());
+        }
+    }
     let server = config.server.tls.as_ref().and_then(|t| t.files());
     for files in [server, config.token.key.as_ref()].into_iter().flatten() {
         paths.push(files.certificate.clone());
@@ -83,6 +88,10 @@ impl Reloader {
             (
                 "upstream.ca_certificate",
                 config.upstream.ca_certificate != old.upstream.ca_certificate,
+            ),
+            (
+                "the token DB's file (level_token_db.path)",
+                config.token_db != old.token_db,
             ),
             (
                 "HTTPS on or off",

@@ -45,6 +45,32 @@ pub struct Lasting {
     pub state: Arc<dyn Store>,
 }
 
+impl Lasting {
+    /// What a first start carries: the state store the config names (a file when an
+    /// identity provider is configured: its token DB and credentials must outlive a
+    /// restart), in memory otherwise.
+    pub fn for_config(config: &Config) -> Result<Lasting, Error> {
+        let state: Arc<dyn Store> = match &config.token_db {
+            Some(path) => {
+                // A docker_auth LevelDB folder: regate's own file goes inside it (the
+                // LevelDB is not read; its users sign in once more).
+                let file = if path.is_dir() {
+                    path.join("regate-tokens.json")
+                } else {
+                    path.clone()
+                };
+                tracing::info!(file = %file.display(), "token DB (identity providers' tokens, credentials, sessions)");
+                Arc::new(Local::file(&file)?)
+            }
+            None => Arc::new(Local::memory()),
+        };
+        Ok(Lasting {
+            state,
+            ..Lasting::default()
+        })
+    }
+}
+
 impl Default for Lasting {
     fn default() -> Lasting {
         Lasting {
@@ -107,10 +133,11 @@ impl Runtime {
 }
 
 /// The login backends a config names, in docker_auth's order: regate's named credentials
-/// (which match only what is one), the static users (with `htpasswd` and `robots`), then
+/// (which match only what is one), the static users (with `htpasswd` and `robots`), the
+/// identity providers (`google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth`), then
 /// `ldap_auth`. `regate explain` asks the same chain.
-/// Reads the files they need (the directory's bind password and CA); connects to nothing
-/// until a login needs it.
+/// Reads the files they need (the directory's bind password and CA, the providers' client
+/// secrets); connects to nothing until a login needs it.
 pub fn logins(
     config: &Config,
     metrics: Arc<metrics::Metrics>,
@@ -120,15 +147,29 @@ pub fn logins(
     let users = Arc::new(
         Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL, metrics.clone()).with_pool(bcrypt),
     );
-    // A credential names its account, and the static users say who that account is now.
-    let credentials = Credentials::new(state)
+    let providers = config
+        .idp
+        .iter()
+        .map(|s| auth::idp::Provider::new(s.clone(), state.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A credential names its account, and the backend it came from says who that account
+    // is now: the static users, or the provider (which checks with it again).
+    let mut credentials = Credentials::new(state)
         .with_source("users", users.clone())
         .with_source("htpasswd", users.clone());
+    for p in &providers {
+        credentials = credentials.with_source(p.backend().section(), p.clone());
+    }
     let mut chain: Vec<Arc<dyn Authenticator>> = vec![Arc::new(credentials), users.clone()];
+    chain.extend(
+        providers
+            .iter()
+            .map(|p| p.clone() as Arc<dyn Authenticator>),
+    );
     if let Some(ldap) = &config.ldap {
         chain.push(Arc::new(auth::ldap::Directory::new(ldap.clone(), metrics)?));
     }
-    Ok(Logins::new(users, chain))
+    Ok(Logins::new(users, chain).with_providers(providers))
 }
 
 /// The token signing key a config names, or, with none named, the one generated in

@@ -19,6 +19,7 @@ mod credentials;
 mod delete;
 mod form;
 mod format;
+mod idp;
 mod image;
 pub mod journal;
 mod manifest;
@@ -180,7 +181,14 @@ pub async fn handle(
     client_ip: IpAddr,
     https: bool,
 ) -> Response<Body> {
-    if !rt.config.ui.enabled {
+    // docker_auth's sign-in routes (and the files their pages use) work with the pages
+    // off too: they are how a provider's users get a password.
+    let provider_page = rt
+        .logins
+        .providers()
+        .iter()
+        .any(|p| p.route() == path || path.starts_with("/static/"));
+    if !rt.config.ui.enabled && !provider_page {
         return crate::error::not_found();
     }
     if let Some(asset) = path.strip_prefix("/static/") {
@@ -249,6 +257,10 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             "This page does not take that kind of request.",
         )),
+        (_, p) if idp::provider(&visit, p).is_some() => {
+            let provider = idp::provider(&visit, p).cloned().expect("matched above");
+            idp::handle(&visit, req, &provider).await
+        }
         _ => Err(Problem::not_found()),
     };
     let resp = answer.unwrap_or_else(|problem| problem.page(&visit));

@@ -3,8 +3,8 @@
 //! decides; every backend saying "no match" is a refusal.
 //!
 //! Authentication: the static `users` (with `htpasswd` and `robots`) first, then the
-//! others as configured (`ldap_auth`, and the backends still to come: external programs,
-//! identity providers, SQL). Authorization: the static `acl` first (a robot only its own
+//! others as configured (the identity providers, `ldap_auth`, and the backends still to
+//! come: external programs, SQL). Authorization: the static `acl` first (a robot only its own
 //! rules), then the others (SQL rules, external programs, casbin).
 
 use std::future::Future;
@@ -84,12 +84,29 @@ pub enum Described {
 pub struct Logins {
     users: Arc<Users>,
     chain: Vec<Arc<dyn Authenticator>>,
+    /// The identity providers among them, for their sign-in pages.
+    providers: Vec<Arc<super::idp::Provider>>,
 }
 
 impl Logins {
     /// `chain`: every backend in the order asked (the static users among them).
     pub fn new(users: Arc<Users>, chain: Vec<Arc<dyn Authenticator>>) -> Logins {
-        Logins { users, chain }
+        Logins {
+            users,
+            chain,
+            providers: Vec::new(),
+        }
+    }
+
+    /// Names the identity providers of the chain, whose pages sign people in.
+    pub fn with_providers(mut self, providers: Vec<Arc<super::idp::Provider>>) -> Logins {
+        self.providers = providers;
+        self
+    }
+
+    /// The identity providers, in docker_auth's order.
+    pub fn providers(&self) -> &[Arc<super::idp::Provider>] {
+        &self.providers
     }
 
     /// The static users (anonymous access, refresh tokens, names for `explain`).

@@ -17,6 +17,11 @@ pub enum Backend {
     Robots,
     /// The LDAP directory of `ldap_auth`.
     LdapAuth,
+    /// The identity providers: credentials their sign-ins gave.
+    GoogleAuth,
+    GithubAuth,
+    OidcAuth,
+    GitlabAuth,
 }
 
 impl AuthnError {
@@ -39,6 +44,10 @@ impl Backend {
             Backend::Htpasswd,
             Backend::Robots,
             Backend::LdapAuth,
+            Backend::GoogleAuth,
+            Backend::GithubAuth,
+            Backend::OidcAuth,
+            Backend::GitlabAuth,
         ]
         .into_iter()
         .find(|b| b.section() == section)
@@ -51,6 +60,10 @@ impl Backend {
             Backend::Htpasswd => "htpasswd",
             Backend::Robots => "robots",
             Backend::LdapAuth => "ldap_auth",
+            Backend::GoogleAuth => "google_auth",
+            Backend::GithubAuth => "github_auth",
+            Backend::OidcAuth => "oidc_auth",
+            Backend::GitlabAuth => "gitlab_auth",
         }
     }
 }
@@ -92,4 +105,12 @@ pub enum AuthnError {
     /// say whether the password is right (503, not 401).
     #[error("the user directory (LDAP) is unavailable; try again later")]
     DirectoryUnavailable,
+    /// An identity provider no longer vouches for the account (a revoked sign-in, a user
+    /// removed from the organization): its credentials stop until it signs in again.
+    #[error("the identity provider no longer vouches for this account; sign in again in the browser for a new password")]
+    ProviderRefused,
+    /// The identity provider could not be asked about an account whose last check ran
+    /// out, beyond its `outage_grace` (503, not 401: the credential may be good).
+    #[error("the identity provider cannot be reached to check this account; try again later")]
+    ProviderUnavailable,
 }

@@ -7,6 +7,7 @@ pub mod challenge;
 pub mod credentials;
 pub mod endpoint;
 pub mod identity;
+pub mod idp;
 pub mod keys;
 pub mod ldap;
 pub mod pool;

@@ -476,3 +476,5 @@ fn letsencrypt_mistakes_are_named() {
             .unwrap_err();
     assert!(e.to_string().contains("did you mean `host`?"), "{e}");
 }
+
+mod idp;

@@ -42,6 +42,7 @@ pub fn check(path: &Path) -> Report {
         .chain(lints.iter().map(Warning::to_string))
         .collect();
     files(&config, &mut report);
+    providers(&config, &mut report);
     robots(&config, &mut report);
     report.summary = Some(format!(
         "{}: {} ({} users, {} ACL rules, upstream {}, {} warning(s))",
@@ -98,6 +99,47 @@ fn files(config: &Config, report: &mut Report) {
             "token key: none configured; `serve` uses (or generates) {}",
             config.data_dir.join("token.crt").display()
         )),
+    }
+}
+
+/// Each identity provider as `serve` builds it (its client secret read), and what it
+/// publishes read (an OpenID issuer's discovery document and keys), from a thread of its
+/// own with a small runtime: `check` is synchronous, and may be called inside a runtime.
+fn providers(config: &Config, report: &mut Report) {
+    if let Some(file) = &config.token_db {
+        report.notes.push(format!(
+            "token DB (identity providers' tokens, credentials, sessions): {}",
+            file.display()
+        ));
+    }
+    for settings in &config.idp {
+        let section = settings.backend;
+        let store: std::sync::Arc<dyn crate::state::Store> =
+            std::sync::Arc::new(crate::state::Local::memory());
+        let provider = match crate::auth::idp::Provider::new(settings.clone(), store) {
+            Ok(p) => p,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        let run = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(provider.warm())
+                .map_err(|e| e.to_string())
+        };
+        match std::thread::scope(|s| s.spawn(run).join()) {
+            Ok(Ok(())) => report.notes.push(format!(
+                "{section}: signs in with {} at {}",
+                provider.label(),
+                provider.route()
+            )),
+            Ok(Err(e)) => report.errors.push(format!("{section}: {e}")),
+            Err(_) => report.errors.push(format!("{section}: the check failed")),
+        }
     }
 }
 

@@ -155,7 +155,12 @@ enum Asked {
 /// runtime or outside one.
 fn ask_backends(config: &Config, account: &str, password: Option<&Secret>) -> Asked {
     let ask = async {
-        let state = Arc::new(crate::state::Local::memory());
+        // The store `serve` keeps (the providers' token DB), read-only here.
+        let state: Arc<dyn crate::state::Store> = match crate::runtime::Lasting::for_config(config)
+        {
+            Ok(lasting) => lasting.state,
+            Err(_) => Arc::new(crate::state::Local::memory()),
+        };
         let logins = crate::runtime::logins(config, Arc::default(), Arc::default(), state)
             .map_err(|e| e.to_string())?;
         // The static users are judged below with the token endpoint's own functions (they
@@ -208,7 +213,7 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
     let user = config.users.get(input.account);
     let robot = user.and_then(|u| u.robot.as_ref());
     // docker_auth's order: only a name `users` lacks is the other backends'.
-    let others = config.ldap.is_some();
+    let others = config.ldap.is_some() || !config.idp.is_empty();
     let asked = match user {
         None if others && !input.account.is_empty() => {
             Some(ask_backends(config, input.account, input.password))
@@ -405,6 +410,10 @@ impl Report {
                 format!("account: {account:?}: a user in the htpasswd file")
             }
             Account::User => format!("account: {account:?}: a user in `users`"),
+            Account::Directory if self.backend != Some(Backend::LdapAuth) => format!(
+                "account: {account:?}: not in `users`; {} (it logs in with the passwords its sign-ins gave)",
+                self.dn.as_deref().unwrap_or("known to an identity provider")
+            ),
             Account::Directory => format!(
                 "account: {account:?}: not in `users`; an entry in the LDAP directory (ldap_auth){}",
                 self.dn.as_deref().map(|dn| format!(": {dn}")).unwrap_or_default()
@@ -415,7 +424,7 @@ impl Report {
             ),
             Account::Robot => format!("account: {account:?}: a robot in `robots`, judged only by its own rules ({})", self.acl),
             Account::RobotExpired => format!("account: {account:?}: a robot past its `expires`: a token request gets 401 (this robot account has expired); its rules are explained anyway"),
-            Account::Unknown if self.directory_asked => format!("account: {account:?}: no such user in `users`, nor in the LDAP directory: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
+            Account::Unknown if self.directory_asked => format!("account: {account:?}: no such user in `users`, nor known to `ldap_auth` or an identity provider: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
             Account::Unknown => format!("account: {account:?}: no such user in `users`: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
             Account::Anonymous => "account: \"\" (anonymous): allowed by the \"\" entry in `users`".to_owned(),
             Account::AnonymousDisabled => "account: \"\" (anonymous): `users` has no \"\" entry, so a request without credentials gets 401 before the ACL; the ACL is explained anyway".to_owned(),

@@ -68,6 +68,8 @@ pub fn lint(config: &Config, doc: &Document) -> Vec<Warning> {
             .map(|m| m.label.clone())
             .chain(l.group_search.iter().map(|g| g.label.clone()))
     });
+    // Nor are the identity providers' accounts; the labels they give are.
+    let provider_labels = config.idp.iter().flat_map(|p| p.label_names());
     let mut global = Linter::new(
         config,
         doc,
@@ -79,9 +81,10 @@ pub fn lint(config: &Config, doc: &Document) -> Vec<Warning> {
             .iter()
             .flat_map(|(_, u)| u.labels.keys().cloned())
             .chain(directory_labels)
+            .chain(provider_labels)
             .collect(),
     );
-    global.directory = config.ldap.is_some();
+    global.directory = config.ldap.is_some() || !config.idp.is_empty();
     let mut out = global.run();
     let mut robots: Vec<(&String, &User)> = config
         .users

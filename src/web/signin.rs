@@ -23,6 +23,8 @@ struct LoginPage<'a> {
     error: Option<&'a str>,
     /// The browser's session ended (it sent a cookie that no longer signs anyone in).
     ended: bool,
+    /// "Sign in with …", one per identity provider.
+    providers: Vec<super::idp::Link>,
 }
 
 /// Where to go after signing in: a path of this site's pages only (never another host).
@@ -55,6 +57,7 @@ pub fn form<B>(visit: &Visit<'_>, req: &Request<B>) -> Response<Body> {
         username: "",
         error: None,
         ended: visit.ended || query.is_some_and(|f| f.get("ended") == Some("1")),
+        providers: super::idp::links(visit),
     };
     page::render(&page).unwrap_or_else(|p| p.page(visit))
 }
@@ -73,6 +76,7 @@ pub async fn submit(visit: &Visit<'_>, req: Request<Incoming>) -> Result<Respons
             username,
             error: Some(error),
             ended: false,
+            providers: super::idp::links(visit),
         };
         let mut resp = page::render(&page).unwrap_or_else(|p| p.page(visit));
         *resp.status_mut() = status;
@@ -94,6 +98,12 @@ pub async fn submit(visit: &Visit<'_>, req: Request<Incoming>) -> Result<Respons
             return Ok(again(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed sign-ins. Wait a minute and try again.",
+            ))
+        }
+        Err(Refused::Authn(AuthnError::ProviderUnavailable)) => {
+            return Ok(again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity provider does not answer. Try again later.",
             ))
         }
         Err(Refused::Authn(AuthnError::DirectoryUnavailable)) | Err(Refused::Authz(_)) => {
@@ -155,6 +165,8 @@ pub async fn sign_out(
         return Ok(page::see_other(&visit.href("/ui/login")));
     };
     form::read(req, Some(current)).await?;
+    // A provider's sign-in: the password it showed goes too.
+    super::idp::on_sign_out(visit.rt, current).await;
     session::end(visit.rt, current).await;
     tracing::info!(
         target: "regate::audit",

@@ -20,6 +20,7 @@ mod faults;
 mod first_hour;
 mod fuzz_corpora;
 mod https;
+mod idp;
 mod ldap;
 mod limits;
 mod load;

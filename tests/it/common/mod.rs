@@ -17,6 +17,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 pub use regate::timeouts::Timeouts;
+
+pub mod browser;
 use tempfile::TempDir;
 
 pub const SERVICE: &str = "Docker registry";
