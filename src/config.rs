@@ -9,14 +9,19 @@
 //! | `users`, `robots`, `htpasswd` | `users.rs` | [`crate::auth::users::User`]s |
 //! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
 //! | `ldap_auth` | `ldap.rs` | [`crate::auth::ldap::LdapConfig`] |
+//! | `xorm_auth`, `acl_xorm` | `xorm.rs` | [`crate::sql::Settings`], [`crate::auth::acl_xorm::AclXormConfig`] |
+//! | `ext_auth`, `ext_authz` | `ext.rs` | [`crate::auth::ext::Program`] |
+//! | `casbin_authz` | `casbin.rs` | [`crate::auth::casbin::CasbinConfig`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
 //! every section is checked, so one run reports every error.
 
 mod acl;
+mod casbin;
 mod env;
 mod error;
+mod ext;
 pub mod keys;
 mod ldap;
 mod server;
@@ -24,6 +29,7 @@ mod token;
 mod ui;
 mod upstream;
 mod users;
+pub mod xorm;
 pub mod yaml;
 
 use std::collections::HashMap;
@@ -54,6 +60,16 @@ pub struct Config {
     pub acl: Arc<Acl>,
     /// docker_auth's `ldap_auth`: the directory asked about accounts `users` lacks.
     pub ldap: Option<LdapConfig>,
+    /// docker_auth's `ext_auth`: a program asked about accounts `users` lacks.
+    pub ext_auth: Option<crate::auth::ext::Program>,
+    /// docker_auth's `xorm_auth`: accounts in the SQL table `xorm_user`.
+    pub xorm_auth: Option<crate::sql::Settings>,
+    /// docker_auth's `acl_xorm`: rules in the SQL table `xorm_acl_entry`.
+    pub acl_xorm: Option<crate::auth::acl_xorm::AclXormConfig>,
+    /// docker_auth's `ext_authz`: a program asked about scopes the `acl` has no rule for.
+    pub ext_authz: Option<crate::auth::ext::Program>,
+    /// docker_auth's `casbin_authz`.
+    pub casbin_authz: Option<crate::auth::casbin::CasbinConfig>,
     pub upstream: crate::proxy::Settings,
     pub ui: crate::web::Settings,
     pub data_dir: PathBuf,
@@ -81,13 +97,22 @@ struct RawConfig {
     htpasswd: Option<String>,
     acl: Option<Vec<crate::acl::RawEntry>>,
     ldap_auth: Option<ldap::RawLdap>,
+    ext_auth: Option<ext::RawExt>,
+    xorm_auth: Option<xorm::RawXormAuth>,
+    acl_xorm: Option<xorm::RawAclXorm>,
+    ext_authz: Option<ext::RawExt>,
+    casbin_authz: Option<casbin::RawCasbin>,
     upstream: Option<upstream::RawUpstream>,
     ui: Option<ui::RawUi>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
 
-const REFUSED: &str = "regate authenticates with `users`, `htpasswd` and `ldap_auth`, and authorizes with the static `acl`; remove the section or keep docker_auth for it";
+const REFUSED: &str = "regate authenticates with `users`, `htpasswd`, `ext_auth`, `ldap_auth` and `xorm_auth`, and authorizes with the static `acl`, `acl_xorm`, `ext_authz` and `casbin_authz`; remove the section or keep docker_auth for it";
+
+/// MongoDB cannot be run where regate is built and tested, so its backends are refused;
+/// the SQL ones hold the same data.
+const MONGO: &str = "no MongoDB backend: use `xorm_auth` / `acl_xorm` (sqlite3, postgres or mysql), which hold the same data. To move across, export each user document as a row of `xorm_user` (username, password_hash = its bcrypt `password`, labels = its `labels` as JSON) and each ACL document as a row of `xorm_acl_entry` (acl_entry = the entry as JSON, seq = its `seq`), e.g. `mongoexport --jsonArray` and an INSERT per document, or `regate user add` / `regate acl add`";
 
 /// Every key the file may hold.
 pub const KEYS: &[Key] = &[
@@ -102,6 +127,11 @@ pub const KEYS: &[Key] = &[
     ),
     Key::new("acl", Kind::Items(acl::KEYS)),
     Key::new("ldap_auth", Kind::Section(ldap::KEYS)),
+    Key::new("ext_auth", Kind::Section(ext::KEYS)),
+    Key::new("xorm_auth", Kind::Section(xorm::AUTH_KEYS)),
+    Key::new("acl_xorm", Kind::Section(xorm::ACL_KEYS)),
+    Key::new("ext_authz", Kind::Section(ext::KEYS)),
+    Key::new("casbin_authz", Kind::Section(casbin::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::new("ui", Kind::Section(ui::KEYS)),
     Key::scalar(
@@ -114,19 +144,14 @@ pub const KEYS: &[Key] = &[
         "stdout",
         "`stdout`, `stderr`, `off` or a file: the JSON audit log",
     ),
-    Key::new("ext_auth", Kind::Refused(REFUSED)),
     Key::new("google_auth", Kind::Refused(REFUSED)),
     Key::new("github_auth", Kind::Refused(REFUSED)),
     Key::new("oidc_auth", Kind::Refused(REFUSED)),
     Key::new("gitlab_auth", Kind::Refused(REFUSED)),
-    Key::new("mongo_auth", Kind::Refused(REFUSED)),
-    Key::new("xorm_auth", Kind::Refused(REFUSED)),
+    Key::new("mongo_auth", Kind::Refused(MONGO)),
     Key::new("plugin_authn", Kind::Refused(REFUSED)),
-    Key::new("acl_mongo", Kind::Refused(REFUSED)),
-    Key::new("acl_xorm", Kind::Refused(REFUSED)),
-    Key::new("ext_authz", Kind::Refused(REFUSED)),
+    Key::new("acl_mongo", Kind::Refused(MONGO)),
     Key::new("plugin_authz", Kind::Refused(REFUSED)),
-    Key::new("casbin_authz", Kind::Refused(REFUSED)),
 ];
 
 impl Config {
@@ -347,16 +372,35 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let server = server::build(raw.server.unwrap_or_default(), cx);
     let server_tls = server.as_ref().ok().and_then(|s| s.tls.as_ref());
     let token = token::build(raw.token.unwrap_or_default(), server_tls, cx);
-    let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
-    let acl = acl::build(raw.acl, cx);
-    let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
-    let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
-    let ui = ui::build(raw.ui.unwrap_or_default(), cx);
     let data_dir = raw
         .data_dir
         .as_deref()
         .map(|p| cx.resolve(p))
         .unwrap_or_else(|| cx.resolve("data"));
+    let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
+    let other_authorizers =
+        raw.acl_xorm.is_some() || raw.ext_authz.is_some() || raw.casbin_authz.is_some();
+    let acl = acl::build(raw.acl, other_authorizers, cx);
+    let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
+    let ext_auth = raw
+        .ext_auth
+        .map(|e| ext::build("ext_auth", e, cx))
+        .transpose();
+    let xorm_auth = raw
+        .xorm_auth
+        .map(|x| xorm::build_auth(x, &data_dir, cx))
+        .transpose();
+    let acl_xorm = raw
+        .acl_xorm
+        .map(|x| xorm::build_acl(x, &data_dir, cx))
+        .transpose();
+    let ext_authz = raw
+        .ext_authz
+        .map(|e| ext::build("ext_authz", e, cx))
+        .transpose();
+    let casbin_authz = raw.casbin_authz.map(|c| casbin::build(c, cx)).transpose();
+    let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
+    let ui = ui::build(raw.ui.unwrap_or_default(), cx);
     let audit_log = match raw.audit_log.as_deref() {
         None | Some("stdout") => AuditLog::Stdout,
         Some("stderr") => AuditLog::Stderr,
@@ -372,6 +416,11 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         htpasswd,
         acl: acl?,
         ldap: ldap?,
+        ext_auth: ext_auth?,
+        xorm_auth: xorm_auth?,
+        acl_xorm: acl_xorm?,
+        ext_authz: ext_authz?,
+        casbin_authz: casbin_authz?,
         upstream: upstream?,
         ui: ui?,
         data_dir,

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod sql;
 pub mod state;
 pub mod tls;
 pub mod web;
@@ -45,6 +46,8 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("ldap_auth: {0}")]
     Ldap(#[from] auth::ldap::SetupError),
+    #[error("casbin_authz: {0}")]
+    Casbin(String),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
     #[error("cannot listen on {addr}: {source}")]

@@ -53,7 +53,7 @@ impl Refused {
                 Ok(too_many("too many failed logins; try again later", wait))
             }
             Refused::Authn(e @ AuthnError::Busy) => Ok(too_many(&e.to_string(), Duration::ZERO)),
-            Refused::Authn(e @ AuthnError::DirectoryUnavailable) => Ok(RegistryError::new(
+            Refused::Authn(e) if e.is_unavailable() => Ok(RegistryError::new(
                 Code::Unavailable,
                 e.to_string(),
             )
@@ -139,6 +139,8 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
             // about the password: the attempt is released uncounted (dropped).
             let outcome = match e {
                 AuthnError::DirectoryUnavailable => "directory_unavailable",
+                AuthnError::DatabaseUnavailable => "database_unavailable",
+                AuthnError::ProgramFailed => "program_failed",
                 AuthnError::Busy => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
                     tokio::time::sleep(TARPIT).await;

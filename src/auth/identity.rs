@@ -17,6 +17,10 @@ pub enum Backend {
     Robots,
     /// The LDAP directory of `ldap_auth`.
     LdapAuth,
+    /// An external program (`ext_auth`).
+    ExtAuth,
+    /// The SQL table `xorm_user` (`xorm_auth`).
+    XormAuth,
 }
 
 impl Backend {
@@ -27,6 +31,8 @@ impl Backend {
             Backend::Htpasswd,
             Backend::Robots,
             Backend::LdapAuth,
+            Backend::ExtAuth,
+            Backend::XormAuth,
         ]
         .into_iter()
         .find(|b| b.section() == section)
@@ -39,6 +45,8 @@ impl Backend {
             Backend::Htpasswd => "htpasswd",
             Backend::Robots => "robots",
             Backend::LdapAuth => "ldap_auth",
+            Backend::ExtAuth => "ext_auth",
+            Backend::XormAuth => "xorm_auth",
         }
     }
 }
@@ -78,4 +86,25 @@ pub enum AuthnError {
     /// say whether the password is right (503, not 401).
     #[error("the user directory (LDAP) is unavailable; try again later")]
     DirectoryUnavailable,
+    /// The SQL database of `xorm_auth` did not answer in time, failed, or holds a row it
+    /// cannot read: 503, as for the directory.
+    #[error("the user database is unavailable; try again later")]
+    DatabaseUnavailable,
+    /// The `ext_auth` program failed (an exit code other than 0, 1 or 2, a crash, no
+    /// answer within its time limit, output that is not its JSON): 503.
+    #[error("the external authenticator failed; try again later")]
+    ProgramFailed,
+}
+
+impl AuthnError {
+    /// Whether the backend could not say (503): the password may be right, so the attempt
+    /// is neither a failure for the throttle nor a reason to ask for another password.
+    pub fn is_unavailable(self) -> bool {
+        matches!(
+            self,
+            AuthnError::DirectoryUnavailable
+                | AuthnError::DatabaseUnavailable
+                | AuthnError::ProgramFailed
+        )
+    }
 }

@@ -123,12 +123,7 @@ impl Session {
     /// The identity the session stands for, as the ACL sees it.
     pub fn identity(&self) -> Identity {
         let session = self;
-        let backend = match session.backend.as_str() {
-            "htpasswd" => Backend::Htpasswd,
-            "ldap_auth" => Backend::LdapAuth,
-            "robots" => Backend::Robots,
-            _ => Backend::Users,
-        };
+        let backend = Backend::from_section(&session.backend).unwrap_or(Backend::Users);
         Identity {
             account: session.account.clone(),
             labels: session.labels.clone(),

@@ -87,7 +87,13 @@ pub async fn submit(visit: &Visit<'_>, req: Request<Incoming>) -> Result<Respons
                 "Too many failed sign-ins. Wait a minute and try again.",
             ))
         }
-        Err(Refused::Authn(AuthnError::DirectoryUnavailable)) | Err(Refused::Authz(_)) => {
+        Err(Refused::Authn(e)) if e.is_unavailable() => {
+            return Ok(again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The user directory does not answer. Try again later.",
+            ))
+        }
+        Err(Refused::Authz(_)) => {
             return Ok(again(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The user directory does not answer. Try again later.",
