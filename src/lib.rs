@@ -5,7 +5,9 @@
 //! [`start`] is the one entry point the binary and the tests share.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod acl;
+pub mod api;
 pub mod auth;
 pub mod body;
 pub mod config;

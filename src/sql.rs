@@ -251,14 +251,21 @@ impl Database {
 
     async fn create(&self, sql: &'static str) -> Result<(), SqlError> {
         if let Target::Sqlite(o) = &self.settings.target {
-            // SQLite makes the file, not its folder (data_dir on a first start).
-            if let Some(dir) = o.get_filename().parent() {
+            // SQLite makes the file, not its folder (data_dir on a first start), and makes
+            // it readable by all: it holds password hashes, so it starts as an empty file
+            // (an empty database to SQLite) of its owner's only.
+            let file = o.get_filename();
+            let folder = |source| SqlError::Folder {
+                database: self.describe(),
+                source,
+            };
+            if let Some(dir) = file.parent() {
                 if !dir.as_os_str().is_empty() && !dir.exists() {
-                    crate::files::private_dir(dir).map_err(|source| SqlError::Folder {
-                        database: self.describe(),
-                        source,
-                    })?;
+                    crate::files::private_dir(dir).map_err(folder)?;
                 }
+            }
+            if !file.exists() {
+                crate::files::write_private(file, b"").map_err(folder)?;
             }
         }
         self.timed(async {
