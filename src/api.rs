@@ -16,9 +16,9 @@
 //! | `POST /api/v1/acl/SEQ/move` `{"before"}` or `{"after"}` | `regate:acl:write` |
 //!
 //! so `match: {account: admin, type: regate}, actions: ["*"]` makes an administrator.
-//! A write must be sent as `application/json`: a browser sends that cross-site only after a
-//! CORS preflight regate never answers, so another site cannot drive a signed-in browser
-//! here. Errors are registry-style JSON (`{"errors": [{"code", "message"}]}`); every change
+//! A body must be sent as `application/json`: a browser sends that cross-site only after a
+//! CORS preflight regate never answers (as it does for PUT and DELETE), so another site
+//! cannot drive a signed-in browser here. Errors are registry-style JSON (`{"errors": [{"code", "message"}]}`); every change
 //! is in the audit log with who made it.
 
 use std::net::IpAddr;
@@ -159,7 +159,9 @@ pub async fn handle(
         Ok(caller) => caller,
         Err(e) => return (None, e.into_response()),
     };
-    if op.writes() && !is_json(&req) {
+    // DELETE needs no body, and a browser never sends it (or PUT) cross-site without a
+    // preflight; a POST it does, unless it is JSON.
+    if op.writes() && req.method() != Method::DELETE && !is_json(&req) {
         return (
             Some(caller.clone()),
             error(
@@ -456,4 +458,38 @@ fn denied() -> Response<Body> {
 
 fn error(status: StatusCode, code: Code, message: &str) -> RegistryError {
     RegistryError::new(code, message).with_status(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_their_scopes() {
+        let p = |m: Method, path: &str| Op::parse(&m, path);
+        assert_eq!(p(Method::GET, "/v1/users"), Ok(Op::ListUsers));
+        assert_eq!(p(Method::POST, "/v1/users"), Ok(Op::AddUser));
+        assert_eq!(
+            p(Method::PUT, "/v1/users/a@b.c/password"),
+            Ok(Op::SetPassword("a@b.c".into()))
+        );
+        assert_eq!(
+            p(Method::PUT, "/v1/users/alice/labels"),
+            Ok(Op::SetLabels("alice".into()))
+        );
+        assert_eq!(
+            p(Method::DELETE, "/v1/users/alice"),
+            Ok(Op::DeleteUser("alice".into()))
+        );
+        assert_eq!(p(Method::DELETE, "/v1/acl/20"), Ok(Op::DeleteRule(20)));
+        assert_eq!(p(Method::POST, "/v1/acl/20/move"), Ok(Op::MoveRule(20)));
+        assert_eq!(p(Method::GET, "/v1/acl/x"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            p(Method::PATCH, "/v1/users"),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(p(Method::GET, "/v2/users"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(Op::AddRule.scope().to_string(), "regate:acl:write");
+        assert_eq!(Op::ListUsers.scope().to_string(), "regate:users:read");
+    }
 }

@@ -171,7 +171,8 @@ impl Database {
                 PgPoolOptions::new()
                     .max_connections(size)
                     .acquire_timeout(timeout)
-                    .connect_lazy_with(o.clone()),
+                    // `CREATE TABLE IF NOT EXISTS` would otherwise log a notice.
+                    .connect_lazy_with(o.clone().options([("client_min_messages", "warning")])),
             ),
             Target::Mysql(o) => Pool::Mysql(
                 MySqlPoolOptions::new()
