@@ -42,6 +42,7 @@ pub fn check(path: &Path) -> Report {
         .chain(lints.iter().map(Warning::to_string))
         .collect();
     files(&config, &mut report);
+    backends(&config, &mut report);
     robots(&config, &mut report);
     report.summary = Some(format!(
         "{}: {} ({} users, {} ACL rules, upstream {}, {} warning(s))",
@@ -90,6 +91,44 @@ fn files(config: &Config, report: &mut Report) {
             "token key: none configured; `serve` uses (or generates) {}",
             config.data_dir.join("token.crt").display()
         )),
+    }
+}
+
+/// Where the SQL sections and the programs are (nothing is connected to or run: the
+/// conn strings and commands were checked when the config loaded).
+fn backends(config: &Config, report: &mut Report) {
+    if let Some(db) = &config.xorm_auth {
+        report.notes.push(format!(
+            "xorm_auth: accounts in {} (table xorm_user, made at first use if missing)",
+            db.target.describe()
+        ));
+    }
+    if let Some(acl) = &config.acl_xorm {
+        report.notes.push(format!(
+            "acl_xorm: rules in {} (table xorm_acl_entry), read again every {:?}",
+            acl.database.target.describe(),
+            acl.cache_ttl
+        ));
+    }
+    for (section, program) in [
+        ("ext_auth", &config.ext_auth),
+        ("ext_authz", &config.ext_authz),
+    ] {
+        if let Some(p) = program {
+            report.notes.push(format!(
+                "{section}: runs {} (at most {} at once, each killed after {:?})",
+                p.command.display(),
+                p.concurrency,
+                p.timeout
+            ));
+        }
+    }
+    if let Some(c) = &config.casbin_authz {
+        report.notes.push(format!(
+            "casbin_authz: model {}, policy {}",
+            c.model_path.display(),
+            c.policy_path.display()
+        ));
     }
 }
 
