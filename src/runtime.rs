@@ -92,6 +92,9 @@ impl Runtime {
         )?);
         let users = logins.users().clone();
         let sql_rules = sql_rules(&config, sql_users.as_ref().map(|u| u.database()));
+        if let Some(rules) = &sql_rules {
+            rules.listen();
+        }
         let authorizers = authorizers(&config, sql_rules.clone())?;
         Ok(Runtime {
             acl: config.acl.clone(),

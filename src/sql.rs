@@ -23,7 +23,7 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use tokio::sync::OnceCell;
 
 pub use dsn::Target;
-pub use rules::{entry_json, parse_entry, place, position, renumber, Placement, RuleRow};
+pub use rules::{entry_json, parse_entry, place, position, renumber, Placement, RuleRow, CHANNEL};
 pub use users::{labels_json, parse_labels, UserRow, UserSummary};
 
 /// docker_auth's `database_type`.
@@ -200,6 +200,14 @@ impl Database {
     /// Where it is, without the password.
     pub fn describe(&self) -> String {
         self.settings.target.describe()
+    }
+
+    /// The PostgreSQL pool, to listen on (`None` on the other databases).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p),
+            _ => None,
+        }
     }
 
     /// Runs `work` within the timeout, naming the database in its error.

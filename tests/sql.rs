@@ -671,3 +671,61 @@ async fn mariadb_accounts_and_rules() {
     let my = common::blocking(Mariadb::start).await;
     scenario(Db::Mariadb(my)).await;
 }
+
+/// On PostgreSQL a rule change counts at once, whatever `cache_ttl` says: `regate acl`
+/// announces it (`NOTIFY regate_acl`), and so can whoever changes the table by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rule_changes_count_at_once() {
+    let pg = common::blocking(Postgres::start).await;
+    let db = Db::Postgres(pg);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regate.yml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server: {{addr: "127.0.0.1:0"}}
+data_dir: "{data}"
+upstream: {{url: "http://127.0.0.1:9"}}
+users:
+  sam: {{password: "{sam}", labels: {{team: [dev]}}}}
+acl_xorm: {section}
+"#,
+            data = dir.path().join("data").display(),
+            sam = bcrypt("sam pw"),
+            section = db.section().replace('}', ", cache_ttl: 1h}"),
+        ),
+    )
+    .unwrap();
+    let gateway = RegateProcess::start(&config, dir.path().join("regate.log"));
+    let base = gateway.url();
+    // Read (and made) once: nothing for sam. With an hour's cache_ttl, only a notice can
+    // change that.
+    assert_eq!(
+        ask(&base, "sam", "sam pw", "repository:a/b:pull")
+            .await
+            .as_deref(),
+        Ok("")
+    );
+    let (ok, out) = regate(
+        &config,
+        &["acl", "add", "--label", "team=dev", "--actions", "pull"],
+        "",
+    );
+    assert!(ok, "{out}");
+    eventually(&base, "sam", "sam pw", "repository:a/b:pull", Ok("pull")).await;
+    // By hand: the row, then the notice.
+    let raw = db.connect().await;
+    raw.insert_rule(r#"{"Match":{"name":"a/*"},"Actions":["pull","push"]}"#, 1)
+        .await;
+    if let Raw::Postgres(p) = &raw {
+        sqlx::query("NOTIFY regate_acl").execute(p).await.unwrap();
+    }
+    eventually(
+        &base,
+        "sam",
+        "sam pw",
+        "repository:a/b:pull,push",
+        Ok("pull,push"),
+    )
+    .await;
+}

@@ -1,8 +1,9 @@
 //! docker_auth's `acl_xorm`: rules in the SQL table `xorm_acl_entry`, asked after the static
 //! `acl` for a scope it has no rule for. The whole list is read at once and kept for
 //! `cache_ttl` (docker_auth reloads it on a ticker of that period); regate reads it again
-//! on the first token request after that, and at once after a change made through this
-//! process (the admin API). A change made elsewhere (`regate acl`, SQL) counts within
+//! on the first token request after that, at once after a change made through this
+//! process (the admin API), and on PostgreSQL at once after a `NOTIFY regate_acl` (which
+//! `regate acl` and every regate's admin API send). Any other change counts within
 //! `cache_ttl`.
 //!
 //! A row that cannot be used (not JSON, an unknown key, an invalid regex or address) is
@@ -12,7 +13,9 @@
 //! the token request gets 503.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use sqlx::postgres::PgListener;
 use std::time::{Duration, Instant};
 
 use super::backend::{Authorizer, AuthzError, BoxFuture, Decided};
@@ -40,6 +43,8 @@ pub struct SqlRules {
     generation: AtomicU64,
     /// One read at a time; holds when the last one failed.
     reading: tokio::sync::Mutex<Option<Instant>>,
+    /// Dropped with this: the PostgreSQL listener stops.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// The list as last read.
@@ -75,7 +80,68 @@ impl SqlRules {
             loaded: RwLock::new(None),
             generation: AtomicU64::new(0),
             reading: tokio::sync::Mutex::new(None),
+            stop: Mutex::new(None),
         }
+    }
+
+    /// On PostgreSQL, reads the rules again as soon as a writer announces a change
+    /// (`NOTIFY regate_acl`: `regate acl` and the admin API send it; after a change in SQL,
+    /// send it yourself), not only after `cache_ttl`. A listener holds one connection of
+    /// the pool; a lost one is made again, and the rules are read again then, since a
+    /// notice may have been missed. Needs a tokio runtime; elsewhere nothing happens.
+    pub fn listen(self: &Arc<Self>) {
+        let (Some(pool), Ok(handle)) = (
+            self.db.postgres().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
+        let rules = Arc::downgrade(self);
+        let invalidate = move || match rules.upgrade() {
+            Some(r) => {
+                r.invalidate();
+                true
+            }
+            None => false,
+        };
+        handle.spawn(async move {
+            let mut listener = None;
+            loop {
+                let step = async {
+                    let l = match &mut listener {
+                        Some(l) => l,
+                        None => {
+                            let mut l = PgListener::connect_with(&pool).await?;
+                            l.listen(crate::sql::CHANNEL).await?;
+                            listener.insert(l)
+                        }
+                    };
+                    // `None`: the connection was lost (and is made again).
+                    l.try_recv().await.map(|n| n.is_some())
+                };
+                let outcome = tokio::select! {
+                    _ = &mut stopped => return,
+                    outcome = step => outcome,
+                };
+                match outcome {
+                    Ok(_) => {
+                        if !invalidate() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("acl_xorm: listening for rule changes: {e}");
+                        listener = None;
+                        tokio::select! {
+                            _ = &mut stopped => return,
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        }
+                    }
+                }
+            }
+        });
     }
 
     pub fn database(&self) -> &Arc<Database> {

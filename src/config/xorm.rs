@@ -114,6 +114,9 @@ pub(super) fn build_acl(
         data_dir,
         cx,
     )?;
+    if database.engine() == crate::sql::Engine::Postgres && database.pool_size < 2 {
+        cx.warn("acl_xorm.pool_size 1 on PostgreSQL: the listener for rule changes holds that connection, and reading the rules waits for it; use 2 or more");
+    }
     Ok(AclXormConfig {
         database,
         cache_ttl,

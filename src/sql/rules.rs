@@ -58,7 +58,12 @@ struct Sql {
     insert: &'static str,
     /// How a rewrite's transaction begins.
     begin: Option<&'static str>,
+    /// Tells listening regates the rules changed (sent when the transaction commits).
+    notify: Option<&'static str>,
 }
+
+/// The PostgreSQL channel a rule change is announced on (`NOTIFY regate_acl`).
+pub const CHANNEL: &str = "regate_acl";
 
 fn sql(engine: Engine) -> &'static Sql {
     match engine {
@@ -69,6 +74,7 @@ fn sql(engine: Engine) -> &'static Sql {
             delete_all: "DELETE FROM xorm_acl_entry",
             insert: "INSERT INTO xorm_acl_entry (acl_entry, seq) VALUES (?, ?)",
             begin: Some("BEGIN IMMEDIATE"),
+            notify: None,
         },
         Engine::Postgres => &Sql {
             all: "SELECT CAST(acl_entry AS TEXT), CAST(seq AS BIGINT) FROM xorm_acl_entry ORDER BY seq",
@@ -77,6 +83,7 @@ fn sql(engine: Engine) -> &'static Sql {
             delete_all: "DELETE FROM xorm_acl_entry",
             insert: "INSERT INTO xorm_acl_entry (acl_entry, seq) VALUES (CAST($1 AS JSON), $2)",
             begin: None,
+            notify: Some("SELECT pg_notify('regate_acl', '')"),
         },
         Engine::Mysql => &Sql {
             all: "SELECT CAST(acl_entry AS CHAR), CAST(seq AS SIGNED) FROM xorm_acl_entry ORDER BY seq",
@@ -86,6 +93,7 @@ fn sql(engine: Engine) -> &'static Sql {
             delete_all: "DELETE FROM xorm_acl_entry",
             insert: "INSERT INTO xorm_acl_entry (acl_entry, seq) VALUES (?, ?)",
             begin: None,
+            notify: None,
         },
     }
 }
@@ -150,6 +158,9 @@ impl Database {
                                 .bind(row.seq)
                                 .execute(&mut *tx)
                                 .await?;
+                        }
+                        if let Some(notify) = sql.notify {
+                            sqlx::query(notify).execute(&mut *tx).await?;
                         }
                         tx.commit().await?;
                         Ok(Ok(out))
