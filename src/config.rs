@@ -10,14 +10,19 @@
 //! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
 //! | `ldap_auth` | `ldap.rs` | [`crate::auth::ldap::LdapConfig`] |
 //! | `google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth` | `google.rs`, `github.rs`, `oidc.rs`, `gitlab.rs` (shared keys: `idp.rs`) | [`crate::auth::idp::Settings`] |
+//! | `xorm_auth`, `acl_xorm` | `xorm.rs` | [`crate::sql::Settings`], [`crate::auth::acl_xorm::AclXormConfig`] |
+//! | `ext_auth`, `ext_authz` | `ext.rs` | [`crate::auth::ext::Program`] |
+//! | `casbin_authz` | `casbin.rs` | [`crate::auth::casbin::CasbinConfig`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
 //! every section is checked, so one run reports every error.
 
 mod acl;
+mod casbin;
 mod env;
 mod error;
+mod ext;
 mod github;
 mod gitlab;
 mod google;
@@ -30,6 +35,7 @@ mod token;
 mod ui;
 mod upstream;
 mod users;
+pub mod xorm;
 pub mod yaml;
 
 use std::collections::HashMap;
@@ -66,6 +72,16 @@ pub struct Config {
     /// The file the state store (the providers' token DB, credentials, web sessions) is
     /// kept in; `None`: in memory (no provider is configured).
     pub token_db: Option<PathBuf>,
+    /// docker_auth's `ext_auth`: a program asked about accounts `users` lacks.
+    pub ext_auth: Option<crate::auth::ext::Program>,
+    /// docker_auth's `xorm_auth`: accounts in the SQL table `xorm_user`.
+    pub xorm_auth: Option<crate::sql::Settings>,
+    /// docker_auth's `acl_xorm`: rules in the SQL table `xorm_acl_entry`.
+    pub acl_xorm: Option<crate::auth::acl_xorm::AclXormConfig>,
+    /// docker_auth's `ext_authz`: a program asked about scopes the `acl` has no rule for.
+    pub ext_authz: Option<crate::auth::ext::Program>,
+    /// docker_auth's `casbin_authz`.
+    pub casbin_authz: Option<crate::auth::casbin::CasbinConfig>,
     pub upstream: crate::proxy::Settings,
     pub ui: crate::web::Settings,
     pub data_dir: PathBuf,
@@ -99,13 +115,22 @@ struct RawConfig {
     github_auth: Option<github::RawGithub>,
     oidc_auth: Option<oidc::RawOidc>,
     gitlab_auth: Option<gitlab::RawGitlab>,
+    ext_auth: Option<ext::RawExt>,
+    xorm_auth: Option<xorm::RawXormAuth>,
+    acl_xorm: Option<xorm::RawAclXorm>,
+    ext_authz: Option<ext::RawExt>,
+    casbin_authz: Option<casbin::RawCasbin>,
     upstream: Option<upstream::RawUpstream>,
     ui: Option<ui::RawUi>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
 
-const REFUSED: &str = "regate authenticates with `users`, `htpasswd`, `ldap_auth` and the identity providers (`google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth`), and authorizes with the static `acl`; remove the section or keep docker_auth for it";
+const REFUSED: &str = "regate authenticates with `users`, `htpasswd`, `ext_auth`, `ldap_auth`, `xorm_auth` and the identity providers (`google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth`), and authorizes with the static `acl`, `acl_xorm`, `ext_authz` and `casbin_authz`; remove the section or keep docker_auth for it";
+
+/// MongoDB cannot be run where regate is built and tested, so its backends are refused;
+/// the SQL ones hold the same data.
+const MONGO: &str = "no MongoDB backend: use `xorm_auth` / `acl_xorm` (sqlite3, postgres or mysql), which hold the same data. To move across, export each user document as a row of `xorm_user` (username, password_hash = its bcrypt `password`, labels = its `labels` as JSON) and each ACL document as a row of `xorm_acl_entry` (acl_entry = the entry as JSON, seq = its `seq`), e.g. `mongoexport --jsonArray` and an INSERT per document, or `regate user add` / `regate acl add`";
 
 /// Every key the file may hold.
 pub const KEYS: &[Key] = &[
@@ -124,6 +149,11 @@ pub const KEYS: &[Key] = &[
     Key::new("github_auth", Kind::Section(github::KEYS)),
     Key::new("oidc_auth", Kind::Section(oidc::KEYS)),
     Key::new("gitlab_auth", Kind::Section(gitlab::KEYS)),
+    Key::new("ext_auth", Kind::Section(ext::KEYS)),
+    Key::new("xorm_auth", Kind::Section(xorm::AUTH_KEYS)),
+    Key::new("acl_xorm", Kind::Section(xorm::ACL_KEYS)),
+    Key::new("ext_authz", Kind::Section(ext::KEYS)),
+    Key::new("casbin_authz", Kind::Section(casbin::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::new("ui", Kind::Section(ui::KEYS)),
     Key::scalar(
@@ -136,15 +166,10 @@ pub const KEYS: &[Key] = &[
         "stdout",
         "`stdout`, `stderr`, `off` or a file: the JSON audit log",
     ),
-    Key::new("ext_auth", Kind::Refused(REFUSED)),
-    Key::new("mongo_auth", Kind::Refused(REFUSED)),
-    Key::new("xorm_auth", Kind::Refused(REFUSED)),
+    Key::new("mongo_auth", Kind::Refused(MONGO)),
     Key::new("plugin_authn", Kind::Refused(REFUSED)),
-    Key::new("acl_mongo", Kind::Refused(REFUSED)),
-    Key::new("acl_xorm", Kind::Refused(REFUSED)),
-    Key::new("ext_authz", Kind::Refused(REFUSED)),
+    Key::new("acl_mongo", Kind::Refused(MONGO)),
     Key::new("plugin_authz", Kind::Refused(REFUSED)),
-    Key::new("casbin_authz", Kind::Refused(REFUSED)),
 ];
 
 impl Config {
@@ -371,7 +396,9 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let server_tls = server.as_ref().ok().and_then(|s| s.tls.as_ref());
     let token = token::build(raw.token.unwrap_or_default(), server_tls, cx);
     let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
-    let acl = acl::build(raw.acl, cx);
+    let other_authorizers =
+        raw.acl_xorm.is_some() || raw.ext_authz.is_some() || raw.casbin_authz.is_some();
+    let acl = acl::build(raw.acl, other_authorizers, cx);
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
     // The sign-in routes move under the prefix, and a redirect URL must point there.
     let prefix = server
@@ -388,6 +415,23 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     .into_iter()
     .flatten()
     .collect::<Result<Vec<_>, Failed>>();
+    let ext_auth = raw
+        .ext_auth
+        .map(|e| ext::build("ext_auth", e, cx))
+        .transpose();
+    let xorm_auth = raw
+        .xorm_auth
+        .map(|x| xorm::build_auth(x, &data_dir, cx))
+        .transpose();
+    let acl_xorm = raw
+        .acl_xorm
+        .map(|x| xorm::build_acl(x, &data_dir, cx))
+        .transpose();
+    let ext_authz = raw
+        .ext_authz
+        .map(|e| ext::build("ext_authz", e, cx))
+        .transpose();
+    let casbin_authz = raw.casbin_authz.map(|c| casbin::build(c, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let ui = ui::build(raw.ui.unwrap_or_default(), cx);
     let audit_log = match raw.audit_log.as_deref() {
@@ -409,6 +453,11 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         ldap: ldap?,
         idp: providers,
         token_db,
+        ext_auth: ext_auth?,
+        xorm_auth: xorm_auth?,
+        acl_xorm: acl_xorm?,
+        ext_authz: ext_authz?,
+        casbin_authz: casbin_authz?,
         upstream: upstream?,
         ui: ui?,
         data_dir,

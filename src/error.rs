@@ -19,6 +19,8 @@ pub enum Code {
     Unauthorized,
     Denied,
     NameInvalid,
+    /// Nothing by that name (the admin API's unknown user or rule).
+    NameUnknown,
     Unsupported,
     /// distribution spells it as one word (errcode `ErrorCodeTooManyRequests`).
     #[serde(rename = "TOOMANYREQUESTS")]
@@ -33,6 +35,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::NameInvalid => StatusCode::BAD_REQUEST,
+            Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -193,6 +193,18 @@ impl Gateway {
                 let path = path.clone();
                 crate::web::handle(rt, &self.pages, req, &path, client_ip, conn.https).await
             }
+            Route::Api(path) => {
+                let challenge = Challenge {
+                    realm: realm(rt, &req, conn.https),
+                    service: rt.tokens.service().to_owned(),
+                    scopes: Vec::new(),
+                    error: None,
+                };
+                let path = path.clone();
+                let (account, response) =
+                    crate::api::handle(rt, req, &path, client_ip, challenge).await;
+                return Served { account, response };
+            }
             Route::Root | Route::Healthz => json_response(StatusCode::OK, &serde_json::json!({})),
             Route::Readyz => self.readiness().await,
             Route::Metrics if !self.metrics_elsewhere && metrics_for(conn.peer.ip(), &req) => {

@@ -5,8 +5,10 @@
 //! [`start`] is the one entry point the binary and the tests share.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod acl;
 pub mod acme;
+pub mod api;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod sql;
 pub mod state;
 pub mod timeouts;
 pub mod tls;
@@ -51,6 +54,8 @@ pub enum Error {
     Idp(#[from] auth::idp::SetupError),
     #[error("token DB: {0}")]
     State(#[from] state::StoreError),
+    #[error("casbin_authz: {0}")]
+    Casbin(String),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
     #[error("server.letsencrypt: {0}")]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use regate::config::{AuditLog, Config, ConfigError};
+use regate::ops::accounts::{self, AclCommand, UserCommand};
 use regate::ops::{certs, explain};
 
 #[derive(Parser)]
@@ -61,6 +62,21 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// Accounts in the `xorm_auth` database (`xorm_user`): add, change, remove, list.
+    /// Passwords are read twice without echo on a terminal, else from stdin.
+    User {
+        #[command(flatten)]
+        config: ConfigPath,
+        #[command(subcommand)]
+        command: UserArgs,
+    },
+    /// Rules in the `acl_xorm` database (`xorm_acl_entry`), by their `seq`.
+    Acl {
+        #[command(flatten)]
+        config: ConfigPath,
+        #[command(subcommand)]
+        command: AclArgs,
+    },
     /// Read a password (twice, without echo, on a terminal; else from stdin) and print its
     /// bcrypt hash for `users`.
     HashPassword {
@@ -78,6 +94,7 @@ struct ConfigPath {
         long = "config",
         value_name = "FILE",
         short = 'c',
+        global = true,
         env = "REGATE_CONFIG",
         default_value = "/config/regate.yml"
     )]
@@ -106,6 +123,82 @@ struct ExplainArgs {
     /// Docker scopes, e.g. repository:alice/app:pull,push or registry:catalog:*.
     #[arg(required = true, value_name = "SCOPE")]
     scopes: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum UserArgs {
+    /// Add an account; its password from a prompt or stdin.
+    Add {
+        name: String,
+        /// A label KEY=VALUE (repeat for several values or labels).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Change an account's password (from a prompt or stdin).
+    Passwd { name: String },
+    /// Remove an account (every row of its name).
+    Del { name: String },
+    /// List the accounts and their labels.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set labels: each KEY given gets exactly the values given for it.
+    Label {
+        name: String,
+        /// KEY=VALUE (repeat a KEY for several values).
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove a label.
+        #[arg(long, value_name = "KEY")]
+        remove: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclArgs {
+    /// List the rules in order, with their seq.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule (at the end, or --before/--after a seq).
+    Add {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long = "type")]
+        type_: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
+        /// A label condition KEY=PATTERN (repeat for several).
+        #[arg(long = "label", value_name = "KEY=PATTERN")]
+        labels: Vec<String>,
+        /// What it grants, comma-separated (`pull,push`, `*`); empty: an explicit deny.
+        #[arg(long, default_value = "")]
+        actions: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long, value_name = "SEQ")]
+        before: Option<i64>,
+        #[arg(long, value_name = "SEQ")]
+        after: Option<i64>,
+    },
+    /// Remove the rule with this seq.
+    Del { seq: i64 },
+    /// Move the rule with this seq before or after another.
+    Move {
+        seq: i64,
+        #[arg(long, value_name = "SEQ")]
+        before: Option<i64>,
+        #[arg(long, value_name = "SEQ")]
+        after: Option<i64>,
+    },
+    /// Number every rule 10, 20, 30, ... in its current order.
+    Renumber,
 }
 
 #[derive(Subcommand)]
@@ -152,6 +245,8 @@ fn main() -> ExitCode {
         Command::Check { config, strict } => check(&config.path, strict),
         Command::Explain(args) => explain(args).map_err(|f| f.code(2)),
         Command::HashPassword { cost } => hash_password(cost),
+        Command::User { config, command } => user(&config.path, command),
+        Command::Acl { config, command } => acl(&config.path, command),
         Command::Jwks { config, out } => jwks(&config.path, out),
         Command::Probe {
             url,
@@ -421,21 +516,104 @@ fn password_from_stdin() -> Result<regate::auth::Secret, String> {
     Ok(regate::auth::Secret::new(password))
 }
 
-fn hash_password(cost: u32) -> Outcome {
+/// A new password: twice without echo on a terminal (as htpasswd asks), else stdin.
+fn new_password() -> Result<regate::auth::Secret, String> {
     let password = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        // As htpasswd does: twice, without echo.
-        let first = rpassword::prompt_password("New password: ").map_err(Failure::new)?;
-        let again = rpassword::prompt_password("Re-type new password: ").map_err(Failure::new)?;
+        let first = rpassword::prompt_password("New password: ").map_err(|e| e.to_string())?;
+        let again =
+            rpassword::prompt_password("Re-type new password: ").map_err(|e| e.to_string())?;
         if first != again {
-            return Err(Failure::new("the passwords do not match"));
+            return Err("the passwords do not match".to_owned());
         }
         regate::auth::Secret::new(first)
     } else {
-        password_from_stdin().map_err(Failure::new)?
+        password_from_stdin()?
     };
     if password.expose().is_empty() {
-        return Err(Failure::new("empty password"));
+        return Err("empty password".to_owned());
     }
+    Ok(password)
+}
+
+/// Runs an account command on a small runtime, its audit lines where the config sends
+/// them (`stdout` goes to stderr: stdout is the command's own output).
+fn manage<F: std::future::Future<Output = Result<String, String>>>(
+    path: &Path,
+    run: impl FnOnce(Config) -> F,
+) -> Outcome {
+    let config = Config::load(path)?;
+    let audit = match &config.audit_log {
+        AuditLog::Stdout => AuditLog::Stderr,
+        other => other.clone(),
+    };
+    init_tracing(&audit).map_err(Failure::new)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::new)?;
+    let out = runtime.block_on(run(config)).map_err(Failure::new)?;
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn user(path: &Path, args: UserArgs) -> Outcome {
+    let command = match args {
+        UserArgs::Add { name, labels } => UserCommand::Add {
+            name,
+            labels: explain::parse_labels(&labels).map_err(Failure::new)?,
+        },
+        UserArgs::Passwd { name } => UserCommand::Passwd { name },
+        UserArgs::Del { name } => UserCommand::Del { name },
+        UserArgs::List { json } => UserCommand::List { json },
+        UserArgs::Label { name, set, remove } => UserCommand::Label {
+            name,
+            set: explain::parse_labels(&set).map_err(Failure::new)?,
+            remove,
+        },
+    };
+    manage(path, |config| async move {
+        accounts::user(&config, command, new_password).await
+    })
+}
+
+fn acl(path: &Path, args: AclArgs) -> Outcome {
+    let command = match args {
+        AclArgs::List { json } => AclCommand::List { json },
+        AclArgs::Add {
+            account,
+            type_,
+            name,
+            service,
+            ip,
+            labels,
+            actions,
+            comment,
+            before,
+            after,
+        } => AclCommand::Add {
+            entry: accounts::entry(
+                account, type_, name, service, ip, &labels, &actions, comment,
+            )
+            .map_err(Failure::new)?,
+            at: accounts::placement(before, after).map_err(Failure::new)?,
+        },
+        AclArgs::Del { seq } => AclCommand::Del { seq },
+        AclArgs::Move { seq, before, after } => {
+            let at = accounts::placement(before, after).map_err(Failure::new)?;
+            if at == regate::sql::Placement::End {
+                return Err(Failure::new("move needs --before SEQ or --after SEQ"));
+            }
+            AclCommand::Move { seq, at }
+        }
+        AclArgs::Renumber => AclCommand::Renumber,
+    };
+    manage(path, |config| async move {
+        accounts::acl(&config, command).await
+    })
+}
+
+fn hash_password(cost: u32) -> Outcome {
+    let password = new_password().map_err(Failure::new)?;
     println!(
         "{}",
         bcrypt::hash(password.expose(), cost).map_err(Failure::new)?

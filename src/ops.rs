@@ -3,6 +3,7 @@
 //! asks the same code the gateway runs (the config loader, the login backends, the ACL),
 //! so what they say is what `serve` does.
 
+pub mod accounts;
 pub mod certs;
 pub mod check;
 pub mod explain;

@@ -40,6 +40,8 @@ pub enum Route {
     /// regate's web pages and sign-in routes, under `server.path_prefix`: the path after
     /// the prefix (`/`, `/ui/login`, `/oidc_auth`).
     Page(String),
+    /// The admin API under `server.path_prefix`: the path after `/api` (`/v1/users`).
+    Api(String),
     /// Answer 301 with this `Location` (path normalisation, `/v2` -> `/v2/`).
     Redirect(String),
     /// Routed by registry:2 but not a name regate lets through (domain part, upper case,
@@ -144,6 +146,7 @@ fn own_route(path: &str, prefix: &str) -> Option<Route> {
         "/google_auth" | "/github_auth" | "/oidc_auth" | "/gitlab_auth" => {
             Some(Route::Page(rest.to_owned()))
         }
+        _ if rest.starts_with("/api/") => Some(Route::Api(rest["/api".len()..].to_owned())),
         _ if rest.starts_with("/ui/") || rest.starts_with("/static/") => {
             Some(Route::Page(rest.to_owned()))
         }
@@ -266,6 +269,7 @@ impl Route {
             Route::Jwks => "jwks",
             Route::Root => "root",
             Route::Page(_) => "page",
+            Route::Api(_) => "api",
             Route::Redirect(_) => "redirect",
             Route::InvalidName(_) => "invalid_name",
             Route::NotFound | Route::BadRequest => "not_found",

@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
+use crate::auth::acl_xorm::SqlRules;
 use crate::auth::backend::{Authenticator, Authorizer, Logins};
 use crate::auth::credentials::Credentials;
 use crate::auth::keys::{KeyError, SigningKey};
 use crate::auth::token::Tokens;
 use crate::auth::users::Users;
+use crate::auth::xorm::SqlUsers;
 use crate::config::Config;
+use crate::sql::Database;
 use crate::state::{Local, Store};
 use crate::{acl, auth, metrics, Error};
 
@@ -26,6 +29,10 @@ pub struct Runtime {
     pub logins: Arc<Logins>,
     /// The authorization backends asked after the static `acl`, in order.
     pub authorizers: Vec<Arc<dyn Authorizer>>,
+    /// `xorm_auth`'s accounts, for `regate user` and the admin API.
+    pub sql_users: Option<Arc<SqlUsers>>,
+    /// `acl_xorm`'s rules, for `regate acl` and the admin API.
+    pub sql_rules: Option<Arc<SqlRules>>,
     pub tokens: Tokens,
     pub acl: Arc<acl::Acl>,
     pub metrics: Arc<metrics::Metrics>,
@@ -101,16 +108,25 @@ impl Runtime {
             config.token.refresh_expiration,
             metrics.clone(),
         );
-        let logins = Arc::new(logins(
+        let sql_users = sql_users(&config, &metrics, &bcrypt);
+        let logins = Arc::new(logins_with(
             &config,
             metrics.clone(),
             bcrypt.clone(),
             state.clone(),
+            sql_users.clone(),
         )?);
         let users = logins.users().clone();
+        let sql_rules = sql_rules(&config, sql_users.as_ref().map(|u| u.database()));
+        if let Some(rules) = &sql_rules {
+            rules.listen();
+        }
+        let authorizers = authorizers(&config, sql_rules.clone())?;
         Ok(Runtime {
             acl: config.acl.clone(),
-            authorizers: Vec::new(),
+            authorizers,
+            sql_users,
+            sql_rules,
             users,
             logins,
             tokens,
@@ -132,10 +148,59 @@ impl Runtime {
     }
 }
 
+/// `xorm_auth`'s login backend, if configured (connected when first asked).
+pub fn sql_users(
+    config: &Config,
+    metrics: &Arc<metrics::Metrics>,
+    bcrypt: &Arc<auth::pool::Pool>,
+) -> Option<Arc<SqlUsers>> {
+    config.xorm_auth.as_ref().map(|settings| {
+        Arc::new(SqlUsers::new(
+            Arc::new(Database::open(settings)),
+            bcrypt.clone(),
+            CREDENTIAL_CACHE_TTL,
+            metrics.clone(),
+        ))
+    })
+}
+
+/// `acl_xorm`'s rules, if configured; on `xorm_auth`'s database (one pool) when both
+/// name the same one.
+pub fn sql_rules(config: &Config, users_db: Option<&Arc<Database>>) -> Option<Arc<SqlRules>> {
+    config.acl_xorm.as_ref().map(|acl| {
+        let db = match users_db {
+            Some(db) if db.settings().same_database(&acl.database) => db.clone(),
+            _ => Arc::new(Database::open(&acl.database)),
+        };
+        Arc::new(SqlRules::new(db, acl.cache_ttl))
+    })
+}
+
+/// The authorizers asked after the static `acl`, in docker_auth's order: `acl_xorm`,
+/// `ext_authz`, `casbin_authz`.
+pub fn authorizers(
+    config: &Config,
+    sql_rules: Option<Arc<SqlRules>>,
+) -> Result<Vec<Arc<dyn Authorizer>>, Error> {
+    let mut out: Vec<Arc<dyn Authorizer>> = Vec::new();
+    if let Some(rules) = sql_rules {
+        out.push(rules);
+    }
+    if let Some(program) = &config.ext_authz {
+        out.push(Arc::new(auth::ext::ExtAuthz::new(program.clone())));
+    }
+    if let Some(casbin) = &config.casbin_authz {
+        out.push(Arc::new(
+            auth::casbin::Casbin::load(casbin).map_err(Error::Casbin)?,
+        ));
+    }
+    Ok(out)
+}
+
 /// The login backends a config names, in docker_auth's order: regate's named credentials
-/// (which match only what is one), the static users (with `htpasswd` and `robots`), the
-/// identity providers (`google_auth`, `github_auth`, `oidc_auth`, `gitlab_auth`), then
-/// `ldap_auth`. `regate explain` asks the same chain.
+/// (which match only what is one), the static users (with `htpasswd` and `robots`), then
+/// `ext_auth`, the identity providers (`google_auth`, `github_auth`, `oidc_auth`,
+/// `gitlab_auth`), `ldap_auth` and `xorm_auth`. `regate explain` asks the same chain.
 /// Reads the files they need (the directory's bind password and CA, the providers' client
 /// secrets); connects to nothing until a login needs it.
 pub fn logins(
@@ -143,6 +208,18 @@ pub fn logins(
     metrics: Arc<metrics::Metrics>,
     bcrypt: Arc<auth::pool::Pool>,
     state: Arc<dyn Store>,
+) -> Result<Logins, Error> {
+    let sql_users = sql_users(config, &metrics, &bcrypt);
+    logins_with(config, metrics, bcrypt, state, sql_users)
+}
+
+/// [`logins`] with `xorm_auth`'s backend made already.
+fn logins_with(
+    config: &Config,
+    metrics: Arc<metrics::Metrics>,
+    bcrypt: Arc<auth::pool::Pool>,
+    state: Arc<dyn Store>,
+    sql_users: Option<Arc<SqlUsers>>,
 ) -> Result<Logins, Error> {
     let users = Arc::new(
         Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL, metrics.clone()).with_pool(bcrypt),
@@ -153,14 +230,20 @@ pub fn logins(
         .map(|s| auth::idp::Provider::new(s.clone(), state.clone()).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     // A credential names its account, and the backend it came from says who that account
-    // is now: the static users, or the provider (which checks with it again).
+    // is now: the static users, the SQL table, or the provider (which checks with it again).
     let mut credentials = Credentials::new(state)
         .with_source("users", users.clone())
         .with_source("htpasswd", users.clone());
+    if let Some(sql) = &sql_users {
+        credentials = credentials.with_source("xorm_auth", sql.clone());
+    }
     for p in &providers {
         credentials = credentials.with_source(p.backend().section(), p.clone());
     }
     let mut chain: Vec<Arc<dyn Authenticator>> = vec![Arc::new(credentials), users.clone()];
+    if let Some(program) = &config.ext_auth {
+        chain.push(Arc::new(auth::ext::ExtAuth::new(program.clone())));
+    }
     chain.extend(
         providers
             .iter()
@@ -168,6 +251,9 @@ pub fn logins(
     );
     if let Some(ldap) = &config.ldap {
         chain.push(Arc::new(auth::ldap::Directory::new(ldap.clone(), metrics)?));
+    }
+    if let Some(sql) = sql_users {
+        chain.push(sql);
     }
     Ok(Logins::new(users, chain).with_providers(providers))
 }

@@ -19,6 +19,8 @@ packages=(
     containerd          # containerd and ctr
     slapd               # the LDAP tests' own directory
     ldap-utils          # ldapadd, ldapwhoami
+    postgresql          # the SQL tests' own PostgreSQL (initdb, pg_ctl)
+    mariadb-server      # the SQL tests' own MariaDB
     openssl             # s_client: the TLS versions offered
     ca-certificates
     curl                # an HTTP/2 client (nghttp2)
@@ -30,6 +32,8 @@ packages=(
 services=(
     docker-registry
     slapd
+    postgresql
+    mariadb
 )
 
 fail() {

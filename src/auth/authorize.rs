@@ -53,11 +53,11 @@ impl Refused {
                 Ok(too_many("too many failed logins; try again later", wait))
             }
             Refused::Authn(e @ AuthnError::Busy) => Ok(too_many(&e.to_string(), Duration::ZERO)),
-            Refused::Authn(
-                e @ (AuthnError::DirectoryUnavailable | AuthnError::ProviderUnavailable),
-            ) => Ok(
-                RegistryError::new(Code::Unavailable, e.to_string()).with_details(e.to_string())
-            ),
+            Refused::Authn(e) if e.is_unavailable() => Ok(RegistryError::new(
+                Code::Unavailable,
+                e.to_string(),
+            )
+            .with_details(e.to_string())),
             Refused::Authn(e) => Err(e),
             Refused::Authz(e) => Ok(unavailable(e)),
         }
@@ -140,6 +140,8 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
             let outcome = match e {
                 AuthnError::DirectoryUnavailable => "directory_unavailable",
                 AuthnError::ProviderUnavailable => "provider_unavailable",
+                AuthnError::DatabaseUnavailable => "database_unavailable",
+                AuthnError::ProgramFailed => "program_failed",
                 AuthnError::Busy => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
                     tokio::time::sleep(TARPIT).await;

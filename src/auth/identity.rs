@@ -22,18 +22,10 @@ pub enum Backend {
     GithubAuth,
     OidcAuth,
     GitlabAuth,
-}
-
-impl AuthnError {
-    /// The reason for the operator's log, which may name the config.
-    pub fn detail(&self) -> String {
-        match self {
-            AuthnError::AnonymousDisabled => {
-                "anonymous access is not enabled (no \"\" entry in users)".to_owned()
-            }
-            e => e.to_string(),
-        }
-    }
+    /// An external program (`ext_auth`).
+    ExtAuth,
+    /// The SQL table `xorm_user` (`xorm_auth`).
+    XormAuth,
 }
 
 impl Backend {
@@ -48,6 +40,8 @@ impl Backend {
             Backend::GithubAuth,
             Backend::OidcAuth,
             Backend::GitlabAuth,
+            Backend::ExtAuth,
+            Backend::XormAuth,
         ]
         .into_iter()
         .find(|b| b.section() == section)
@@ -64,6 +58,8 @@ impl Backend {
             Backend::GithubAuth => "github_auth",
             Backend::OidcAuth => "oidc_auth",
             Backend::GitlabAuth => "gitlab_auth",
+            Backend::ExtAuth => "ext_auth",
+            Backend::XormAuth => "xorm_auth",
         }
     }
 }
@@ -113,4 +109,36 @@ pub enum AuthnError {
     /// out, beyond its `outage_grace` (503, not 401: the credential may be good).
     #[error("the identity provider cannot be reached to check this account; try again later")]
     ProviderUnavailable,
+    /// The SQL database of `xorm_auth` did not answer in time, failed, or holds a row it
+    /// cannot read: 503, as for the directory.
+    #[error("the user database is unavailable; try again later")]
+    DatabaseUnavailable,
+    /// The `ext_auth` program failed (an exit code other than 0, 1 or 2, a crash, no
+    /// answer within its time limit, output that is not its JSON): 503.
+    #[error("the external authenticator failed; try again later")]
+    ProgramFailed,
+}
+
+impl AuthnError {
+    /// The reason for the operator's log, which may name the config.
+    pub fn detail(&self) -> String {
+        match self {
+            AuthnError::AnonymousDisabled => {
+                "anonymous access is not enabled (no \"\" entry in users)".to_owned()
+            }
+            e => e.to_string(),
+        }
+    }
+
+    /// Whether the backend could not say (503): the password may be right, so the attempt
+    /// is neither a failure for the throttle nor a reason to ask for another password.
+    pub fn is_unavailable(self) -> bool {
+        matches!(
+            self,
+            AuthnError::DirectoryUnavailable
+                | AuthnError::DatabaseUnavailable
+                | AuthnError::ProgramFailed
+                | AuthnError::ProviderUnavailable
+        )
+    }
 }

@@ -1,11 +1,14 @@
 //! Who is asking and what they may do: credentials, the scope grammar, the challenge,
 //! tokens, and the token endpoint that ties them together.
 
+pub mod acl_xorm;
 pub mod authorize;
 pub mod backend;
+pub mod casbin;
 pub mod challenge;
 pub mod credentials;
 pub mod endpoint;
+pub mod ext;
 pub mod identity;
 pub mod idp;
 pub mod keys;
@@ -15,6 +18,7 @@ pub mod scope;
 pub mod throttle;
 pub mod token;
 pub mod users;
+pub mod xorm;
 
 use std::fmt;
 

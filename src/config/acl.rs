@@ -42,12 +42,17 @@ pub(super) const KEYS: &[Key] = &[
     ),
 ];
 
+/// `others`: an authorizer after the static `acl` is configured (`acl_xorm`, `ext_authz`,
+/// `casbin_authz`), which decides what no rule here matches.
 pub(super) fn build(
     entries: Option<Vec<RawEntry>>,
+    others: bool,
     cx: &mut Cx<'_>,
 ) -> Result<std::sync::Arc<Acl>, Failed> {
     let entries = entries.unwrap_or_else(|| {
-        cx.warn("no `acl`: every request is denied");
+        if !others {
+            cx.warn("no `acl`: every request is denied");
+        }
         Vec::new()
     });
     compile(&entries, &[key("acl")], cx).map(std::sync::Arc::new)

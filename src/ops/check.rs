@@ -43,6 +43,7 @@ pub fn check(path: &Path) -> Report {
         .collect();
     files(&config, &mut report);
     providers(&config, &mut report);
+    backends(&config, &mut report);
     robots(&config, &mut report);
     report.summary = Some(format!(
         "{}: {} ({} users, {} ACL rules, upstream {}, {} warning(s))",
@@ -140,6 +141,44 @@ fn providers(config: &Config, report: &mut Report) {
             Ok(Err(e)) => report.errors.push(format!("{section}: {e}")),
             Err(_) => report.errors.push(format!("{section}: the check failed")),
         }
+    }
+}
+
+/// Where the SQL sections and the programs are (nothing is connected to or run: the
+/// conn strings and commands were checked when the config loaded).
+fn backends(config: &Config, report: &mut Report) {
+    if let Some(db) = &config.xorm_auth {
+        report.notes.push(format!(
+            "xorm_auth: accounts in {} (table xorm_user, made at first use if missing)",
+            db.target.describe()
+        ));
+    }
+    if let Some(acl) = &config.acl_xorm {
+        report.notes.push(format!(
+            "acl_xorm: rules in {} (table xorm_acl_entry), read again every {:?}",
+            acl.database.target.describe(),
+            acl.cache_ttl
+        ));
+    }
+    for (section, program) in [
+        ("ext_auth", &config.ext_auth),
+        ("ext_authz", &config.ext_authz),
+    ] {
+        if let Some(p) = program {
+            report.notes.push(format!(
+                "{section}: runs {} (at most {} at once, each killed after {:?})",
+                p.command.display(),
+                p.concurrency,
+                p.timeout
+            ));
+        }
+    }
+    if let Some(c) = &config.casbin_authz {
+        report.notes.push(format!(
+            "casbin_authz: model {}, policy {}",
+            c.model_path.display(),
+            c.policy_path.display()
+        ));
     }
 }
 

@@ -7,21 +7,22 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::acl::{self, Acl, Explanation, Labels};
-use crate::auth::backend::Described;
 use crate::auth::identity::{AuthnError, Backend};
 use crate::auth::scope::Scope;
 use crate::auth::users;
 use crate::auth::Secret;
 use crate::config::Config;
 
+mod ask;
 #[cfg(test)]
 mod tests;
+
+use ask::{ask_authorizers, ask_backends, Asked};
 
 /// What to explain.
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +44,10 @@ pub struct Input<'a> {
 pub enum Account {
     /// A named entry in `users` (or the htpasswd file).
     User,
-    /// Not in `users`, found in the LDAP directory (`ldap_auth`).
+    /// Not in `users`, found by a backend after it (`ext_auth`, `ldap_auth`, `xorm_auth`:
+    /// `backend` says which).
     Directory,
-    /// Not in `users`, and the LDAP directory could not be asked: a token request gets 503.
+    /// Not in `users`, and a backend after it could not be asked: a token request gets 503.
     DirectoryUnavailable,
     /// A robot in `robots`: judged by its own rules only.
     Robot,
@@ -83,8 +85,10 @@ pub struct Report {
     pub dn: Option<String>,
     /// Whether the LDAP directory was asked about the account.
     pub directory_asked: bool,
-    /// Why the LDAP directory could not be asked.
+    /// Why the LDAP directory (or the backend `failed_backend` names) could not be asked.
     pub directory_error: Option<String>,
+    /// The backend after `users` that could not be asked.
+    pub failed_backend: Option<Backend>,
     /// The rules that judge the account: `acl`, or `robots.NAME.acl` for a robot.
     pub acl: String,
     pub labels: Labels,
@@ -115,6 +119,13 @@ pub struct ScopeReport {
     pub denied: Vec<String>,
     /// Every rule before the deciding one (or all, when none matched), with why it did not.
     pub skipped: Vec<Skipped>,
+    /// What decided: `acl` (or `robots.NAME.acl`), an authorizer after it (`acl_xorm`,
+    /// `ext_authz`, `casbin_authz`), or `None` when nothing did (denied).
+    pub decided_by: Option<String>,
+    /// The authorizer's own name for what decided (`acl_xorm seq 20 (comment)`).
+    pub decided_rule: Option<String>,
+    /// An authorizer that could not decide: a token request gets 503.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,72 +148,6 @@ pub fn parse_labels(args: &[String]) -> Result<Labels, String> {
     Ok(labels)
 }
 
-/// What the login backends after `users` say about an account `users` lacks: the first
-/// that knows it, or the first that could not be asked.
-enum Asked {
-    Found {
-        backend: Backend,
-        dn: String,
-        labels: Labels,
-        password: Option<Password>,
-    },
-    Missing,
-    Failed(String),
-}
-
-/// Asks the same chain of login backends `/auth` asks (`runtime::logins`), from a thread
-/// of its own with a small runtime: explain is synchronous, and may be called inside a
-/// runtime or outside one.
-fn ask_backends(config: &Config, account: &str, password: Option<&Secret>) -> Asked {
-    let ask = async {
-        // The store `serve` keeps (the providers' token DB), read-only here.
-        let state: Arc<dyn crate::state::Store> = match crate::runtime::Lasting::for_config(config)
-        {
-            Ok(lasting) => lasting.state,
-            Err(_) => Arc::new(crate::state::Local::memory()),
-        };
-        let logins = crate::runtime::logins(config, Arc::default(), Arc::default(), state)
-            .map_err(|e| e.to_string())?;
-        // The static users are judged below with the token endpoint's own functions (they
-        // describe nobody here).
-        for backend in logins.backends() {
-            match backend.describe(account, password).await {
-                Described::NoMatch => continue,
-                Described::Unavailable(e) => return Ok(Asked::Failed(e)),
-                Described::Found {
-                    labels,
-                    entry,
-                    password_ok,
-                } => {
-                    return Ok(Asked::Found {
-                        backend: backend.backend(),
-                        dn: entry.unwrap_or_default(),
-                        labels,
-                        password: password_ok.map(|ok| match ok {
-                            true => Password::Correct,
-                            false => Password::Wrong,
-                        }),
-                    })
-                }
-            }
-        }
-        Ok::<_, String>(Asked::Missing)
-    };
-    let run = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?
-            .block_on(ask)
-    };
-    let answer = std::thread::scope(|s| s.spawn(run).join());
-    match answer {
-        Ok(Ok(asked)) => asked,
-        Ok(Err(e)) => Asked::Failed(e),
-        Err(_) => Asked::Failed("the lookup failed".into()),
-    }
-}
-
 /// Decides each scope as the token endpoint would, and says why.
 pub fn explain(config: &Config, input: &Input<'_>) -> Report {
     explain_at(config, input, SystemTime::now())
@@ -213,7 +158,10 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
     let user = config.users.get(input.account);
     let robot = user.and_then(|u| u.robot.as_ref());
     // docker_auth's order: only a name `users` lacks is the other backends'.
-    let others = config.ldap.is_some() || !config.idp.is_empty();
+    let others = config.ldap.is_some()
+        || !config.idp.is_empty()
+        || config.ext_auth.is_some()
+        || config.xorm_auth.is_some();
     let asked = match user {
         None if others && !input.account.is_empty() => {
             Some(ask_backends(config, input.account, input.password))
@@ -229,7 +177,7 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
         (false, true, None) => Account::User,
         (false, false, None) => match &asked {
             Some(Asked::Found { .. }) => Account::Directory,
-            Some(Asked::Failed(_)) => Account::DirectoryUnavailable,
+            Some(Asked::Failed(..)) => Account::DirectoryUnavailable,
             Some(Asked::Missing) | None => Account::Unknown,
         },
         (true, true, _) => Account::Anonymous,
@@ -280,28 +228,83 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
         (_, None) => Password::NoUser,
     });
     let service = config.token.service.clone();
+    let requested: Vec<Vec<String>> = input
+        .scopes
+        .iter()
+        .map(crate::auth::authorize::requested_actions)
+        .collect();
+    let requests: Vec<acl::Request<'_>> = input
+        .scopes
+        .iter()
+        .zip(&requested)
+        .map(|(scope, requested)| acl::Request {
+            account: input.account,
+            labels: &labels,
+            ip: input.ip,
+            service: &service,
+            resource_type: &scope.resource_type,
+            name: &scope.name,
+            actions: requested,
+        })
+        .collect();
+    let explanations: Vec<Explanation> = requests.iter().map(|r| rules.explain(r)).collect();
+    // As the token endpoint: a scope no rule matches goes to the authorizers after the
+    // `acl` (a robot's own rules are its only ones).
+    let unmatched: Vec<Option<acl::Request<'_>>> = requests
+        .iter()
+        .zip(&explanations)
+        .map(|(r, e)| (e.decision.rule.is_none() && robot.is_none()).then_some(*r))
+        .collect();
+    let others_decided = match unmatched.iter().any(Option::is_some)
+        && (config.acl_xorm.is_some()
+            || config.ext_authz.is_some()
+            || config.casbin_authz.is_some())
+    {
+        true => ask_authorizers(config, &unmatched),
+        false => unmatched.iter().map(|_| None).collect(),
+    };
     let scopes = input
         .scopes
         .iter()
-        .map(|scope| {
-            let requested = crate::auth::authorize::requested_actions(scope);
-            let explanation = rules.explain(&acl::Request {
-                account: input.account,
-                labels: &labels,
-                ip: input.ip,
-                service: &service,
-                resource_type: &scope.resource_type,
-                name: &scope.name,
-                actions: &requested,
-            });
-            scope_report(rules, scope, requested, explanation)
+        .zip(requested)
+        .zip(explanations)
+        .zip(others_decided)
+        .map(|(((scope, requested), explanation), other)| {
+            let mut report = scope_report(rules, scope, requested, explanation);
+            if report.rule.is_some() {
+                report.decided_by = Some(acl_key.clone());
+            }
+            match other {
+                Some(Ok(Some(decided))) => {
+                    report.granted = decided.actions;
+                    report.denied = report
+                        .requested
+                        .iter()
+                        .filter(|a| !report.granted.contains(a))
+                        .filter(|a| !(*a == "*" && report.requested.len() > scope.actions.len()))
+                        .cloned()
+                        .collect();
+                    report.decided_by = Some(
+                        decided
+                            .rule
+                            .split(' ')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                    report.decided_rule = Some(decided.rule);
+                }
+                Some(Err(e)) => report.error = Some(e),
+                Some(Ok(None)) | None => {}
+            }
+            report
         })
         .collect();
     let directory_asked = asked.is_some();
-    let (dn, directory_error) = match asked {
-        Some(Asked::Found { dn, .. }) if !dn.is_empty() => (Some(dn), None),
-        Some(Asked::Failed(e)) => (None, Some(e)),
-        _ => (None, None),
+    let (dn, directory_error, failed_backend) = match asked {
+        Some(Asked::Found { dn, .. }) if !dn.is_empty() => (Some(dn), None, None),
+        Some(Asked::Failed(b, e)) => (None, Some(e), Some(b)),
+        _ => (None, None, None),
     };
     // What the token endpoint would answer the login itself: a refused login gets no
     // token, so no scope is granted, whatever the rules say (they are explained anyway).
@@ -333,6 +336,7 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
         dn,
         directory_asked,
         directory_error,
+        failed_backend,
         acl: acl_key,
         labels,
         labels_from,
@@ -382,6 +386,9 @@ fn scope_report(
             })
             .collect(),
         requested,
+        decided_by: None,
+        decided_rule: None,
+        error: None,
     }
 }
 
@@ -411,20 +418,30 @@ impl Report {
             }
             Account::User => format!("account: {account:?}: a user in `users`"),
             Account::Directory if self.backend != Some(Backend::LdapAuth) => format!(
-                "account: {account:?}: not in `users`; {} (it logs in with the passwords its sign-ins gave)",
-                self.dn.as_deref().unwrap_or("known to an identity provider")
+                "account: {account:?}: not in `users`; an account of {}{}",
+                self.backend.map_or("another backend", Backend::section),
+                self.dn.as_deref().map(|dn| format!(": {dn}")).unwrap_or_default()
             ),
             Account::Directory => format!(
                 "account: {account:?}: not in `users`; an entry in the LDAP directory (ldap_auth){}",
                 self.dn.as_deref().map(|dn| format!(": {dn}")).unwrap_or_default()
             ),
+            Account::DirectoryUnavailable
+                if self.failed_backend.is_some_and(|b| b != Backend::LdapAuth) =>
+            {
+                format!(
+                    "account: {account:?}: not in `users`, and {} could not be asked ({}): a token request gets 503; the ACL is explained anyway",
+                    self.failed_backend.map_or("a backend", Backend::section),
+                    self.directory_error.as_deref().unwrap_or("no answer")
+                )
+            }
             Account::DirectoryUnavailable => format!(
                 "account: {account:?}: not in `users`, and the LDAP directory could not be asked ({}): a token request gets 503; the ACL is explained anyway",
                 self.directory_error.as_deref().unwrap_or("no answer")
             ),
             Account::Robot => format!("account: {account:?}: a robot in `robots`, judged only by its own rules ({})", self.acl),
             Account::RobotExpired => format!("account: {account:?}: a robot past its `expires`: a token request gets 401 (this robot account has expired); its rules are explained anyway"),
-            Account::Unknown if self.directory_asked => format!("account: {account:?}: no such user in `users`, nor known to `ldap_auth` or an identity provider: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
+            Account::Unknown if self.directory_asked => format!("account: {account:?}: no such user in `users`, nor known to the backends after it (`ldap_auth`, `ext_auth`, `xorm_auth`, an identity provider): a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
             Account::Unknown => format!("account: {account:?}: no such user in `users`: a token request gets 401 (incorrect username or password); the ACL is explained anyway"),
             Account::Anonymous => "account: \"\" (anonymous): allowed by the \"\" entry in `users`".to_owned(),
             Account::AnonymousDisabled => "account: \"\" (anonymous): `users` has no \"\" entry, so a request without credentials gets 401 before the ACL; the ACL is explained anyway".to_owned(),
@@ -444,6 +461,9 @@ impl Report {
             let text = match p {
                 Password::Correct if self.backend == Some(Backend::LdapAuth) => {
                     "correct: the LDAP directory (ldap_auth) accepted it"
+                }
+                Password::Correct if self.backend == Some(Backend::ExtAuth) => {
+                    "correct: the external program (ext_auth) accepted it"
                 }
                 Password::Correct => "correct",
                 Password::Wrong => {
@@ -474,10 +494,18 @@ impl Report {
                 let name = acl::rule_name(&self.acl, k.rule, k.comment.as_deref());
                 let _ = writeln!(out, "  {name}: no match: {}", k.reason);
             }
-            match (s.rule, &s.rule_actions) {
-                (Some(rule), Some(actions)) => {
+            match (s.rule, &s.rule_actions, &s.decided_rule, &s.error) {
+                (Some(rule), Some(actions), _, _) => {
                     let name = acl::rule_name(&self.acl, rule, s.comment.as_deref());
                     let _ = writeln!(out, "  {name}: decides: actions {actions:?}");
+                }
+                (_, _, Some(other), _) => {
+                    let _ = writeln!(out, "  {}: no rule matched", self.acl);
+                    let _ = writeln!(out, "  {other}: decides");
+                }
+                (_, _, _, Some(e)) => {
+                    let _ = writeln!(out, "  {}: no rule matched", self.acl);
+                    let _ = writeln!(out, "  cannot decide: {e}: a token request gets 503");
                 }
                 _ => {
                     let _ = writeln!(out, "  no rule matched: denied by default");

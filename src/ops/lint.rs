@@ -84,7 +84,11 @@ pub fn lint(config: &Config, doc: &Document) -> Vec<Warning> {
             .chain(provider_labels)
             .collect(),
     );
-    global.directory = config.ldap.is_some() || !config.idp.is_empty();
+    // Accounts (and their labels) may also come from a backend not known offline.
+    global.directory = config.ldap.is_some()
+        || !config.idp.is_empty()
+        || config.ext_auth.is_some()
+        || config.xorm_auth.is_some();
     let mut out = global.run();
     let mut robots: Vec<(&String, &User)> = config
         .users
@@ -129,6 +133,8 @@ struct Linter<'a> {
     label_keys: BTreeSet<String>,
     /// Accounts may also come from the LDAP directory, which is not known offline.
     directory: bool,
+    /// Accounts may have labels not known offline (`ext_auth`, `xorm_auth`).
+    any_labels: bool,
     /// `probe` results: the same pattern meets the same value once per pair of rules.
     probes: RefCell<HashMap<(String, String, String), bool>>,
     /// Per rule: it matches every request.
@@ -166,6 +172,7 @@ impl<'a> Linter<'a> {
             accounts,
             label_keys,
             directory: false,
+            any_labels: false,
             probes: RefCell::default(),
             match_all: Vec::new(),
             out: Vec::new(),
@@ -288,7 +295,7 @@ impl<'a> Linter<'a> {
     /// A label condition needs the label; if no user has it, the rule never applies.
     fn label_conditions(&mut self, i: usize, entry: &RawEntry) {
         for label in entry.match_.labels.iter().flat_map(|l| l.keys()) {
-            if !self.label_keys.contains(label) {
+            if !self.any_labels && !self.label_keys.contains(label) {
                 self.warn(
                     &self.path(i, &["match", "labels", label]),
                     format!("no user has a label {label:?}; the rule never applies"),
@@ -312,7 +319,7 @@ impl<'a> Linter<'a> {
             for ph in placeholders(raw) {
                 match (ph, field) {
                     (Ok(Piece::Label(k)), None) => self.warn(&path, format!("`${{labels:{k}}}` never expands in a label pattern (docker_auth substitutes labels only into account, type, name and service); it is matched as literal text")),
-                    (Ok(Piece::Label(k)), Some(_)) if !self.label_keys.contains(&k) => self.warn(&path, format!("no user has a label {k:?}, so `${{labels:{k}}}` never expands; it is matched as literal text")),
+                    (Ok(Piece::Label(k)), Some(_)) if !self.any_labels && !self.label_keys.contains(&k) => self.warn(&path, format!("no user has a label {k:?}, so `${{labels:{k}}}` never expands; it is matched as literal text")),
                     (Ok(Piece::Var(v)), Some(f)) if v.key() == f => self.warn(&path, format!("`${{{f}}}` in match.{f} compares the {f} with itself: alone it always matches, with other text it never does; placeholders relate one field to another, e.g. name: \"${{account}}/*\"")),
                     (Err(inner), _) => {
                         let hint = suggest_placeholder(inner)
@@ -333,11 +340,12 @@ impl<'a> Linter<'a> {
         let path = self.path(i, &["actions"]);
         let actions = &entry.actions;
         let has = |a: &str| actions.iter().any(|x| x == a);
-        // regate's own resource (`regate:activity:read`, the Activity page) takes `read`.
+        // regate's own resources take `read` (the Activity page, `regate:activity:read`)
+        // and `write` (the admin API, `regate:acl:write`).
         let own = entry.match_.type_.as_deref() == Some("regate");
-        let known = |a: &str| ACTIONS.contains(&a) || (own && a == "read");
+        let known = |a: &str| ACTIONS.contains(&a) || own && (a == "read" || a == "write");
         for unknown in actions.iter().filter(|a| !known(a.as_str())) {
-            self.warn(&path, format!("{unknown:?} is not an action registry clients ask for (pull, push, delete, or \"*\"; read only on type regate); it grants nothing"));
+            self.warn(&path, format!("{unknown:?} is not an action registry clients ask for (pull, push, delete, or \"*\"; read and write only on type regate); it grants nothing"));
         }
         let all = actions.len() == 1 && actions[0] == "*";
         if has("*") && !all {

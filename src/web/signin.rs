@@ -100,13 +100,16 @@ pub async fn submit(visit: &Visit<'_>, req: Request<Incoming>) -> Result<Respons
                 "Too many failed sign-ins. Wait a minute and try again.",
             ))
         }
-        Err(Refused::Authn(AuthnError::ProviderUnavailable)) => {
-            return Ok(again(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The identity provider does not answer. Try again later.",
-            ))
+        Err(Refused::Authn(e)) if e.is_unavailable() => {
+            let says = match e {
+                AuthnError::ProviderUnavailable => {
+                    "The identity provider does not answer. Try again later."
+                }
+                _ => "The user directory does not answer. Try again later.",
+            };
+            return Ok(again(StatusCode::SERVICE_UNAVAILABLE, says));
         }
-        Err(Refused::Authn(AuthnError::DirectoryUnavailable)) | Err(Refused::Authz(_)) => {
+        Err(Refused::Authz(_)) => {
             return Ok(again(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The user directory does not answer. Try again later.",

@@ -12,7 +12,7 @@ async fn a_login_is_audited_and_uploads_count_their_bytes() {
     let config = dir.path().join("regate.yml");
     // No `"": {}`: anonymous access is off.
     let text = seed_config(&registry.url(), &dir.path().join("data")).replace("  \"\": {}\n", "")
-        + &format!("audit_log: \"{}\"\n", audit.display());
+        + format!("audit_log: \"{}\"\n", audit.display()).as_str();
     assert!(!text.contains("\"\": {}"));
     std::fs::write(&config, text).unwrap();
     let regate = RegateProcess::start(&config, dir.path().join("regate.log"));

@@ -788,7 +788,7 @@ async fn a_robot_stops_working_when_it_expires() {
         bcrypt("bot-secret")
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = seed_config(&registry.url(), &dir.path().join("data")) + &robots;
+    let config = seed_config(&registry.url(), &dir.path().join("data")) + robots.as_str();
     let gw = Gateway::start_in(dir, &config).await;
     let base = gw.url();
 

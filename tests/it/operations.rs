@@ -11,7 +11,7 @@ async fn audit_access_metrics_health_and_no_secrets_in_logs() {
     let audit = dir.path().join("audit.jsonl");
     let config = dir.path().join("regate.yml");
     let text = seed_config(&registry.url(), &dir.path().join("data"))
-        + &format!("audit_log: \"{}\"\n", audit.display());
+        + format!("audit_log: \"{}\"\n", audit.display()).as_str();
     std::fs::write(&config, text).unwrap();
     let regate = RegateProcess::start(&config, dir.path().join("regate.log"));
     let base = regate.url();

@@ -78,7 +78,7 @@ impl Client {
         let digest = format!("sha256:{}", sha256_hex(&resp.body));
         assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
         let manifest: serde_json::Value = resp.json();
-        manifest["config"]["digest"].as_str().unwrap().to_owned() + " " + &digest
+        manifest["config"]["digest"].as_str().unwrap().to_owned() + " " + digest.as_str()
     }
 }
 

@@ -236,7 +236,7 @@ pub fn seed_as_run(upstream: &str, data_dir: &Path, admin: &str, hussein: &str) 
             ),
             ("  url: \"http://registry:5000\"\n", &url),
         ],
-    ) + &format!("data_dir: \"{}\"\n", data_dir.display())
+    ) + format!("data_dir: \"{}\"\n", data_dir.display()).as_str()
 }
 
 /// [`seed_as_run`] with the passwords `admin-pw` and `hussein-pw`, two more users
