@@ -10,6 +10,7 @@
 //! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
 //! | `ldap_auth` | `ldap.rs` | [`crate::auth::ldap::LdapConfig`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
+//! | `shared_state` | `shared_state.rs` | [`crate::state::RedisSettings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
 //! every section is checked, so one run reports every error.
@@ -20,6 +21,7 @@ mod error;
 pub mod keys;
 mod ldap;
 mod server;
+mod shared_state;
 mod token;
 mod ui;
 mod upstream;
@@ -56,9 +58,14 @@ pub struct Config {
     pub ldap: Option<LdapConfig>,
     pub upstream: crate::proxy::Settings,
     pub ui: crate::web::Settings,
+    /// `shared_state.redis`: where replicas share their state; `None`: this process only.
+    pub shared_state: Option<crate::state::RedisSettings>,
     pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
+    /// SHA-256 of the file as read (hex): replicas running one file show one digest in
+    /// `/metrics`.
+    pub digest: String,
 }
 
 /// Where the audit log (one JSON line per token decision and per write) goes.
@@ -83,6 +90,7 @@ struct RawConfig {
     ldap_auth: Option<ldap::RawLdap>,
     upstream: Option<upstream::RawUpstream>,
     ui: Option<ui::RawUi>,
+    shared_state: Option<shared_state::RawSharedState>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
@@ -104,6 +112,7 @@ pub const KEYS: &[Key] = &[
     Key::new("ldap_auth", Kind::Section(ldap::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::new("ui", Kind::Section(ui::KEYS)),
+    Key::new("shared_state", Kind::Section(shared_state::KEYS)),
     Key::scalar(
         "data_dir",
         "`<config folder>/data`",
@@ -207,6 +216,8 @@ impl Config {
                 // (A syntax error is always among the errors.)
                 warnings.extend(env_warnings);
                 config.warnings = warnings;
+                let digest = ring::digest::digest(&ring::digest::SHA256, src.as_bytes());
+                config.digest = data_encoding::HEXLOWER.encode(digest.as_ref());
                 Ok((config, doc))
             }
             _ => {
@@ -357,6 +368,12 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let ui = ui::build(raw.ui.unwrap_or_default(), cx);
+    let shared_state = shared_state::build(raw.shared_state.unwrap_or_default(), cx);
+    if let (Ok(Some(_)), Ok(token)) = (&shared_state, &token) {
+        if token.key.is_none() {
+            cx.warn(format!("shared_state is set, so several replicas run, but no token key is configured: each replica generates its own in data_dir ({}) unless all share that folder, and a token from one is then refused by the others; give every replica the same token.certificate and token.key (`regate cert init` makes a pair)", data_dir.display()));
+        }
+    }
     let audit_log = match raw.audit_log.as_deref() {
         None | Some("stdout") => AuditLog::Stdout,
         Some("stderr") => AuditLog::Stderr,
@@ -374,9 +391,11 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         ldap: ldap?,
         upstream: upstream?,
         ui: ui?,
+        shared_state: shared_state?,
         data_dir,
         audit_log,
         warnings: Vec::new(),
+        digest: String::new(),
     })
 }
 

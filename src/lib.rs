@@ -48,6 +48,8 @@ pub enum Error {
     Ldap(#[from] auth::ldap::SetupError),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
+    #[error("shared_state: {0}")]
+    SharedState(#[from] state::RedisSetupError),
     #[error("server.letsencrypt: {0}")]
     Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
@@ -127,7 +129,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         .map(|(c, settings)| {
             tokio_rustls::TlsAcceptor::from(tls::server_config(c.clone(), settings))
         });
-    let runtime = Runtime::build(config, Lasting::default())?;
+    let lasting = Lasting::for_config(&config)?;
+    let runtime = Runtime::build(config, lasting)?;
     // The cached certificate is in place before the listener opens, so it serves at once.
     let acme = match (
         &certs,

@@ -80,6 +80,7 @@ impl Reloader {
                 config.server.metrics_listen != old.server.metrics_listen,
             ),
             ("upstream.url", config.upstream.url != old.upstream.url),
+            ("shared_state", config.shared_state != old.shared_state),
             (
                 "upstream.ca_certificate",
                 config.upstream.ca_certificate != old.upstream.ca_certificate,
@@ -155,6 +156,7 @@ impl Reloader {
                     stamp(&watched(&self.gateway.runtime().config))
                 }
                 Err(e) => {
+                    self.gateway.runtime().metrics.reload_failed();
                     tracing::error!(
                         config = %path,
                         changed = %changed,

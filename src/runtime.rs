@@ -45,6 +45,30 @@ pub struct Lasting {
     pub state: Arc<dyn Store>,
 }
 
+impl Lasting {
+    /// What a first start carries: the state store the config names (Redis, shared with
+    /// the other replicas, under `shared_state`), in memory otherwise; with a shared
+    /// store, the login throttle counts there.
+    pub fn for_config(config: &Config) -> Result<Lasting, Error> {
+        let Some(redis) = &config.shared_state else {
+            return Ok(Lasting::default());
+        };
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::state::RedisStore::new(redis, metrics.clone())?);
+        tracing::info!(redis = %redis, "shared state: login throttle, refresh-token revocations, sessions and the token DB are kept there");
+        Ok(Lasting {
+            throttle: Arc::new(auth::throttle::Throttle::shared(
+                store.clone(),
+                metrics.clone(),
+            )),
+            metrics,
+            bcrypt: Arc::default(),
+            state: store,
+        })
+    }
+}
+
 impl Default for Lasting {
     fn default() -> Lasting {
         Lasting {
@@ -82,6 +106,7 @@ impl Runtime {
             state.clone(),
         )?);
         let users = logins.users().clone();
+        metrics.config_loaded(&config.digest);
         Ok(Runtime {
             acl: config.acl.clone(),
             authorizers: Vec::new(),

@@ -101,7 +101,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
         None => None,
         Some((user, password)) => {
             let known = rt.logins.is_known(user, password);
-            match rt.throttle.begin(user, password, client_ip, known) {
+            match rt.throttle.begin(user, password, client_ip, known).await {
                 Ok(attempt) => Some(attempt),
                 Err(wait) => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
@@ -130,7 +130,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
     match result {
         Ok(identity) => {
             if let Some(attempt) = attempt {
-                attempt.succeeded();
+                attempt.succeeded().await;
             }
             Ok(identity)
         }
@@ -147,7 +147,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 _ => {
                     rt.metrics.auth_failures.fetch_add(1, Relaxed);
                     if let (Some(attempt), Some((_, password))) = (attempt, claimed) {
-                        attempt.failed(password);
+                        attempt.failed(password).await;
                     }
                     "authentication_failed"
                 }

@@ -51,6 +51,11 @@ impl CredentialKey {
         CredentialKey(key)
     }
 
+    /// A key several replicas share (the login throttle's, kept in the shared state).
+    pub fn from_bytes(bytes: &[u8]) -> CredentialKey {
+        CredentialKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
+    }
+
     /// HMAC-SHA256 of `parts`, each prefixed by its length so no two lists collide.
     pub fn tag(&self, parts: &[&str]) -> [u8; 32] {
         let mut ctx = ring::hmac::Context::with_key(&self.0);
