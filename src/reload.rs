@@ -49,6 +49,7 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         paths.extend(ldap.bind_password_file.clone());
         paths.extend(ldap.ca_certificate.clone());
     }
+    paths.extend(config.token.previous_certificates.iter().cloned());
     let server = config.server.tls.as_ref().and_then(|t| t.files());
     for files in [server, config.token.key.as_ref()].into_iter().flatten() {
         paths.push(files.certificate.clone());

@@ -98,7 +98,8 @@ impl Runtime {
             config.token.expiration,
             config.token.refresh_expiration,
             metrics.clone(),
-        );
+        )
+        .with_previous(previous_keys(&config)?);
         let logins = Arc::new(logins(
             &config,
             metrics.clone(),
@@ -154,6 +155,16 @@ pub fn logins(
         chain.push(Arc::new(auth::ldap::Directory::new(ldap.clone(), metrics)?));
     }
     Ok(Logins::new(users, chain))
+}
+
+/// The keys of `token.previous_certificates`, which still verify what they signed.
+pub fn previous_keys(config: &Config) -> Result<Vec<crate::auth::keys::PublicKey>, KeyError> {
+    config
+        .token
+        .previous_certificates
+        .iter()
+        .map(|p| crate::auth::keys::PublicKey::from_certificate(p))
+        .collect()
 }
 
 /// The token signing key a config names, or, with none named, the one generated in

@@ -476,3 +476,30 @@ fn letsencrypt_mistakes_are_named() {
             .unwrap_err();
     assert!(e.to_string().contains("did you mean `host`?"), "{e}");
 }
+
+#[test]
+fn shared_state_without_a_token_key_warns_that_replicas_generate_their_own() {
+    let c = parse("upstream: {url: http://r:5000}\nshared_state: {redis: {addr: \"redis:6379\", password_file: pw}}\n").unwrap();
+    let redis = c.shared_state.as_ref().unwrap();
+    assert_eq!(redis.to_string(), "redis://redis:6379/0");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("each replica generates its own")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse("upstream: {url: http://r:5000}\nshared_state: {redis: {url: \"rediss://cache:6380/2\", password_file: pw}}\ntoken: {certificate: t.crt, key: t.key}\n").unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("shared_state")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(c.shared_state.as_ref().unwrap().tls);
+    let e = parse(
+        "upstream: {url: http://r:5000}\nshared_state: {redis: {url: \"redis://:secret@cache\"}}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("shared_state.redis.url"));
+    assert!(!e.to_string().contains("secret@"), "{e}");
+}
