@@ -154,10 +154,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         let gateway = gateway.clone();
         move |req, conn| gateway.clone().handle(req, conn)
     };
+    let proxy_protocol = gateway.runtime().config.server.proxy_protocol.clone();
     let mut tasks = vec![tokio::spawn(server::serve(
         listener,
         acceptor,
         handler,
+        proxy_protocol.clone(),
         shutdown_rx.clone(),
     ))];
     let mut redirect_addr = None;
@@ -170,6 +172,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             listener,
             None,
             handler,
+            proxy_protocol,
             shutdown_rx.clone(),
         )));
     }
@@ -183,6 +186,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             listener,
             None,
             handler,
+            None,
             shutdown_rx.clone(),
         )));
     }

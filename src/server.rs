@@ -22,6 +22,7 @@ use crate::gateway::Conn;
 
 mod coalesce;
 mod framing;
+pub mod proxy_protocol;
 use coalesce::Coalesce;
 use framing::{Conflicts, Framed};
 
@@ -44,6 +45,9 @@ pub struct Settings {
     /// Whether HTTP Basic credentials are accepted on registry routes.
     pub basic_auth: bool,
     pub real_ip: Option<RealIp>,
+    /// `server.proxy_protocol`: the peers (`trusted_proxies`) whose PROXY header names the
+    /// client; `None`: off.
+    pub proxy_protocol: Option<Arc<[crate::acl::IpNet]>>,
 }
 
 /// docker_auth's `real_ip_header` / `real_ip_pos`: the client address comes from a header
@@ -121,10 +125,12 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts until `shutdown` turns true, then waits for open connections to finish.
+/// `proxy_protocol`: the peers whose PROXY header is read (proxy_protocol.rs).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: impl Handler,
+    proxy_protocol: Option<Arc<[crate::acl::IpNet]>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder());
@@ -154,8 +160,25 @@ pub async fn serve(
         let handler = handler.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let proxy_protocol = proxy_protocol.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut stream = stream;
+            // Before TLS: the balancer's header comes first on the wire.
+            let peer = match &proxy_protocol {
+                None => peer,
+                Some(trusted) => {
+                    match proxy_protocol::accept(&mut stream, peer, trusted, HANDSHAKE_TIMEOUT)
+                        .await
+                    {
+                        Ok(client) => client,
+                        Err(e) => {
+                            tracing::info!(%peer, "connection closed: {e}");
+                            return;
+                        }
+                    }
+                }
+            };
             serve_connection(stream, peer, tls, handler, &builder, watcher).await;
         });
     }

@@ -28,6 +28,7 @@ pub(super) struct RawServer {
     real_ip_header: Option<String>,
     real_ip_pos: Option<i64>,
     trusted_proxies: Option<Vec<String>>,
+    proxy_protocol: Option<bool>,
     http_redirect_addr: Option<String>,
     metrics_addr: Option<String>,
     basic_auth: Option<String>,
@@ -120,6 +121,11 @@ pub(super) const KEYS: &[Key] = &[
         Kind::List,
         "— (any peer)",
         "addresses or CIDR blocks (`[10.0.0.0/8, \"::1\"]`, nginx's `set_real_ip_from`) whose `real_ip_header` counts; from any other peer the header is ignored and the connection's address is the client's, for `ip` rules, the login throttle and the logs. Not set with `real_ip_header` set: believed from anyone, as docker_auth does, and `regate check` warns",
+    ),
+    Key::scalar(
+        "proxy_protocol",
+        "false",
+        "read the PROXY protocol header (v1 or v2: haproxy `send-proxy-v2`, a TCP load balancer) from the peers of `trusted_proxies` (required with it): its client address counts for `ip` rules, the throttle and the logs; optional from them (health checks), and a header from any other peer closes the connection",
     ),
     Key::scalar(
         "http_redirect_addr",
@@ -265,7 +271,25 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
             )
         }
     };
-    let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, raw.trusted_proxies, cx)?;
+    let proxy_protocol = raw.proxy_protocol.unwrap_or(false);
+    let real_ip = real_ip(
+        raw.real_ip_header,
+        raw.real_ip_pos,
+        raw.trusted_proxies,
+        proxy_protocol,
+        cx,
+    )?;
+    let proxy_protocol = match (proxy_protocol, &real_ip) {
+        (false, _) => None,
+        (true, Some(RealIp { trusted: Some(nets), .. })) => Some(nets.clone().into()),
+        (true, _) => {
+            return cx.fail_hint(
+                &at("proxy_protocol"),
+                "`proxy_protocol` needs `trusted_proxies`: the balancers whose PROXY header is believed",
+                "for example `trusted_proxies: [10.0.0.0/8]`, the addresses your balancer connects from",
+            )
+        }
+    };
     Ok(Settings {
         path_prefix,
         listen,
@@ -278,7 +302,8 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
         }),
         hsts: raw.hsts.unwrap_or(false),
         basic_auth,
-        real_ip,
+        real_ip: real_ip.filter(|r| !r.header.is_empty()),
+        proxy_protocol,
     })
 }
 
@@ -379,10 +404,13 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 /// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
+/// With `proxy_protocol` and no header, the result carries the trusted list under an
+/// empty header name (the caller keeps the list and drops the rest).
 fn real_ip(
     header: Option<String>,
     position: Option<i64>,
     proxies: Option<Vec<String>>,
+    proxy_protocol: bool,
     cx: &mut Cx<'_>,
 ) -> Result<Option<RealIp>, Failed> {
     let trusted = match proxies {
@@ -414,9 +442,14 @@ fn real_ip(
                 trusted,
             })
         }
+        None if proxy_protocol => trusted.map(|trusted| RealIp {
+            header: String::new(),
+            position: 0,
+            trusted: Some(trusted),
+        }),
         None => {
             if trusted.is_some() {
-                cx.warn("server.trusted_proxies is ignored without server.real_ip_header: the client address is the connection's");
+                cx.warn("server.trusted_proxies is ignored without server.real_ip_header or server.proxy_protocol: the client address is the connection's");
             }
             None
         }
