@@ -80,7 +80,7 @@ impl Reloader {
                 "server.metrics_addr",
                 config.server.metrics_listen != old.server.metrics_listen,
             ),
-            ("upstream.url", config.upstream.url != old.upstream.url),
+            ("upstream.url", config.upstream.urls != old.upstream.urls),
             ("shared_state", config.shared_state != old.shared_state),
             (
                 "upstream.ca_certificate",

@@ -53,7 +53,13 @@ pub fn check(path: &Path) -> Report {
         },
         config.users.len(),
         config.acl.len(),
-        config.upstream.url,
+        config
+            .upstream
+            .urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         report.warnings.len()
     ));
     report
