@@ -33,6 +33,7 @@ pub struct Runtime {
     pub bcrypt: Arc<auth::pool::Pool>,
     /// State kept beyond a request (web sessions, ...): this process's, or shared.
     pub state: Arc<dyn Store>,
+    pub revocations: Arc<auth::revoked::Revocations>,
 }
 
 /// What a reload carries over from the runtime it replaces.
@@ -43,6 +44,8 @@ pub struct Lasting {
     /// The bound on bcrypt work: a reload must not open a second one.
     pub bcrypt: Arc<auth::pool::Pool>,
     pub state: Arc<dyn Store>,
+    /// Revoked refresh tokens, in `state` (with what this replica saw, for an outage).
+    pub revocations: Arc<auth::revoked::Revocations>,
 }
 
 impl Lasting {
@@ -62,6 +65,10 @@ impl Lasting {
                 store.clone(),
                 metrics.clone(),
             )),
+            revocations: Arc::new(auth::revoked::Revocations::new(
+                store.clone(),
+                metrics.clone(),
+            )),
             metrics,
             bcrypt: Arc::default(),
             state: store,
@@ -71,11 +78,17 @@ impl Lasting {
 
 impl Default for Lasting {
     fn default() -> Lasting {
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let state: Arc<dyn Store> = Arc::new(Local::memory());
         Lasting {
-            metrics: Arc::default(),
+            revocations: Arc::new(auth::revoked::Revocations::new(
+                state.clone(),
+                metrics.clone(),
+            )),
+            metrics,
             throttle: Arc::default(),
             bcrypt: Arc::default(),
-            state: Arc::new(Local::memory()),
+            state,
         }
     }
 }
@@ -89,6 +102,7 @@ impl Runtime {
             throttle,
             bcrypt,
             state,
+            revocations,
         } = lasting;
         let key = signing_key(&config)?;
         let tokens = Tokens::new(
@@ -119,6 +133,7 @@ impl Runtime {
             throttle,
             bcrypt,
             state,
+            revocations,
         })
     }
 
@@ -128,6 +143,7 @@ impl Runtime {
             throttle: self.throttle.clone(),
             bcrypt: self.bcrypt.clone(),
             state: self.state.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }

@@ -123,6 +123,14 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
         Login::Anonymous => rt.users.anonymous(),
         Login::Password { user, password } => rt.logins.authenticate(user, password).await,
         Login::Refresh(token) => match rt.tokens.verify_refresh(token.expose()) {
+            Ok(r)
+                if rt
+                    .revocations
+                    .is_revoked(&r.account, &r.jti, r.issued_at)
+                    .await =>
+            {
+                Err(AuthnError::StaleRefresh)
+            }
             Ok(r) => rt.users.refresh_identity(&r.account, &r.fingerprint),
             Err(_) => Err(AuthnError::StaleRefresh),
         },

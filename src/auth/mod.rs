@@ -10,6 +10,7 @@ pub mod identity;
 pub mod keys;
 pub mod ldap;
 pub mod pool;
+pub mod revoked;
 pub mod scope;
 pub mod throttle;
 pub mod token;

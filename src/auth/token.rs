@@ -79,6 +79,9 @@ struct RefreshClaims {
 pub struct Refresh {
     pub account: String,
     pub fingerprint: String,
+    pub jti: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +376,9 @@ impl Tokens {
         Ok(Refresh {
             account: data.claims.sub,
             fingerprint: data.claims.fpr,
+            jti: data.claims.jti,
+            issued_at: data.claims.iat,
+            expires_at: data.claims.exp,
         })
     }
 }
