@@ -46,7 +46,7 @@ impl Revocations {
         }
     }
 
-    /// Every refresh token of `account` issued before `at` (Unix seconds) is refused from
+    /// Every refresh token of `account` issued up to `at` (Unix seconds) is refused from
     /// now on; `lifetime` is `token.refresh_expiration` (none older can be alive after it).
     pub async fn revoke_account(
         &self,
@@ -94,7 +94,9 @@ impl Revocations {
                 (self.seen.get(&akey), self.seen.contains_key(&tkey))
             }
         };
-        token || before.is_some_and(|b| iat < b)
+        // A token of the revocation's own second goes too (iat has second precision): one
+        // logged in again that second logs in once more.
+        token || before.is_some_and(|b| iat <= b)
     }
 }
 
