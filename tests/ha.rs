@@ -1052,3 +1052,112 @@ async fn redis_killed_mid_run_logins_and_pulls_go_on_and_sharing_resumes() {
     }
     ha.assert_no_secret_in_logs();
 }
+
+/// compose.ha.yml, its haproxy config and config/regate-ha.yml agree with each other (no
+/// Docker here: the topology itself is what the tests above run with Debian's programs).
+#[test]
+fn the_compose_ha_files_fit_together() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo.join("compose.ha.yml")).unwrap())
+            .unwrap();
+    let services = &compose["services"];
+    let s = |v: &serde_yaml::Value| v.as_str().unwrap_or("").to_owned();
+
+    // Three regate replicas, one config, the Redis password as a secret file.
+    for name in ["regate1", "regate2", "regate3"] {
+        let r = &services[name];
+        assert_eq!(s(&r["command"][2]), "/config/regate-ha.yml", "{name}");
+        assert_eq!(s(&r["secrets"][0]), "redis-password", "{name}");
+        assert!(r["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| s(v) == "./config:/config:ro"));
+    }
+    assert_eq!(
+        s(&compose["secrets"]["redis-password"]["environment"]),
+        "REDIS_PASSWORD"
+    );
+
+    // Two registries: one storage volume, one http.secret, the Redis cache.
+    let env = |name: &str, key: &str| s(&services[name]["environment"][key]);
+    for name in ["registry1", "registry2"] {
+        assert_eq!(env(name, "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR"), "redis");
+        assert_eq!(env(name, "REGISTRY_REDIS_ADDR"), "redis:6379");
+        assert_eq!(env(name, "REGISTRY_HTTP_ADDR"), ":5000");
+        assert!(env(name, "REGISTRY_HTTP_SECRET").contains("${REGISTRY_HTTP_SECRET"));
+        assert_eq!(
+            s(&services[name]["volumes"][0]),
+            "registry-data:/var/lib/registry"
+        );
+    }
+    let redis_cmd = services["redis"]["command"].as_sequence().unwrap();
+    assert!(
+        redis_cmd.iter().any(|v| s(v) == "--appendonly"),
+        "Redis keeps its data"
+    );
+
+    // regate-ha.yml: loads, names a key (no generated ones), shares state in the compose
+    // Redis with the secret's file, forwards to both registries, trusts haproxy alone.
+    let path = repo.join("config/regate-ha.yml");
+    let config =
+        regate::config::Config::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(config.token.key.is_some());
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("shared_state")),
+        "{:?}",
+        config.warnings
+    );
+    let redis = config.shared_state.as_ref().expect("shared_state");
+    assert_eq!((redis.host.as_str(), redis.port), ("redis", 6379));
+    assert_eq!(
+        redis.password_file.as_deref(),
+        Some(Path::new("/run/secrets/redis-password"))
+    );
+    let upstreams: Vec<String> = config.upstream.urls.iter().map(|u| u.to_string()).collect();
+    assert_eq!(
+        upstreams,
+        ["http://registry1:5000/", "http://registry2:5000/"]
+    );
+    let haproxy_ip = s(&services["haproxy"]["networks"]["frontend"]["ipv4_address"]);
+    let trusted = config
+        .server
+        .proxy_protocol
+        .as_ref()
+        .expect("proxy_protocol");
+    assert_eq!(trusted.len(), 1);
+    assert!(trusted[0].contains(haproxy_ip.parse().unwrap()));
+    assert_eq!(config.server.listen.port(), 443);
+
+    // The haproxy config: valid for haproxy itself, the three replicas on 443 with
+    // send-proxy-v2, mounted where the image reads it.
+    let cfg_path = repo.join("config/haproxy-ha.cfg");
+    let out = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    for name in ["regate1", "regate2", "regate3"] {
+        let line = cfg
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("server {name} ")))
+            .unwrap();
+        assert!(
+            line.contains(&format!("{name}:443")) && line.contains("send-proxy-v2"),
+            "{line}"
+        );
+    }
+    assert!(services["haproxy"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| s(v) == "./config/haproxy-ha.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"));
+}
