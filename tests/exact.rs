@@ -15,9 +15,36 @@ fn shape(resp: &Resp) -> Vec<(String, String)> {
         .iter()
         .filter(|(k, _)| *k != "date")
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .map(|(k, v)| match k.as_str() {
+            "www-authenticate" => (k, same_order(&v)),
+            _ => (k, v),
+        })
         .collect();
     headers.sort();
     headers
+}
+
+/// A challenge with each scope's actions sorted: registry:2 lists a manifest PUT's
+/// `pull,push` in the order of a Go map walk, which changes from run to run.
+fn same_order(challenge: &str) -> String {
+    let Some((head, rest)) = challenge.split_once("scope=\"") else {
+        return challenge.to_owned();
+    };
+    let Some((scope, tail)) = rest.split_once('"') else {
+        return challenge.to_owned();
+    };
+    let scope: Vec<String> = scope
+        .split(' ')
+        .map(|s| match s.rsplit_once(':') {
+            Some((resource, actions)) => {
+                let mut a: Vec<&str> = actions.split(',').collect();
+                a.sort();
+                format!("{resource}:{}", a.join(","))
+            }
+            None => s.to_owned(),
+        })
+        .collect();
+    format!("{head}scope=\"{}\"{tail}", scope.join(" "))
 }
 
 #[tokio::test]
