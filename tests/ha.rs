@@ -1161,3 +1161,86 @@ fn the_compose_ha_files_fit_together() {
         .iter()
         .any(|v| s(v) == "./config/haproxy-ha.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"));
 }
+
+/// The Redis store against a real `redis-server`: what `Local` does (values, expiry,
+/// counters, set-if-absent, prefixes), a password from a file, and Redis down then back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_store_keeps_what_the_local_one_keeps() {
+    use regate::state::{RedisSettings, RedisStore, Store, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(&dir.path().join("redis"));
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{REDIS_PASSWORD}\n")).unwrap();
+    let settings = RedisSettings {
+        host: "127.0.0.1".into(),
+        port: redis.port,
+        db: 3,
+        username: None,
+        password_file: Some(pw),
+        tls: false,
+        ca_certificate: None,
+    };
+    let metrics = std::sync::Arc::new(regate::metrics::Metrics::default());
+    let store = RedisStore::new(&settings, metrics.clone()).unwrap();
+    store.put("a:1", b"one".to_vec(), None).await.unwrap();
+    store.put("a:2", b"two".to_vec(), None).await.unwrap();
+    store.put("a*[x]:3", b"glob".to_vec(), None).await.unwrap();
+    store
+        .put("b:1", b"b".to_vec(), Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("a:1").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    let mut keys = store.keys("a:").await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["a:1", "a:2"], "a prefix is matched literally");
+    assert_eq!(store.keys("a*[x]").await.unwrap(), ["a*[x]:3"]);
+    store.delete("a:1").await.unwrap();
+    assert_eq!(store.get("a:1").await.unwrap(), None);
+    let gone = eventually(Duration::from_secs(30), async || {
+        store.get("b:1").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone.is_some(), "an entry with a time to live goes");
+    let ttl = Duration::from_secs(60);
+    for n in 1..=3 {
+        assert_eq!(store.incr("c", ttl).await.unwrap(), n);
+    }
+    assert_eq!(store.add("c", -3, ttl).await.unwrap(), 0);
+    assert!(store.put_new("n", b"1".to_vec(), Some(ttl)).await.unwrap());
+    assert!(!store.put_new("n", b"2".to_vec(), Some(ttl)).await.unwrap());
+    assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"1"[..]));
+
+    // Down: an error at once (no hang), and the metric says so.
+    redis.kill();
+    let asked = Instant::now();
+    assert!(matches!(
+        store.get("n").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.get("n").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    println!(
+        "two calls with Redis down answered in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        metrics
+            .shared_state_up
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Back (its append-only file kept the data): the store reconnects by itself.
+    redis.restart();
+    let back = eventually(
+        Duration::from_secs(60),
+        async || matches!(store.get("n").await, Ok(Some(v)) if v == b"1"),
+    )
+    .await;
+    assert!(back.is_some(), "the store did not come back with Redis");
+    println!("the store answered again {back:?} after Redis restarted");
+}
