@@ -94,6 +94,17 @@ fn files(config: &Config, report: &mut Report) {
             error("upstream", &e);
         }
     }
+    for cert in &config.token.previous_certificates {
+        if let Err(e) = crate::auth::keys::PublicKey::from_certificate(cert) {
+            error("token.previous_certificates", &e);
+        }
+    }
+    // Redis is not contacted; its password file and CA are read, as `serve` reads them.
+    if let Some(redis) = &config.shared_state {
+        if let Err(e) = crate::state::RedisStore::new(redis, Default::default()) {
+            error("shared_state.redis", &e);
+        }
+    }
     match &config.token.key {
         Some(files) => {
             if let Err(e) = crate::auth::keys::SigningKey::load(&files.certificate, &files.key) {
