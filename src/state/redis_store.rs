@@ -151,22 +151,30 @@ impl RedisStore {
 
     /// The connection, made at the first call; `Err` at once while Redis is held down.
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        {
+        let held_down =
+            || StoreError::Unavailable(format!("{} did not answer a moment ago", self.name));
+        // Whether this call was picked to try again after a failure.
+        let picked = {
             let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(at) = health.retry_at {
-                if Instant::now() < at {
-                    return Err(StoreError::Unavailable(format!(
-                        "{} did not answer a moment ago",
-                        self.name
-                    )));
-                }
+            match health.retry_at {
+                None => false,
+                Some(at) if Instant::now() < at => return Err(held_down()),
                 // This call is the one that tries; the others keep failing fast meanwhile.
-                health.retry_at = Some(Instant::now() + RETRY_AFTER);
+                Some(_) => {
+                    health.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    true
+                }
             }
-        }
+        };
         let mut slot = self.manager.lock().await;
         if let Some(manager) = slot.as_ref() {
             return Ok(manager.clone());
+        }
+        // Queued behind a first connection attempt that failed: fail as it did, rather
+        // than try again at once.
+        let down = self.health.lock().is_ok_and(|h| !h.up);
+        if down && !picked {
+            return Err(held_down());
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
