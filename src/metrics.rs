@@ -305,5 +305,30 @@ mod tests {
         assert!(text.contains("regate_upstream_seconds_bucket{le=\"0.0025\"} 0\n"));
         assert!(text.contains("regate_upstream_seconds_count 1\n"));
         assert!(text.contains("regate_tokens_issued_total 1\n"));
+        assert!(
+            !text.contains("regate_shared_state_up"),
+            "no shared state, no line"
+        );
+    }
+
+    #[test]
+    fn the_running_config_and_a_refused_reload_show() {
+        let m = Metrics::default();
+        m.config_loaded("ab12");
+        let text = m.render();
+        assert!(
+            text.contains("regate_config_info{sha256=\"ab12\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("regate_config_last_reload_successful 1\n"));
+        assert!(text.contains("regate_config_loaded_timestamp_seconds "));
+        m.reload_failed();
+        let text = m.render();
+        assert!(text.contains("regate_config_reload_failures_total 1\n"));
+        assert!(text.contains("regate_config_last_reload_successful 0\n"));
+        assert!(
+            text.contains("regate_config_info{sha256=\"ab12\"} 1\n"),
+            "the old one runs"
+        );
     }
 }

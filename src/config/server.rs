@@ -271,18 +271,11 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
             )
         }
     };
-    let proxy_protocol = raw.proxy_protocol.unwrap_or(false);
-    let real_ip = real_ip(
-        raw.real_ip_header,
-        raw.real_ip_pos,
-        raw.trusted_proxies,
-        proxy_protocol,
-        cx,
-    )?;
-    let proxy_protocol = match (proxy_protocol, &real_ip) {
+    let trusted = trusted_proxies(raw.trusted_proxies, cx)?;
+    let proxy_protocol = match (raw.proxy_protocol.unwrap_or(false), &trusted) {
         (false, _) => None,
-        (true, Some(RealIp { trusted: Some(nets), .. })) => Some(nets.clone().into()),
-        (true, _) => {
+        (true, Some(nets)) => Some(nets.clone().into()),
+        (true, None) => {
             return cx.fail_hint(
                 &at("proxy_protocol"),
                 "`proxy_protocol` needs `trusted_proxies`: the balancers whose PROXY header is believed",
@@ -290,6 +283,10 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
             )
         }
     };
+    if trusted.is_some() && raw.real_ip_header.is_none() && proxy_protocol.is_none() {
+        cx.warn("server.trusted_proxies is ignored without server.real_ip_header or server.proxy_protocol: the client address is the connection's");
+    }
+    let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, trusted, cx);
     Ok(Settings {
         path_prefix,
         listen,
@@ -302,7 +299,7 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
         }),
         hsts: raw.hsts.unwrap_or(false),
         basic_auth,
-        real_ip: real_ip.filter(|r| !r.header.is_empty()),
+        real_ip,
         proxy_protocol,
     })
 }
@@ -404,55 +401,43 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 /// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
-/// With `proxy_protocol` and no header, the result carries the trusted list under an
-/// empty header name (the caller keeps the list and drops the rest).
+/// `server.trusted_proxies`: addresses or CIDR blocks.
+fn trusted_proxies(
+    proxies: Option<Vec<String>>,
+    cx: &mut Cx<'_>,
+) -> Result<Option<Vec<crate::acl::IpNet>>, Failed> {
+    let Some(list) = proxies else {
+        return Ok(None);
+    };
+    let mut nets = Vec::with_capacity(list.len());
+    for (i, raw) in list.iter().enumerate() {
+        match crate::acl::IpNet::parse(raw.trim()) {
+            Some(net) => nets.push(net),
+            None => {
+                let path = [key("server"), key("trusted_proxies"), Seg::Index(i)];
+                let m = format!("`{raw}` is not an address or CIDR block (10.0.0.0/8, ::1)");
+                return Err(cx.fail_at(&path, m));
+            }
+        }
+    }
+    Ok(Some(nets))
+}
+
+/// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
 fn real_ip(
     header: Option<String>,
     position: Option<i64>,
-    proxies: Option<Vec<String>>,
-    proxy_protocol: bool,
+    trusted: Option<Vec<crate::acl::IpNet>>,
     cx: &mut Cx<'_>,
-) -> Result<Option<RealIp>, Failed> {
-    let trusted = match proxies {
-        None => None,
-        Some(list) => {
-            let mut nets = Vec::with_capacity(list.len());
-            for (i, raw) in list.iter().enumerate() {
-                match crate::acl::IpNet::parse(raw.trim()) {
-                    Some(net) => nets.push(net),
-                    None => {
-                        let path = [key("server"), key("trusted_proxies"), Seg::Index(i)];
-                        let m =
-                            format!("`{raw}` is not an address or CIDR block (10.0.0.0/8, ::1)");
-                        return Err(cx.fail_at(&path, m));
-                    }
-                }
-            }
-            Some(nets)
-        }
-    };
-    Ok(match header {
-        Some(header) => {
-            if trusted.is_none() {
-                cx.warn(format!("server.real_ip_header ({header}) is believed from any peer: a client that reaches regate directly chooses its own address for `ip` rules and the login throttle; list the proxies in front in server.trusted_proxies"));
-            }
-            Some(RealIp {
-                header,
-                position: position.unwrap_or(0),
-                trusted,
-            })
-        }
-        None if proxy_protocol => trusted.map(|trusted| RealIp {
-            header: String::new(),
-            position: 0,
-            trusted: Some(trusted),
-        }),
-        None => {
-            if trusted.is_some() {
-                cx.warn("server.trusted_proxies is ignored without server.real_ip_header or server.proxy_protocol: the client address is the connection's");
-            }
-            None
-        }
+) -> Option<RealIp> {
+    let header = header?;
+    if trusted.is_none() {
+        cx.warn(format!("server.real_ip_header ({header}) is believed from any peer: a client that reaches regate directly chooses its own address for `ip` rules and the login throttle; list the proxies in front in server.trusted_proxies"));
+    }
+    Some(RealIp {
+        header,
+        position: position.unwrap_or(0),
+        trusted,
     })
 }
 

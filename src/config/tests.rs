@@ -513,3 +513,17 @@ fn upstream_url_takes_a_list_of_registries_of_one_scheme() {
     let e = parse("upstream: {url: [\"http://r1:5000\", \"r2:5000\"]}\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("upstream.url[1]"), "{e}");
 }
+
+#[test]
+fn proxy_protocol_needs_the_proxies_it_trusts() {
+    let e = parse("upstream: {url: http://r:5000}\nserver: {proxy_protocol: true}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.proxy_protocol"), "{e}");
+    let c = parse("upstream: {url: http://r:5000}\nserver: {proxy_protocol: true, trusted_proxies: [10.0.0.0/8]}\n").unwrap();
+    assert_eq!(c.server.proxy_protocol.as_deref().map(<[_]>::len), Some(1));
+    assert!(c.server.real_ip.is_none());
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("trusted_proxies")),
+        "{:?}",
+        c.warnings
+    );
+}
