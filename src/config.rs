@@ -14,6 +14,7 @@
 //! | `ext_auth`, `ext_authz` | `ext.rs` | [`crate::auth::ext::Program`] |
 //! | `casbin_authz` | `casbin.rs` | [`crate::auth::casbin::CasbinConfig`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
+//! | `shared_state` | `shared_state.rs` | [`crate::state::RedisSettings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
 //! every section is checked, so one run reports every error.
@@ -31,6 +32,7 @@ pub mod keys;
 mod ldap;
 mod oidc;
 mod server;
+mod shared_state;
 mod token;
 mod ui;
 mod upstream;
@@ -84,11 +86,16 @@ pub struct Config {
     pub casbin_authz: Option<crate::auth::casbin::CasbinConfig>,
     pub upstream: crate::proxy::Settings,
     pub ui: crate::web::Settings,
+    /// `shared_state.redis`: where replicas share their state; `None`: this process only.
+    pub shared_state: Option<crate::state::RedisSettings>,
     pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
     /// Not read from the file: the defaults, shorter in tests.
     pub timeouts: crate::timeouts::Timeouts,
+    /// SHA-256 of the file as read (hex): replicas running one file show one digest in
+    /// `/metrics`.
+    pub digest: String,
 }
 
 /// Where the audit log (one JSON line per token decision and per write) goes.
@@ -122,6 +129,7 @@ struct RawConfig {
     casbin_authz: Option<casbin::RawCasbin>,
     upstream: Option<upstream::RawUpstream>,
     ui: Option<ui::RawUi>,
+    shared_state: Option<shared_state::RawSharedState>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
@@ -156,6 +164,7 @@ pub const KEYS: &[Key] = &[
     Key::new("casbin_authz", Kind::Section(casbin::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::new("ui", Kind::Section(ui::KEYS)),
+    Key::new("shared_state", Kind::Section(shared_state::KEYS)),
     Key::scalar(
         "data_dir",
         "`<config folder>/data`",
@@ -250,6 +259,8 @@ impl Config {
                 // (A syntax error is always among the errors.)
                 warnings.extend(env_warnings);
                 config.warnings = warnings;
+                let digest = ring::digest::digest(&ring::digest::SHA256, src.as_bytes());
+                config.digest = data_encoding::HEXLOWER.encode(digest.as_ref());
                 Ok((config, doc))
             }
             _ => {
@@ -434,6 +445,12 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let casbin_authz = raw.casbin_authz.map(|c| casbin::build(c, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let ui = ui::build(raw.ui.unwrap_or_default(), cx);
+    let shared_state = shared_state::build(raw.shared_state.unwrap_or_default(), cx);
+    if let (Ok(Some(_)), Ok(token)) = (&shared_state, &token) {
+        if token.key.is_none() {
+            cx.warn(format!("shared_state is set, so several replicas run, but no token key is configured: each replica generates its own in data_dir ({}) unless all share that folder, and a token from one is then refused by the others; give every replica the same token.certificate and token.key (`regate cert init` makes a pair)", data_dir.display()));
+        }
+    }
     let audit_log = match raw.audit_log.as_deref() {
         None | Some("stdout") => AuditLog::Stdout,
         Some("stderr") => AuditLog::Stderr,
@@ -460,10 +477,12 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         casbin_authz: casbin_authz?,
         upstream: upstream?,
         ui: ui?,
+        shared_state: shared_state?,
         data_dir,
         audit_log,
         warnings: Vec::new(),
         timeouts: Default::default(),
+        digest: String::new(),
     })
 }
 

@@ -61,3 +61,15 @@ pub fn write_private_atomically(path: &Path, contents: &[u8]) -> io::Result<()> 
     write_private(&tmp, contents)?;
     fs::rename(&tmp, path)
 }
+
+/// Writes `path` whole through a file beside it renamed over it (the umask's permissions:
+/// for public files, a certificate).
+pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.new"));
+    fs::write(&tmp, contents)?;
+    fs::rename(&tmp, path)
+}

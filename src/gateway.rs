@@ -322,7 +322,7 @@ impl Gateway {
             Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"upstream": "up"})),
             Err(reason) => {
                 tracing::warn!(
-                    upstream = %self.upstream.base(),
+                    upstream = ?self.upstream.bases(),
                     %reason,
                     "/readyz: the registry is not ready"
                 );

@@ -58,6 +58,8 @@ pub enum Error {
     Casbin(String),
     #[error("upstream: {0}")]
     Upstream(#[from] tls::CaError),
+    #[error("shared_state: {0}")]
+    SharedState(#[from] state::RedisSetupError),
     #[error("server.letsencrypt: {0}")]
     Acme(#[from] acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
@@ -179,11 +181,13 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         let gateway = gateway.clone();
         move |req, conn| gateway.clone().handle(req, conn)
     };
+    let proxy_protocol = gateway.runtime().config.server.proxy_protocol.clone();
     let mut tasks = vec![tokio::spawn(server::serve(
         listener,
         acceptor,
         handler,
         timeouts,
+        proxy_protocol.clone(),
         shutdown_rx.clone(),
     ))];
     let mut redirect_addr = None;
@@ -197,6 +201,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             None,
             handler,
             timeouts,
+            proxy_protocol,
             shutdown_rx.clone(),
         )));
     }
@@ -211,6 +216,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             None,
             handler,
             timeouts,
+            None,
             shutdown_rx.clone(),
         )));
     }

@@ -52,6 +52,22 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Refuse refresh tokens (docker login's identity tokens) on every replica sharing
+    /// `shared_state`: all of an account's, or one given on stdin.
+    RevokeRefresh {
+        #[command(flatten)]
+        config: ConfigPath,
+        /// Every refresh token this account holds now.
+        #[arg(
+            long,
+            required_unless_present = "token_stdin",
+            conflicts_with = "token_stdin"
+        )]
+        account: Option<String>,
+        /// Read one refresh token on stdin and revoke it alone.
+        #[arg(long)]
+        token_stdin: bool,
+    },
     /// Health check for images without a shell: exit 0 if URL answers 2xx.
     Probe {
         url: String,
@@ -248,6 +264,11 @@ fn main() -> ExitCode {
         Command::User { config, command } => user(&config.path, command),
         Command::Acl { config, command } => acl(&config.path, command),
         Command::Jwks { config, out } => jwks(&config.path, out),
+        Command::RevokeRefresh {
+            config,
+            account,
+            token_stdin,
+        } => revoke_refresh(&config.path, account, token_stdin),
         Command::Probe {
             url,
             insecure,
@@ -648,6 +669,30 @@ fn probe(url: &str, insecure: bool, timeout: u64) -> Outcome {
         Ok(status) => Err(Failure::new(format!("{url}: {status}"))),
         Err(e) => Err(Failure::new(format!("{url}: {e}"))),
     }
+}
+
+fn revoke_refresh(path: &Path, account: Option<String>, token_stdin: bool) -> Outcome {
+    use regate::ops::revoke::{revoke, What};
+    let config = Config::load(path)?;
+    let what = match (account, token_stdin) {
+        (Some(account), _) => What::Account(account),
+        (None, _) => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_to_string(&mut token)
+                .map_err(|e| Failure::new(format!("reading the token on stdin: {e}")))?;
+            What::Token(token)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    let done = runtime
+        .block_on(revoke(&config, what))
+        .map_err(Failure::new)?;
+    println!("{done}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn jwks(path: &Path, out: Option<PathBuf>) -> Outcome {

@@ -34,12 +34,53 @@ pub struct Metrics {
     pub acme_renewal_failures: AtomicU64,
     /// The served certificate's notAfter, in Unix seconds; 0: none yet.
     pub acme_certificate_expiry: AtomicU64,
+    /// `shared_state` is configured: the lines about it are rendered.
+    pub shared_state_enabled: std::sync::atomic::AtomicBool,
+    /// 1 while the last call to the shared state worked.
+    pub shared_state_up: AtomicU64,
+    pub shared_state_errors: AtomicU64,
+    /// Login attempts counted by this replica alone because the shared state was down.
+    pub throttle_local_fallbacks: AtomicU64,
+    /// Refresh grants judged without the shared revocations (the shared state was down).
+    pub revocation_local_fallbacks: AtomicU64,
+    config: Mutex<Option<ConfigStamp>>,
+    pub reload_failures: AtomicU64,
+    /// 1 when the last reload worked (or none was tried), 0 after a refused one.
+    pub last_reload_ok: AtomicU64,
+    /// Requests sent to another registry after one refused the connection.
+    pub upstream_retries: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
 }
 
+/// The configuration running: a digest of its file and when it was loaded.
+struct ConfigStamp {
+    sha256: String,
+    loaded: u64,
+}
+
 impl Metrics {
+    /// A configuration was loaded (at start, or by a reload).
+    pub fn config_loaded(&self, sha256: &str) {
+        let loaded = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Ok(mut c) = self.config.lock() {
+            *c = Some(ConfigStamp {
+                sha256: sha256.to_owned(),
+                loaded,
+            });
+        }
+        self.last_reload_ok.store(1, Relaxed);
+    }
+
+    /// A reload was refused: the previous configuration keeps running.
+    pub fn reload_failed(&self) {
+        self.reload_failures.fetch_add(1, Relaxed);
+        self.last_reload_ok.store(0, Relaxed);
+    }
+
     pub fn request(&self, route: &'static str, status: u16) {
         if let Ok(mut map) = self.requests.lock() {
             *map.entry((route, status)).or_default() += 1;
@@ -127,6 +168,34 @@ impl Metrics {
             "Binds sent to the LDAP directory (service account, users, unknown accounts).",
             self.ldap_binds.load(Relaxed),
         );
+        counter(
+            "regate_config_reload_failures_total",
+            "Reloads refused (a file that did not load); the previous configuration kept running.",
+            self.reload_failures.load(Relaxed),
+        );
+        counter(
+            "regate_upstream_retries_total",
+            "Requests sent to another registry after one refused the connection.",
+            self.upstream_retries.load(Relaxed),
+        );
+        let shared = self.shared_state_enabled.load(Relaxed);
+        if shared {
+            counter(
+                "regate_shared_state_errors_total",
+                "Calls to the shared state (Redis) that failed or were not tried while it was down.",
+                self.shared_state_errors.load(Relaxed),
+            );
+            counter(
+                "regate_throttle_local_fallbacks_total",
+                "Login attempts counted by this replica alone because the shared state was down.",
+                self.throttle_local_fallbacks.load(Relaxed),
+            );
+            counter(
+                "regate_refresh_revocation_local_fallbacks_total",
+                "Refresh grants checked against this replica's revocations only because the shared state was down.",
+                self.revocation_local_fallbacks.load(Relaxed),
+            );
+        }
         if self.acme_enabled.load(Relaxed) {
             counter(
                 "regate_acme_checks_total",
@@ -151,6 +220,41 @@ impl Metrics {
                     "# HELP regate_acme_certificate_expiry_timestamp_seconds When the served certificate expires (Unix time).\n# TYPE regate_acme_certificate_expiry_timestamp_seconds gauge\nregate_acme_certificate_expiry_timestamp_seconds {expiry}\n"
                 );
             }
+        }
+
+        let mut gauge = |name: &str, help: &str, value: &dyn std::fmt::Display, labels: &str| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
+            );
+        };
+        if shared {
+            gauge(
+                "regate_shared_state_up",
+                "1 when the last call to the shared state (Redis) worked, 0 while it is down.",
+                &self.shared_state_up.load(Relaxed),
+                "",
+            );
+        }
+        gauge(
+            "regate_config_last_reload_successful",
+            "1 when the last reload worked (or none was tried), 0 when it was refused.",
+            &self.last_reload_ok.load(Relaxed),
+            "",
+        );
+        if let Some(c) = self.config.lock().ok().as_deref().and_then(Option::as_ref) {
+            gauge(
+                "regate_config_info",
+                "The configuration running: sha256 of its file (replicas with one file show one value).",
+                &1,
+                &format!("{{sha256=\"{}\"}}", c.sha256),
+            );
+            gauge(
+                "regate_config_loaded_timestamp_seconds",
+                "When the running configuration was loaded (Unix time).",
+                &c.loaded,
+                "",
+            );
         }
 
         out.push_str("# HELP regate_requests_total Requests by route kind and status.\n# TYPE regate_requests_total counter\n");
@@ -201,5 +305,30 @@ mod tests {
         assert!(text.contains("regate_upstream_seconds_bucket{le=\"0.0025\"} 0\n"));
         assert!(text.contains("regate_upstream_seconds_count 1\n"));
         assert!(text.contains("regate_tokens_issued_total 1\n"));
+        assert!(
+            !text.contains("regate_shared_state_up"),
+            "no shared state, no line"
+        );
+    }
+
+    #[test]
+    fn the_running_config_and_a_refused_reload_show() {
+        let m = Metrics::default();
+        m.config_loaded("ab12");
+        let text = m.render();
+        assert!(
+            text.contains("regate_config_info{sha256=\"ab12\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("regate_config_last_reload_successful 1\n"));
+        assert!(text.contains("regate_config_loaded_timestamp_seconds "));
+        m.reload_failed();
+        let text = m.render();
+        assert!(text.contains("regate_config_reload_failures_total 1\n"));
+        assert!(text.contains("regate_config_last_reload_successful 0\n"));
+        assert!(
+            text.contains("regate_config_info{sha256=\"ab12\"} 1\n"),
+            "the old one runs"
+        );
     }
 }

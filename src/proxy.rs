@@ -52,8 +52,9 @@ pub struct Origin {
 /// The `upstream` section, validated (`config/upstream.rs` reads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// `http://HOST:PORT` or `https://HOST:PORT`.
-    pub url: Uri,
+    /// `http://HOST:PORT` or `https://HOST:PORT`: one registry, or replicas of one
+    /// (sharing storage and `http.secret`), all of one scheme.
+    pub urls: Vec<Uri>,
     /// How long the registry may stay silent (nginx's `proxy_read_timeout`).
     pub read_timeout: Duration,
     /// The CA that signed an https registry's certificate (the system's roots if `None`).
@@ -64,7 +65,8 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ClientBody>,
-    base: Uri,
+    /// Shared by the clones, as the pool is: one view of which registry refused.
+    backends: Arc<Backends>,
     /// How long the registry may take to answer once it has the whole request (nginx's
     /// `proxy_read_timeout`, 900 s in the distribution recipe).
     read_timeout: Duration,
@@ -84,7 +86,8 @@ impl Upstream {
     /// nginx's recipe speaks to the registry. Fails only when those roots cannot be read.
     /// Of `timeouts`, it uses the connect timeout and the client body's.
     pub fn new(settings: &Settings, timeouts: &Timeouts) -> Result<Upstream, crate::tls::CaError> {
-        let base = settings.url.clone();
+        let backends = Arc::new(Backends::new(&settings.urls));
+        let base = &settings.urls[0];
         let read_timeout = settings.read_timeout;
         let ca = settings.ca_certificate.as_deref();
         let mut http = HttpConnector::new();
@@ -116,20 +119,44 @@ impl Upstream {
             .build(connector);
         Ok(Upstream {
             client,
-            base,
+            backends,
             read_timeout,
             body_idle: timeouts.client_body_idle,
         })
     }
 
-    pub fn base(&self) -> &Uri {
-        &self.base
+    /// The registries, as configured.
+    pub fn bases(&self) -> Vec<&Uri> {
+        self.backends.list.iter().map(|b| &b.base).collect()
     }
 
-    /// Whether the registry answers HTTP on `/v2/` (200 or 401 both count) within `limit`:
-    /// over the same pool, TLS and certificate check as the requests it serves.
+    /// Whether a registry answers HTTP on `/v2/` (200 or 401 both count) within `limit`:
+    /// over the same pool, TLS and certificate check as the requests it serves. With
+    /// several, one that answers is enough (the others are named in the log).
     pub async fn answers(&self, limit: Duration) -> Result<StatusCode, String> {
-        let uri = format!("{}v2/", self.base)
+        let mut reasons = Vec::new();
+        for backend in &self.backends.list {
+            match self.answers_at(&backend.base, limit).await {
+                Ok(status) => {
+                    backend.worked();
+                    for r in &reasons {
+                        tracing::warn!("/readyz: {r}");
+                    }
+                    return Ok(status);
+                }
+                Err(e) => {
+                    if self.backends.list.len() > 1 {
+                        backend.refused();
+                    }
+                    reasons.push(format!("{}: {e}", backend.base));
+                }
+            }
+        }
+        Err(reasons.join("; "))
+    }
+
+    async fn answers_at(&self, base: &Uri, limit: Duration) -> Result<StatusCode, String> {
+        let uri = format!("{base}v2/")
             .parse::<Uri>()
             .map_err(|e| e.to_string())?;
         let req = Request::get(uri)
@@ -170,14 +197,10 @@ impl Upstream {
         bearer: &str,
         accept: &[&str],
     ) -> Result<Response<Incoming>, RegistryError> {
+        let base = &self.backends.pick().base;
         let uri = Uri::builder()
-            .scheme(self.base.scheme_str().unwrap_or("http"))
-            .authority(
-                self.base
-                    .authority()
-                    .map(|a| a.as_str())
-                    .unwrap_or_default(),
-            )
+            .scheme(base.scheme_str().unwrap_or("http"))
+            .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| RegistryError::new(Code::Unknown, "could not build the upstream URL"))?;
@@ -235,18 +258,6 @@ impl Upstream {
         });
         let bodiless = hyper::body::Body::is_end_stream(req.body());
         let host = request_host(&req);
-        let uri = Uri::builder()
-            .scheme(self.base.scheme_str().unwrap_or("http"))
-            .authority(
-                self.base
-                    .authority()
-                    .map(|a| a.as_str())
-                    .unwrap_or_default(),
-            )
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| RegistryError::new(Code::Unknown, "could not build the upstream URL"))?;
-        *req.uri_mut() = uri;
         // The registry talks HTTP/1.1 to us whatever the client spoke.
         *req.version_mut() = hyper::Version::HTTP_11;
         let headers = req.headers_mut();
@@ -265,26 +276,60 @@ impl Upstream {
             headers.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
             headers.insert(HeaderName::from_static("x-real-ip"), ip);
         }
+        let (parts, body) = req.into_parts();
+        // The body waits in `slot` until a connection takes it: a registry that refuses
+        // the connection has had no byte of it, so it can go to another.
+        let slot = body.slot.clone();
+        let mut body = Some(body);
+        let (method, headers) = (parts.method, parts.headers);
 
         let started = Instant::now();
-        // The registry's answer may take as long as the client takes to send; the clock
-        // for a registry that never answers starts once the request is all there.
-        let answer = self.client.request(req);
-        let silence = async {
-            if !bodiless {
-                sent.notified().await;
-            }
-            tokio::time::sleep(self.read_timeout).await;
-        };
-        let resp = tokio::select! {
-            resp = answer => resp,
-            _ = silence => {
-                tracing::warn!(timeout = ?self.read_timeout, "the registry did not answer in time");
-                return Err(RegistryError::new(
-                    Code::Unavailable,
-                    "the registry behind this gateway did not answer in time",
+        let mut tried = 0;
+        let resp = loop {
+            let backend = self.backends.pick();
+            let uri = Uri::builder()
+                .scheme(backend.base.scheme_str().unwrap_or("http"))
+                .authority(
+                    backend
+                        .base
+                        .authority()
+                        .map(|a| a.as_str())
+                        .unwrap_or_default(),
                 )
-                .with_status(StatusCode::GATEWAY_TIMEOUT));
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|_| {
+                    RegistryError::new(Code::Unknown, "could not build the upstream URL")
+                })?;
+            let body = body
+                .take()
+                .unwrap_or_else(|| ClientBody::from_slot(&slot, &sent));
+            let mut attempt = Request::new(body);
+            *attempt.method_mut() = method.clone();
+            *attempt.uri_mut() = uri;
+            *attempt.version_mut() = hyper::Version::HTTP_11;
+            *attempt.headers_mut() = headers.clone();
+            tried += 1;
+            let resp = self.try_once(attempt, bodiless, &sent).await?;
+            match resp {
+                Err(e) if e.is_connect() => {
+                    if self.backends.list.len() > 1 {
+                        backend.refused();
+                    }
+                    let untouched = slot.lock().ok().is_some_and(|s| s.is_some());
+                    if untouched && tried < self.backends.list.len() {
+                        metrics.upstream_retries.fetch_add(1, Relaxed);
+                        tracing::warn!(upstream = %backend.base, error = %e, "registry refused the connection; trying another");
+                        continue;
+                    }
+                    break Err(e);
+                }
+                other => {
+                    if other.is_ok() {
+                        backend.worked();
+                    }
+                    break other;
+                }
             }
         };
         let resp = resp.map_err(|e| match client_fault(&e) {
@@ -304,6 +349,114 @@ impl Upstream {
         // transfer) instead of holding the connection forever.
         let body = body::stream(incoming).idle_timeout(self.read_timeout);
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl Upstream {
+    /// One try at one registry: its answer or its error, or 504 when it stays silent for
+    /// `read_timeout` once it has the whole request.
+    async fn try_once(
+        &self,
+        req: Request<ClientBody>,
+        bodiless: bool,
+        sent: &tokio::sync::Notify,
+    ) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, RegistryError> {
+        // The registry's answer may take as long as the client takes to send; the clock
+        // for a registry that never answers starts once the request is all there.
+        let answer = self.client.request(req);
+        let silence = async {
+            if !bodiless {
+                sent.notified().await;
+            }
+            tokio::time::sleep(self.read_timeout).await;
+        };
+        tokio::select! {
+            resp = answer => Ok(resp),
+            _ = silence => {
+                tracing::warn!(timeout = ?self.read_timeout, "the registry did not answer in time");
+                Err(RegistryError::new(
+                    Code::Unavailable,
+                    "the registry behind this gateway did not answer in time",
+                )
+                .with_status(StatusCode::GATEWAY_TIMEOUT))
+            }
+        }
+    }
+}
+
+/// The registries requests are spread over: in turn, leaving out for a while one that
+/// refused a connection (nginx's `max_fails=1 fail_timeout`), from 1 s doubling to 30 s
+/// while it keeps refusing. With all of them out, the one due back first is tried.
+struct Backends {
+    list: Vec<Backend>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+struct Backend {
+    base: Uri,
+    /// Unix ms until which it is left out; 0: in.
+    out_until: std::sync::atomic::AtomicU64,
+    /// Refusals in a row.
+    refusals: std::sync::atomic::AtomicU32,
+}
+
+const OUT_FIRST: Duration = Duration::from_secs(1);
+const OUT_MAX: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Backends {
+    fn new(urls: &[Uri]) -> Backends {
+        Backends {
+            list: urls
+                .iter()
+                .map(|u| Backend {
+                    base: u.clone(),
+                    out_until: Default::default(),
+                    refusals: Default::default(),
+                })
+                .collect(),
+            next: Default::default(),
+        }
+    }
+
+    fn pick(&self) -> &Backend {
+        let n = self.list.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let now = now_ms();
+        (0..n)
+            .map(|i| &self.list[(start + i) % n])
+            .find(|b| b.out_until.load(Relaxed) <= now)
+            .unwrap_or_else(|| {
+                self.list
+                    .iter()
+                    .min_by_key(|b| b.out_until.load(Relaxed))
+                    .unwrap_or(&self.list[0])
+            })
+    }
+}
+
+impl Backend {
+    fn refused(&self) {
+        let k = self.refusals.fetch_add(1, Relaxed).min(5);
+        let out = (OUT_FIRST * (1u32 << k)).min(OUT_MAX);
+        let was = self
+            .out_until
+            .swap(now_ms() + out.as_millis() as u64, Relaxed);
+        if was == 0 {
+            tracing::warn!(upstream = %self.base, "registry left out: it refused a connection; tried again in {out:?}");
+        }
+    }
+
+    fn worked(&self) {
+        if self.out_until.swap(0, Relaxed) != 0 {
+            tracing::info!(upstream = %self.base, "registry back in: it answered");
+        }
+        self.refusals.store(0, Relaxed);
     }
 }
 
@@ -361,9 +514,12 @@ fn client_fault(e: &hyper_util::client::legacy::Error) -> Option<&ClientFault> {
 }
 
 /// A request body on its way to the registry: the client's stream, with its failures marked
-/// as the client's and a stall cut off after `idle` of silence.
+/// as the client's and a stall cut off after `idle` of silence. It waits in `slot` until
+/// the first poll, which only a connection that was made does: after a refused connection
+/// it is still there for the next registry.
 struct ClientBody {
-    inner: Body,
+    slot: Arc<std::sync::Mutex<Option<Body>>>,
+    inner: Option<Body>,
     /// Told when the whole body has been sent.
     sent: Arc<tokio::sync::Notify>,
 }
@@ -371,8 +527,32 @@ struct ClientBody {
 impl ClientBody {
     fn new(inner: Body, idle: Duration, sent: Arc<tokio::sync::Notify>) -> ClientBody {
         ClientBody {
-            inner: inner.idle_timeout(idle),
+            slot: Arc::new(std::sync::Mutex::new(Some(inner.idle_timeout(idle)))),
+            inner: None,
             sent,
+        }
+    }
+
+    /// The same body again, for the next registry.
+    fn from_slot(
+        slot: &Arc<std::sync::Mutex<Option<Body>>>,
+        sent: &Arc<tokio::sync::Notify>,
+    ) -> ClientBody {
+        ClientBody {
+            slot: slot.clone(),
+            inner: None,
+            sent: sent.clone(),
+        }
+    }
+
+    /// Looks at the body, wherever it waits.
+    fn peek<T>(&self, f: impl FnOnce(&Body) -> T, none: T) -> T {
+        match &self.inner {
+            Some(b) => f(b),
+            None => match self.slot.lock().ok().as_deref().and_then(Option::as_ref) {
+                Some(b) => f(b),
+                None => none,
+            },
         }
     }
 }
@@ -386,11 +566,17 @@ impl hyper::body::Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        if this.inner.is_none() {
+            this.inner = this.slot.lock().ok().and_then(|mut s| s.take());
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 // hyper stops polling once a body of known length is complete, so the end
                 // is either `None` or a frame after which the body reports its end.
-                if frame.is_none() || hyper::body::Body::is_end_stream(&this.inner) {
+                if frame.is_none() || hyper::body::Body::is_end_stream(inner) {
                     // notify_one keeps the permit if nobody waits yet.
                     this.sent.notify_one();
                 }
@@ -406,11 +592,11 @@ impl hyper::body::Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        hyper::body::Body::is_end_stream(&self.inner)
+        self.peek(hyper::body::Body::is_end_stream, true)
     }
 
     fn size_hint(&self) -> SizeHint {
-        hyper::body::Body::size_hint(&self.inner)
+        self.peek(hyper::body::Body::size_hint, SizeHint::with_exact(0))
     }
 }
 
@@ -438,5 +624,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in STRIPPED {
         headers.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_take_turns_and_one_that_refused_is_left_out() {
+        let urls: Vec<Uri> = ["http://a:5000", "http://b:5000", "http://c:5000"]
+            .iter()
+            .map(|u| u.parse().unwrap())
+            .collect();
+        let b = Backends::new(&urls);
+        let names = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| b.pick().base.host().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(4), ["a", "b", "c", "a"]);
+        b.list[1].refused();
+        assert!(!names(6).contains(&"b".to_owned()), "b is out");
+        b.list[1].worked();
+        assert!(names(6).contains(&"b".to_owned()), "b is back");
+        for backend in &b.list {
+            backend.refused();
+        }
+        // All out: the one due back first is still tried, never none.
+        b.list[2].out_until.store(1, Relaxed);
+        assert_eq!(b.pick().base.host(), Some("c"));
     }
 }

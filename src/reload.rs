@@ -54,6 +54,7 @@ fn watched(config: &Config) -> Vec<PathBuf> {
             paths.push(path.clone());
         }
     }
+    paths.extend(config.token.previous_certificates.iter().cloned());
     let server = config.server.tls.as_ref().and_then(|t| t.files());
     for files in [server, config.token.key.as_ref()].into_iter().flatten() {
         paths.push(files.certificate.clone());
@@ -84,7 +85,8 @@ impl Reloader {
                 "server.metrics_addr",
                 config.server.metrics_listen != old.server.metrics_listen,
             ),
-            ("upstream.url", config.upstream.url != old.upstream.url),
+            ("upstream.url", config.upstream.urls != old.upstream.urls),
+            ("shared_state", config.shared_state != old.shared_state),
             (
                 "upstream.ca_certificate",
                 config.upstream.ca_certificate != old.upstream.ca_certificate,
@@ -164,6 +166,7 @@ impl Reloader {
                     stamp(&watched(&self.gateway.runtime().config))
                 }
                 Err(e) => {
+                    self.gateway.runtime().metrics.reload_failed();
                     tracing::error!(
                         config = %path,
                         changed = %changed,

@@ -40,6 +40,7 @@ pub struct Runtime {
     pub bcrypt: Arc<auth::pool::Pool>,
     /// State kept beyond a request (web sessions, ...): this process's, or shared.
     pub state: Arc<dyn Store>,
+    pub revocations: Arc<auth::revoked::Revocations>,
 }
 
 /// What a reload carries over from the runtime it replaces.
@@ -50,41 +51,74 @@ pub struct Lasting {
     /// The bound on bcrypt work: a reload must not open a second one.
     pub bcrypt: Arc<auth::pool::Pool>,
     pub state: Arc<dyn Store>,
+    /// Revoked refresh tokens, in `state` (with what this replica saw, for an outage).
+    pub revocations: Arc<auth::revoked::Revocations>,
 }
 
 impl Lasting {
-    /// What a first start carries: the state store the config names (a file when an
-    /// identity provider is configured: its token DB and credentials must outlive a
-    /// restart), in memory otherwise.
+    /// What a first start carries: the state store the config names: Redis, shared with
+    /// the other replicas, under `shared_state` (the login throttle and refresh-token
+    /// revocations count there too); else a file when an identity provider is configured
+    /// (its token DB and credentials must outlive a restart); else memory.
     pub fn for_config(config: &Config) -> Result<Lasting, Error> {
-        let state: Arc<dyn Store> = match &config.token_db {
-            Some(path) => {
-                // A docker_auth LevelDB folder: regate's own file goes inside it (the
-                // LevelDB is not read; its users sign in once more).
-                let file = if path.is_dir() {
-                    path.join("regate-tokens.json")
-                } else {
-                    path.clone()
-                };
-                tracing::info!(file = %file.display(), "token DB (identity providers' tokens, credentials, sessions)");
-                Arc::new(Local::file(&file)?)
-            }
-            None => Arc::new(Local::memory()),
+        if let Some(redis) = &config.shared_state {
+            let metrics: Arc<metrics::Metrics> = Arc::default();
+            let store: Arc<dyn Store> =
+                Arc::new(crate::state::RedisStore::new(redis, metrics.clone())?);
+            tracing::info!(redis = %redis, "shared state: login throttle, refresh-token revocations, sessions and the token DB are kept there");
+            return Ok(Lasting {
+                throttle: Arc::new(auth::throttle::Throttle::shared(
+                    store.clone(),
+                    metrics.clone(),
+                )),
+                revocations: Arc::new(auth::revoked::Revocations::new(
+                    store.clone(),
+                    metrics.clone(),
+                )),
+                metrics,
+                bcrypt: Arc::default(),
+                state: store,
+            });
+        }
+        let Some(path) = &config.token_db else {
+            return Ok(Lasting::default());
         };
+        // A docker_auth LevelDB folder: regate's own file goes inside it (the LevelDB is
+        // not read; its users sign in once more).
+        let file = if path.is_dir() {
+            path.join("regate-tokens.json")
+        } else {
+            path.clone()
+        };
+        tracing::info!(file = %file.display(), "token DB (identity providers' tokens, credentials, sessions)");
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let state: Arc<dyn Store> = Arc::new(Local::file(&file)?);
         Ok(Lasting {
+            revocations: Arc::new(auth::revoked::Revocations::new(
+                state.clone(),
+                metrics.clone(),
+            )),
+            metrics,
+            throttle: Arc::default(),
+            bcrypt: Arc::default(),
             state,
-            ..Lasting::default()
         })
     }
 }
 
 impl Default for Lasting {
     fn default() -> Lasting {
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let state: Arc<dyn Store> = Arc::new(Local::memory());
         Lasting {
-            metrics: Arc::default(),
+            revocations: Arc::new(auth::revoked::Revocations::new(
+                state.clone(),
+                metrics.clone(),
+            )),
+            metrics,
             throttle: Arc::default(),
             bcrypt: Arc::default(),
-            state: Arc::new(Local::memory()),
+            state,
         }
     }
 }
@@ -98,6 +132,7 @@ impl Runtime {
             throttle,
             bcrypt,
             state,
+            revocations,
         } = lasting;
         let key = signing_key(&config)?;
         let tokens = Tokens::new(
@@ -107,7 +142,8 @@ impl Runtime {
             config.token.expiration,
             config.token.refresh_expiration,
             metrics.clone(),
-        );
+        )
+        .with_previous(previous_keys(&config)?);
         let sql_users = sql_users(&config, &metrics, &bcrypt);
         let logins = Arc::new(logins_with(
             &config,
@@ -122,6 +158,7 @@ impl Runtime {
             rules.listen();
         }
         let authorizers = authorizers(&config, sql_rules.clone())?;
+        metrics.config_loaded(&config.digest);
         Ok(Runtime {
             acl: config.acl.clone(),
             authorizers,
@@ -135,6 +172,7 @@ impl Runtime {
             throttle,
             bcrypt,
             state,
+            revocations,
         })
     }
 
@@ -144,6 +182,7 @@ impl Runtime {
             throttle: self.throttle.clone(),
             bcrypt: self.bcrypt.clone(),
             state: self.state.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }
@@ -256,6 +295,16 @@ fn logins_with(
         chain.push(sql);
     }
     Ok(Logins::new(users, chain).with_providers(providers))
+}
+
+/// The keys of `token.previous_certificates`, which still verify what they signed.
+pub fn previous_keys(config: &Config) -> Result<Vec<crate::auth::keys::PublicKey>, KeyError> {
+    config
+        .token
+        .previous_certificates
+        .iter()
+        .map(|p| crate::auth::keys::PublicKey::from_certificate(p))
+        .collect()
 }
 
 /// The token signing key a config names, or, with none named, the one generated in

@@ -23,6 +23,7 @@ use crate::timeouts::Timeouts;
 
 mod coalesce;
 mod framing;
+pub mod proxy_protocol;
 use coalesce::Coalesce;
 use framing::{Conflicts, Framed};
 
@@ -45,6 +46,9 @@ pub struct Settings {
     /// Whether HTTP Basic credentials are accepted on registry routes.
     pub basic_auth: bool,
     pub real_ip: Option<RealIp>,
+    /// `server.proxy_protocol`: the peers (`trusted_proxies`) whose PROXY header names the
+    /// client; `None`: off.
+    pub proxy_protocol: Option<Arc<[crate::acl::IpNet]>>,
 }
 
 /// docker_auth's `real_ip_header` / `real_ip_pos`: the client address comes from a header
@@ -114,12 +118,14 @@ pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts until `shutdown` turns true, then waits for open connections to finish (up to
-/// `timeouts.drain`).
+/// `timeouts.drain`). `proxy_protocol`: the peers whose PROXY header is read
+/// (proxy_protocol.rs).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: impl Handler,
     timeouts: Timeouts,
+    proxy_protocol: Option<Arc<[crate::acl::IpNet]>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder(&timeouts));
@@ -149,8 +155,25 @@ pub async fn serve(
         let handler = handler.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let proxy_protocol = proxy_protocol.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut stream = stream;
+            // Before TLS: the balancer's header comes first on the wire.
+            let peer = match &proxy_protocol {
+                None => peer,
+                Some(trusted) => {
+                    match proxy_protocol::accept(&mut stream, peer, trusted, timeouts.handshake)
+                        .await
+                    {
+                        Ok(client) => client,
+                        Err(e) => {
+                            tracing::info!(%peer, "connection closed: {e}");
+                            return;
+                        }
+                    }
+                }
+            };
             serve_connection(stream, peer, tls, handler, &builder, &timeouts, watcher).await;
         });
     }

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::backend::BoxFuture;
 
+mod redis_store;
+pub use redis_store::{RedisStore, Settings as RedisSettings, SetupError as RedisSetupError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
@@ -46,9 +49,29 @@ pub trait Store: Send + Sync {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Adds one to the counter at `key` (made at 0, living `ttl` from its first count);
-    /// the new count.
-    fn incr<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Adds `delta` (which may be negative) to the counter at `key`, made at 0 if missing,
+    /// and makes it live `ttl` from now; the new value. Atomic: two replicas adding at
+    /// once both count. Counters are decimal text, as Redis keeps them.
+    fn add<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// Adds one to the counter at `key` (see [`Store::add`]); the new count.
+    fn incr<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move { self.add(key, 1, ttl).await.map(|n| n.max(0) as u64) })
+    }
+
+    /// Sets `key` only if it is not set; whether it was set. Atomic: of replicas racing
+    /// for the same key, one wins.
+    fn put_new<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// The keys that start with `prefix`, in no particular order.
     fn keys<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
@@ -69,6 +92,8 @@ struct Entry {
 pub struct Local {
     entries: Mutex<HashMap<String, Entry>>,
     file: Option<PathBuf>,
+    /// The second expired entries were last dropped.
+    swept: std::sync::atomic::AtomicU64,
 }
 
 impl Local {
@@ -77,6 +102,7 @@ impl Local {
         Local {
             entries: Mutex::new(HashMap::new()),
             file: None,
+            swept: Default::default(),
         }
     }
 
@@ -102,6 +128,7 @@ impl Local {
         Ok(Local {
             entries: Mutex::new(entries),
             file: Some(path.to_owned()),
+            swept: Default::default(),
         })
     }
 
@@ -118,7 +145,13 @@ impl Local {
     ) -> Result<T, StoreError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let now = Local::now();
-        entries.retain(|_, e| e.expires.is_none_or(|t| t > now));
+        // The expired entries go once a second, not at every change: the login throttle
+        // changes a few keys per attempt, and a spray must not cost a pass over all of
+        // them each time. Until then, an expired entry is treated as absent.
+        let swept = self.swept.swap(now, std::sync::atomic::Ordering::Relaxed);
+        if swept != now {
+            entries.retain(|_, e| live(e, now));
+        }
         let out = change(&mut entries);
         if let Some(path) = &self.file {
             let bytes = serde_json::to_vec(&*entries).unwrap_or_default();
@@ -136,6 +169,14 @@ impl Local {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         read(&entries, Local::now())
     }
+}
+
+/// A counter's value: decimal text (0 when it is not one).
+pub fn counter(value: &[u8]) -> i64 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn live(entry: &Entry, now: u64) -> bool {
@@ -173,24 +214,45 @@ impl Store for Local {
         Box::pin(std::future::ready(done))
     }
 
-    fn incr<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<u64, StoreError>> {
-        let expires = Local::now() + ttl.as_secs().max(1);
+    fn add<'a>(
+        &'a self,
+        key: &'a str,
+        delta: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        let expires = Some(Local::now() + ttl.as_secs().max(1));
         let counted = self.change(|entries| {
             let entry = entries.entry(key.to_owned()).or_insert(Entry {
-                value: 0u64.to_be_bytes().to_vec(),
-                expires: Some(expires),
+                value: b"0".to_vec(),
+                expires,
             });
-            let count = entry
-                .value
-                .as_slice()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or(0)
-                + 1;
-            entry.value = count.to_be_bytes().to_vec();
+            let was = match live(entry, Local::now()) {
+                true => counter(&entry.value),
+                false => 0,
+            };
+            let count = was + delta;
+            entry.value = count.to_string().into_bytes();
+            entry.expires = expires;
             count
         });
         Box::pin(std::future::ready(counted))
+    }
+
+    fn put_new<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let expires = ttl.map(|t| Local::now() + t.as_secs().max(1));
+        let done = self.change(|entries| match entries.get(key) {
+            Some(e) if live(e, Local::now()) => false,
+            _ => {
+                entries.insert(key.to_owned(), Entry { value, expires });
+                true
+            }
+        });
+        Box::pin(std::future::ready(done))
     }
 
     fn keys<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
@@ -231,6 +293,17 @@ mod tests {
         store.entries.lock().unwrap().get_mut("c").unwrap().expires = Some(1);
         assert_eq!(store.get("c").await.unwrap(), None);
         assert_eq!(store.incr("c", Duration::from_secs(60)).await.unwrap(), 1);
+        assert_eq!(
+            store.add("c", -1, Duration::from_secs(60)).await.unwrap(),
+            0
+        );
+        assert_eq!(store.get("c").await.unwrap().as_deref(), Some(&b"0"[..]));
+        let ttl = Some(Duration::from_secs(60));
+        assert!(store.put_new("n", b"1".to_vec(), ttl).await.unwrap());
+        assert!(!store.put_new("n", b"2".to_vec(), ttl).await.unwrap());
+        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"1"[..]));
+        store.entries.lock().unwrap().get_mut("n").unwrap().expires = Some(1);
+        assert!(store.put_new("n", b"3".to_vec(), ttl).await.unwrap());
     }
 
     #[tokio::test]

@@ -21,6 +21,9 @@ packages=(
     ldap-utils          # ldapadd, ldapwhoami
     postgresql          # the SQL tests' own PostgreSQL (initdb, pg_ctl)
     mariadb-server      # the SQL tests' own MariaDB
+    redis-server        # the replicas' shared state
+    haproxy             # the balancer in front of the replicas
+    iproute2            # ss: what a process holds open
     openssl             # s_client: the TLS versions offered
     ca-certificates
     curl                # an HTTP/2 client (nghttp2)
@@ -34,6 +37,8 @@ services=(
     slapd
     postgresql
     mariadb
+    redis-server
+    haproxy
 )
 
 fail() {

@@ -101,7 +101,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
         None => None,
         Some((user, password)) => {
             let known = rt.logins.is_known(user, password);
-            match rt.throttle.begin(user, password, client_ip, known) {
+            match rt.throttle.begin(user, password, client_ip, known).await {
                 Ok(attempt) => Some(attempt),
                 Err(wait) => {
                     rt.metrics.throttled.fetch_add(1, Relaxed);
@@ -123,6 +123,14 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
         Login::Anonymous => rt.users.anonymous(),
         Login::Password { user, password } => rt.logins.authenticate(user, password).await,
         Login::Refresh(token) => match rt.tokens.verify_refresh(token.expose()) {
+            Ok(r)
+                if rt
+                    .revocations
+                    .is_revoked(&r.account, &r.jti, r.issued_at)
+                    .await =>
+            {
+                Err(AuthnError::StaleRefresh)
+            }
             Ok(r) => rt.users.refresh_identity(&r.account, &r.fingerprint),
             Err(_) => Err(AuthnError::StaleRefresh),
         },
@@ -130,7 +138,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
     match result {
         Ok(identity) => {
             if let Some(attempt) = attempt {
-                attempt.succeeded();
+                attempt.succeeded().await;
             }
             Ok(identity)
         }
@@ -150,7 +158,7 @@ pub async fn identify(rt: &Runtime, login: &Login, client_ip: IpAddr) -> Result<
                 _ => {
                     rt.metrics.auth_failures.fetch_add(1, Relaxed);
                     if let (Some(attempt), Some((_, password))) = (attempt, claimed) {
-                        attempt.failed(password);
+                        attempt.failed(password).await;
                     }
                     "authentication_failed"
                 }

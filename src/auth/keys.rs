@@ -73,10 +73,25 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
     })
 }
 
-impl SigningKey {
-    /// Loads a certificate (chain) and its private key, as docker_auth's
-    /// `token.certificate` / `token.key`, and proves they belong together.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<SigningKey, KeyError> {
+/// The public half of a token key, from its certificate: what verifying needs, and what
+/// a JWKS document shows.
+pub struct PublicKey {
+    pub algorithm: Algorithm,
+    pub libtrust_kid: String,
+    pub thumbprint: String,
+    pub jwk: serde_json::Map<String, serde_json::Value>,
+    pub chain: Vec<Vec<u8>>,
+    pub decoding: DecodingKey,
+}
+
+impl PublicKey {
+    /// Whether a token header's `kid` names this key (in either format).
+    pub fn is(&self, kid: &str) -> bool {
+        kid == self.libtrust_kid || kid == self.thumbprint
+    }
+
+    /// Reads the first certificate of a PEM file.
+    pub fn from_certificate(cert_path: &Path) -> Result<PublicKey, KeyError> {
         let cert_pem = read(cert_path)?;
         let chain: Vec<Vec<u8>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
             .filter_map(Result::ok)
@@ -151,6 +166,29 @@ impl SigningKey {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
+        Ok(PublicKey {
+            algorithm,
+            libtrust_kid,
+            thumbprint,
+            jwk,
+            chain,
+            decoding,
+        })
+    }
+}
+
+impl SigningKey {
+    /// Loads a certificate (chain) and its private key, as docker_auth's
+    /// `token.certificate` / `token.key`, and proves they belong together.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<SigningKey, KeyError> {
+        let PublicKey {
+            algorithm,
+            libtrust_kid,
+            thumbprint,
+            jwk,
+            chain,
+            decoding,
+        } = PublicKey::from_certificate(cert_path)?;
         let encoding = load_private_key(key_path, algorithm)?;
 
         // A key that does not match its certificate would sign tokens nobody accepts;
@@ -188,14 +226,42 @@ impl SigningKey {
 
     /// Loads the generated key from `dir`, making it first if it is not there yet.
     /// Returns the key and whether it was just made.
+    ///
+    /// Replicas sharing `dir` (one volume for all) must end up with one key: the look and
+    /// the making happen under an exclusive lock on `dir/token.lock` (flock: also across
+    /// hosts on NFSv4), and each file is written beside its place and renamed over it, so
+    /// nobody reads half a key or a key with another's certificate. A folder that cannot
+    /// hold the lock (mounted read-only) is read as it is, when both files are there.
     pub fn load_or_generate(dir: &Path) -> Result<(SigningKey, bool), KeyError> {
         let cert = dir.join("token.crt");
         let key = dir.join("token.key");
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| KeyError::Io { path, source }
+        };
+        if !dir.exists() {
+            private_dir(dir).map_err(io_err(dir))?;
+        }
+        let lock_path = dir.join("token.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path);
+        let _held = match lock {
+            Ok(file) => {
+                file.lock().map_err(io_err(&lock_path))?;
+                Some(file)
+            }
+            Err(_) if cert.exists() && key.exists() => None,
+            Err(e) => return Err(io_err(&lock_path)(e)),
+        };
         if cert.exists() && key.exists() {
             return Ok((SigningKey::load(&cert, &key)?, false));
         }
         generate(dir, &cert, &key)?;
         Ok((SigningKey::load(&cert, &key)?, true))
+        // The lock goes with `_held`, once the pair is read.
     }
 }
 
@@ -248,8 +314,11 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), KeyErro
         .distinguished_name
         .push(rcgen::DnType::CommonName, "regate token signer");
     let cert = params.self_signed(&key)?;
-    write_private(key_path, key.serialize_pem().as_bytes()).map_err(io_err(key_path))?;
-    fs::write(cert_path, cert.pem()).map_err(io_err(cert_path))?;
+    // The key first: a pair is complete once the certificate is there, and both are only
+    // looked at under the lock anyway.
+    crate::files::write_private_atomically(key_path, key.serialize_pem().as_bytes())
+        .map_err(io_err(key_path))?;
+    crate::files::write_atomically(cert_path, cert.pem().as_bytes()).map_err(io_err(cert_path))?;
     Ok(())
 }
 

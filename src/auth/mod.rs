@@ -14,6 +14,7 @@ pub mod idp;
 pub mod keys;
 pub mod ldap;
 pub mod pool;
+pub mod revoked;
 pub mod scope;
 pub mod throttle;
 pub mod token;
@@ -54,6 +55,11 @@ impl CredentialKey {
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"regate"));
         CredentialKey(key)
+    }
+
+    /// A key several replicas share (the login throttle's, kept in the shared state).
+    pub fn from_bytes(bytes: &[u8]) -> CredentialKey {
+        CredentialKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
     }
 
     /// HMAC-SHA256 of `parts`, each prefixed by its length so no two lists collide.

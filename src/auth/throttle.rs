@@ -16,10 +16,14 @@
 //! all reached bcrypt although the address is allowed 20.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{CredentialKey, Secret};
+use crate::state::Store;
+
+mod shared;
 
 /// Failures allowed before locking starts: a typo or two never locks anyone out.
 const FREE_PER_ACCOUNT: u32 = 5;
@@ -53,12 +57,19 @@ impl Entry {
 
     fn fail(&mut self, free: u32) {
         self.failures += 1;
-        if self.failures > free {
-            let k = (self.failures - free - 1).min(16);
-            let lock = Duration::from_secs(1u64 << k).min(MAX_LOCK);
+        if let Some(lock) = lock_for(self.failures, free) {
             self.locked_until = Some(Instant::now() + lock);
         }
     }
+}
+
+/// How long `failures` lock a key allowed `free` of them: past the free ones, 1 s, then
+/// doubling up to MAX_LOCK. One rule for this replica's counts and the shared ones.
+fn lock_for(failures: u32, free: u32) -> Option<Duration> {
+    (failures > free).then(|| {
+        let k = (failures - free - 1).min(16);
+        Duration::from_secs(1u64 << k).min(MAX_LOCK)
+    })
 }
 
 /// What a caller refused for attempts in flight is told to wait: about one bcrypt check.
@@ -69,6 +80,9 @@ pub struct Throttle {
     /// Keyed hashes of the (account, wrong password) pairs seen within REPEAT_WINDOW.
     recent: moka::sync::Cache<[u8; 32], ()>,
     key: CredentialKey,
+    /// The counts replicas share; `None`: this replica's alone. While the shared state is
+    /// down, attempts are counted here, and locks counted here hold either way.
+    shared: Option<shared::Shared>,
 }
 
 impl Default for Throttle {
@@ -83,6 +97,7 @@ impl Default for Throttle {
                 .time_to_live(REPEAT_WINDOW)
                 .build(),
             key: CredentialKey::generate(),
+            shared: None,
         }
     }
 }
@@ -101,12 +116,23 @@ fn address_key(ip: IpAddr) -> String {
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
     account: String,
+    ip: IpAddr,
     /// The account's entry and the address's; `None` for a repeat of a password refused
     /// within REPEAT_WINDOW, which cannot add a failure and so reserves nothing.
     reserved: Option<[(Arc<Mutex<Entry>>, u32); 2]>,
+    /// Counted in the shared state instead.
+    shared: Option<shared::Reservation>,
 }
 
 impl Throttle {
+    /// A throttle whose counts live in `store`, shared with the replicas that use it.
+    pub fn shared(store: Arc<dyn Store>, metrics: Arc<crate::metrics::Metrics>) -> Throttle {
+        Throttle {
+            shared: Some(shared::Shared::new(store, metrics)),
+            ..Throttle::default()
+        }
+    }
+
     /// Starts a login attempt for `account` with `password` from `ip`, or says how long
     /// to wait: the account or the address is locked, or has as many attempts in flight as
     /// it may.
@@ -114,7 +140,62 @@ impl Throttle {
     /// `known`: the credential was verified lately (a cache hit, no bcrypt): it is no
     /// guess and reserves nothing, so a client sending the right password on many
     /// requests at once is never held back; locks still apply.
-    pub fn begin(
+    ///
+    /// With a shared state, the attempt is counted there; when it cannot be reached, here.
+    pub async fn begin(
+        &self,
+        account: &str,
+        password: &Secret,
+        ip: IpAddr,
+        known: bool,
+    ) -> Result<Attempt<'_>, Duration> {
+        let Some(shared) = &self.shared else {
+            return self.begin_local(account, password, ip, known);
+        };
+        // A lock counted here during an outage of the shared state still holds.
+        if let Some(wait) = self.local_lock(account, ip) {
+            return Err(wait);
+        }
+        match shared.begin(account, password, ip, known).await {
+            Ok(Ok(reservation)) => {
+                shared.note(true);
+                Ok(Attempt {
+                    throttle: self,
+                    account: account.to_owned(),
+                    ip,
+                    reserved: None,
+                    shared: Some(reservation),
+                })
+            }
+            Ok(Err(wait)) => {
+                shared.note(true);
+                Err(wait)
+            }
+            Err(_) => {
+                shared.note(false);
+                shared
+                    .metrics
+                    .throttle_local_fallbacks
+                    .fetch_add(1, Relaxed);
+                self.begin_local(account, password, ip, known)
+            }
+        }
+    }
+
+    /// How long this replica's own counts lock the account or the address.
+    fn local_lock(&self, account: &str, ip: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        [account_key(account), address_key(ip)]
+            .iter()
+            .filter_map(|k| self.entries.get(k))
+            .filter_map(|e| e.lock().ok().and_then(|e| e.locked_until))
+            .filter(|t| *t > now)
+            .map(|t| t - now)
+            .max()
+    }
+
+    /// [`Throttle::begin`] with this replica's counts only.
+    pub fn begin_local(
         &self,
         account: &str,
         password: &Secret,
@@ -153,7 +234,9 @@ impl Throttle {
             return Ok(Attempt {
                 throttle: self,
                 account: account.to_owned(),
+                ip,
                 reserved: None,
+                shared: None,
             });
         }
         let wait = [
@@ -169,7 +252,9 @@ impl Throttle {
         Ok(Attempt {
             throttle: self,
             account: account.to_owned(),
+            ip,
             reserved: Some(entries),
+            shared: None,
         })
     }
 
@@ -181,16 +266,40 @@ impl Throttle {
 impl Attempt<'_> {
     /// A right password clears its account; the address keeps its count, so one known
     /// password does not reset a spray across other accounts.
-    pub fn succeeded(mut self) {
+    pub async fn succeeded(mut self) {
         self.release();
         self.throttle
             .entries
             .invalidate(&account_key(&self.account));
+        if let Some(reservation) = self.shared.take() {
+            if let Err(e) = reservation.succeeded().await {
+                tracing::warn!(
+                    "login throttle: a right password could not clear the shared count: {e}"
+                );
+            }
+        }
     }
 
     /// A refused login: counted against the account and the address, unless it repeats
     /// one refused within REPEAT_WINDOW.
-    pub fn failed(mut self, password: &Secret) {
+    pub async fn failed(mut self, password: &Secret) {
+        if let Some(reservation) = self.shared.take() {
+            if reservation.failed().await.is_ok() {
+                return;
+            }
+            // The shared state went away meanwhile: counted here, not lost.
+            if let Ok(attempt) = self
+                .throttle
+                .begin_local(&self.account, password, self.ip, false)
+            {
+                attempt.fail_here(password);
+            }
+            return;
+        }
+        self.fail_here(password);
+    }
+
+    fn fail_here(mut self, password: &Secret) {
         let tag = self.throttle.tag(&self.account, password);
         let first_time = self.throttle.recent.entry(tag).or_insert(()).is_fresh();
         if let Some(reserved) = self.reserved.take() {
@@ -230,29 +339,29 @@ mod tests {
 
     /// One attempt, refused.
     fn fail(t: &Throttle, account: &str, password: &Secret, ip: IpAddr) {
-        t.begin(account, password, ip, false)
+        t.begin_local(account, password, ip, false)
             .expect("not locked")
-            .failed(password);
+            .fail_here(password);
     }
 
-    #[test]
-    fn locks_after_the_free_failures_and_clears_on_success() {
+    #[tokio::test]
+    async fn locks_after_the_free_failures_and_clears_on_success() {
         let t = Throttle::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for i in 0..FREE_PER_ACCOUNT {
             fail(&t, "bob", &guess(i), ip);
         }
-        t.begin("bob", &guess(99), ip, false)
+        t.begin_local("bob", &guess(99), ip, false)
             .expect("five typos lock nothing");
         fail(&t, "bob", &guess(100), ip);
         let wait = t
-            .begin("bob", &guess(1000), ip, false)
+            .begin_local("bob", &guess(1000), ip, false)
             .err()
             .expect("locked");
         assert!(wait <= Duration::from_secs(1));
         // Another account from another address is not affected.
         assert!(t
-            .begin("alice", &guess(0), "10.0.0.2".parse().unwrap(), false)
+            .begin_local("alice", &guess(0), "10.0.0.2".parse().unwrap(), false)
             .is_ok());
         t.entries
             .get(&account_key("bob"))
@@ -262,7 +371,7 @@ mod tests {
             .locked_until = None;
         fail(&t, "bob", &guess(101), ip);
         assert!(
-            t.begin("bob", &guess(1000), ip, false).err().unwrap() > Duration::from_secs(1),
+            t.begin_local("bob", &guess(1000), ip, false).err().unwrap() > Duration::from_secs(1),
             "the lock doubles"
         );
         t.entries
@@ -271,11 +380,12 @@ mod tests {
             .lock()
             .unwrap()
             .locked_until = None;
-        t.begin("bob", &guess(7), "10.0.0.3".parse().unwrap(), false)
+        t.begin_local("bob", &guess(7), "10.0.0.3".parse().unwrap(), false)
             .unwrap()
-            .succeeded();
+            .succeeded()
+            .await;
         assert!(t
-            .begin("bob", &guess(8), "10.0.0.3".parse().unwrap(), false)
+            .begin_local("bob", &guess(8), "10.0.0.3".parse().unwrap(), false)
             .is_ok());
     }
 
@@ -286,9 +396,9 @@ mod tests {
         for i in 0..=FREE_PER_ADDRESS {
             fail(&t, &format!("user{i}"), &guess(0), ip);
         }
-        assert!(t.begin("someone-else", &guess(1), ip, false).is_err());
+        assert!(t.begin_local("someone-else", &guess(1), ip, false).is_err());
         assert!(t
-            .begin(
+            .begin_local(
                 "someone-else",
                 &guess(1),
                 "10.0.0.10".parse().unwrap(),
@@ -306,7 +416,7 @@ mod tests {
             fail(&t, "ci", &stale, ip);
         }
         assert!(
-            t.begin("ci", &guess(0), ip, false).is_ok(),
+            t.begin_local("ci", &guess(0), ip, false).is_ok(),
             "a retrying client locks nothing"
         );
         // The same password for another account is a guess there.
@@ -315,7 +425,7 @@ mod tests {
         for i in 0..FREE_PER_ACCOUNT {
             fail(&t, "ci", &guess(i), ip);
         }
-        assert!(t.begin("ci", &guess(1000), ip, false).is_err());
+        assert!(t.begin_local("ci", &guess(1000), ip, false).is_err());
     }
 
     /// 300 guesses begun at once from one address, before any verdict: only as many go
@@ -328,16 +438,16 @@ mod tests {
         let passwords: Vec<Secret> = (0..300).map(guess).collect();
         let started: Vec<Attempt<'_>> = (0..300)
             .filter_map(|i| {
-                t.begin(&format!("user{i}"), &passwords[i as usize], ip, false)
+                t.begin_local(&format!("user{i}"), &passwords[i as usize], ip, false)
                     .ok()
             })
             .collect();
         assert_eq!(started.len() as u32, FREE_PER_ADDRESS + 1);
         for (i, attempt) in started.into_iter().enumerate() {
-            attempt.failed(&passwords[i]);
+            attempt.fail_here(&passwords[i]);
         }
         let wait = t
-            .begin("late", &guess(999), ip, false)
+            .begin_local("late", &guess(999), ip, false)
             .err()
             .expect("locked now");
         assert!(
@@ -348,7 +458,7 @@ mod tests {
         let t = Throttle::default();
         let at_once: Vec<_> = (0..50)
             .filter_map(|i| {
-                t.begin("bob", &passwords[i], "10.0.0.8".parse().unwrap(), false)
+                t.begin_local("bob", &passwords[i], "10.0.0.8".parse().unwrap(), false)
                     .ok()
             })
             .collect();
@@ -362,12 +472,147 @@ mod tests {
         for i in 0..100 {
             // Begun and dropped: the client went away, the directory did not answer.
             let attempt = t
-                .begin("bob", &guess(i), ip, false)
+                .begin_local("bob", &guess(i), ip, false)
                 .expect("nothing counted");
             drop(attempt);
         }
         let e = t.entries.get(&account_key("bob")).unwrap();
         let e = e.lock().unwrap();
         assert_eq!((e.failures, e.in_flight), (0, 0));
+    }
+
+    /// Two replicas sharing one store (a `Local` stands in for Redis: same trait).
+    fn replicas() -> (Throttle, Throttle, Arc<crate::metrics::Metrics>) {
+        let store: Arc<dyn Store> = Arc::new(crate::state::Local::memory());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        (
+            Throttle::shared(store.clone(), metrics.clone()),
+            Throttle::shared(store, metrics.clone()),
+            metrics,
+        )
+    }
+
+    async fn fail_shared(t: &Throttle, account: &str, password: &Secret, ip: IpAddr) {
+        t.begin(account, password, ip, false)
+            .await
+            .expect("not locked")
+            .failed(password)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn replicas_sharing_a_store_count_as_one() {
+        let (a, b, _) = replicas();
+        let ip: IpAddr = "10.1.0.1".parse().unwrap();
+        // Different wrong passwords spread over both: the sixth locks on both.
+        for i in 0..=FREE_PER_ACCOUNT {
+            let t = if i % 2 == 0 { &a } else { &b };
+            fail_shared(t, "bob", &guess(i), ip).await;
+        }
+        assert!(a.begin("bob", &guess(50), ip, false).await.is_err());
+        assert!(b.begin("bob", &guess(51), ip, false).await.is_err());
+        // The same stale password on both counts once; a right one clears both.
+        let (c, d, _) = replicas();
+        let stale = Secret::new("last-years-password");
+        for _ in 0..3 {
+            fail_shared(&c, "ci", &stale, ip).await;
+            fail_shared(&d, "ci", &stale, ip).await;
+        }
+        // The stale password counted once: four more guesses leave one free.
+        for i in 0..FREE_PER_ACCOUNT - 1 {
+            fail_shared(&c, "ci", &guess(i), ip).await;
+        }
+        d.begin("ci", &guess(99), ip, false)
+            .await
+            .expect("one free failure left")
+            .succeeded()
+            .await;
+        // Cleared everywhere: five free failures again on the other replica.
+        for i in 10..10 + FREE_PER_ACCOUNT {
+            fail_shared(&c, "ci", &guess(i), ip).await;
+        }
+        assert!(c.begin("ci", &guess(100), ip, false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn concurrent_guesses_on_two_replicas_are_bounded_together() {
+        let (a, b, _) = replicas();
+        let ip: IpAddr = "10.1.0.7".parse().unwrap();
+        let passwords: Vec<Secret> = (0..100).map(guess).collect();
+        let mut started = Vec::new();
+        for (i, p) in passwords.iter().enumerate() {
+            let t = if i % 2 == 0 { &a } else { &b };
+            if let Ok(attempt) = t.begin(&format!("user{i}"), p, ip, false).await {
+                started.push(attempt);
+            }
+        }
+        assert_eq!(started.len() as u32, FREE_PER_ADDRESS + 1);
+    }
+
+    /// A store that is always down.
+    struct Down;
+    impl Store for Down {
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::auth::backend::BoxFuture<'a, Result<Option<Vec<u8>>, crate::state::StoreError>>
+        {
+            Box::pin(async { Err(crate::state::StoreError::Unavailable("down".into())) })
+        }
+        fn put<'a>(
+            &'a self,
+            _: &'a str,
+            _: Vec<u8>,
+            _: Option<Duration>,
+        ) -> crate::auth::backend::BoxFuture<'a, Result<(), crate::state::StoreError>> {
+            Box::pin(async { Err(crate::state::StoreError::Unavailable("down".into())) })
+        }
+        fn delete<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::auth::backend::BoxFuture<'a, Result<(), crate::state::StoreError>> {
+            Box::pin(async { Err(crate::state::StoreError::Unavailable("down".into())) })
+        }
+        fn add<'a>(
+            &'a self,
+            _: &'a str,
+            _: i64,
+            _: Duration,
+        ) -> crate::auth::backend::BoxFuture<'a, Result<i64, crate::state::StoreError>> {
+            Box::pin(async { Err(crate::state::StoreError::Unavailable("down".into())) })
+        }
+        fn put_new<'a>(
+            &'a self,
+            _: &'a str,
+            _: Vec<u8>,
+            _: Option<Duration>,
+        ) -> crate::auth::backend::BoxFuture<'a, Result<bool, crate::state::StoreError>> {
+            Box::pin(async { Err(crate::state::StoreError::Unavailable("down".into())) })
+        }
+        fn keys<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::auth::backend::BoxFuture<'a, Result<Vec<String>, crate::state::StoreError>>
+        {
+            Box::pin(async { Err(crate::state::StoreError::Unavailable("down".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn with_the_shared_state_down_this_replica_counts_alone() {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let t = Throttle::shared(Arc::new(Down), metrics.clone());
+        let ip: IpAddr = "10.1.0.9".parse().unwrap();
+        for i in 0..=FREE_PER_ACCOUNT {
+            fail_shared(&t, "bob", &guess(i), ip).await;
+        }
+        assert!(
+            t.begin("bob", &guess(99), ip, false).await.is_err(),
+            "locked here"
+        );
+        assert_eq!(
+            metrics.throttle_local_fallbacks.load(Relaxed),
+            u64::from(FREE_PER_ACCOUNT) + 1
+        );
     }
 }

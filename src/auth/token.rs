@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::keys::SigningKey;
+use super::keys::{PublicKey, SigningKey};
 use super::scope::Scope;
 use crate::metrics::Metrics;
 
@@ -32,6 +32,9 @@ pub struct Settings {
     pub kid_format: super::keys::KidFormat,
     /// The signing certificate and key; `None`: generated in `data_dir`.
     pub key: Option<crate::tls::TlsFiles>,
+    /// Certificates of keys signed with before a rotation: their tokens (and refresh
+    /// tokens) are still accepted until they expire; nothing new is signed with them.
+    pub previous_certificates: Vec<std::path::PathBuf>,
 }
 
 /// One entry of the `access` claim.
@@ -76,6 +79,9 @@ struct RefreshClaims {
 pub struct Refresh {
     pub account: String,
     pub fingerprint: String,
+    pub jti: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +160,8 @@ pub struct Tokens {
     refresh_validation: Validation,
     refresh_expiration: Duration,
     header: Header,
+    /// Keys from before a rotation, with their validations (access, refresh).
+    previous: Vec<(PublicKey, Validation, Validation)>,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     metrics: Arc<Metrics>,
 }
@@ -212,6 +220,7 @@ impl Tokens {
             refresh_validation,
             refresh_expiration,
             header,
+            previous: Vec::new(),
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(UntilExpiry)
@@ -220,13 +229,68 @@ impl Tokens {
         }
     }
 
+    /// Also accepts tokens signed by `keys` (`token.previous_certificates`), each with
+    /// its own algorithm.
+    pub fn with_previous(mut self, keys: Vec<PublicKey>) -> Tokens {
+        self.previous = keys
+            .into_iter()
+            .map(|k| {
+                let mut access = self.validation.clone();
+                access.algorithms = vec![k.algorithm];
+                let mut refresh = self.refresh_validation.clone();
+                refresh.algorithms = vec![k.algorithm];
+                (k, access, refresh)
+            })
+            .collect();
+        self
+    }
+
     pub fn service(&self) -> &str {
         &self.service
     }
 
-    /// The public signing key as a JWKS document.
+    /// The public signing keys as a JWKS document: the current one first, then those
+    /// from before a rotation (registry v3 must keep accepting their tokens too).
     pub fn jwks(&self) -> serde_json::Value {
-        self.key.jwks()
+        let mut doc = self.key.jwks();
+        if let Some(keys) = doc["keys"].as_array_mut() {
+            for (k, _, _) in &self.previous {
+                let mut jwk = k.jwk.clone();
+                jwk.insert("kid".into(), k.thumbprint.clone().into());
+                jwk.insert("use".into(), "sig".into());
+                let alg = match k.algorithm {
+                    jsonwebtoken::Algorithm::ES384 => "ES384",
+                    jsonwebtoken::Algorithm::RS256 => "RS256",
+                    _ => "ES256",
+                };
+                jwk.insert("alg".into(), alg.into());
+                keys.push(serde_json::Value::Object(jwk));
+            }
+        }
+        doc
+    }
+
+    /// The key and validation for a token whose header names `kid`: the current key, or
+    /// one from before a rotation.
+    fn verifier(
+        &self,
+        kid: Option<&str>,
+        refresh: bool,
+    ) -> Result<(&jsonwebtoken::DecodingKey, &Validation), TokenError> {
+        let kid = kid.ok_or(TokenError::UnknownKey)?;
+        if kid == self.key.kid {
+            let v = if refresh {
+                &self.refresh_validation
+            } else {
+                &self.validation
+            };
+            return Ok((&self.key.decoding, v));
+        }
+        self.previous
+            .iter()
+            .find(|(k, _, _)| k.is(kid))
+            .map(|(k, access, refresh_v)| (&k.decoding, if refresh { refresh_v } else { access }))
+            .ok_or(TokenError::UnknownKey)
     }
 
     pub fn issue(&self, account: &str, access: Vec<Access>) -> Result<Issued, TokenError> {
@@ -269,10 +333,8 @@ impl Tokens {
         }
         self.metrics.token_cache_misses.fetch_add(1, Relaxed);
         let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
-        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
-            return Err(TokenError::UnknownKey);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &self.validation)
+        let (decoding, validation) = self.verifier(header.kid.as_deref(), false)?;
+        let data = jsonwebtoken::decode::<Claims>(token, decoding, validation)
             .map_err(TokenError::Invalid)?;
         let claims = data.claims;
         let verified = Arc::new(Verified {
@@ -308,18 +370,15 @@ impl Tokens {
 
     pub fn verify_refresh(&self, token: &str) -> Result<Refresh, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
-        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
-            return Err(TokenError::UnknownKey);
-        }
-        let data = jsonwebtoken::decode::<RefreshClaims>(
-            token,
-            &self.key.decoding,
-            &self.refresh_validation,
-        )
-        .map_err(TokenError::Invalid)?;
+        let (decoding, validation) = self.verifier(header.kid.as_deref(), true)?;
+        let data = jsonwebtoken::decode::<RefreshClaims>(token, decoding, validation)
+            .map_err(TokenError::Invalid)?;
         Ok(Refresh {
             account: data.claims.sub,
             fingerprint: data.claims.fpr,
+            jti: data.claims.jti,
+            issued_at: data.claims.iat,
+            expires_at: data.claims.exp,
         })
     }
 }

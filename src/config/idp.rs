@@ -57,7 +57,7 @@ pub(super) const REDIS_TOKEN_DB: Key = Key::with(
     "redis_token_db",
     Kind::Free,
     "",
-    "refused until regate's Redis store exists (issue #18): use `level_token_db`",
+    "with `shared_state.redis`: the token DB is kept there (its own settings are not read); without it, refused",
 );
 pub(super) const GCS_TOKEN_DB: Key = Key::with(
     "gcs_token_db",
@@ -113,11 +113,22 @@ pub(super) struct Common {
 pub(super) fn common(section: &str, raw: Shared, cx: &mut Cx<'_>) -> Result<Common, Failed> {
     let at = |k: &'static str| [section, k];
     if raw.redis_token_db.is_some() {
-        return cx.fail_hint(
-            &at("redis_token_db"),
-            "regate keeps the token DB in its state store, and the store's Redis implementation is not there yet (it comes with running several replicas, issue #18)",
-            "use `level_token_db: {path: /data/tokens.json}`, or leave the token DB out (it is kept in data_dir); one regate needs no shared store",
-        );
+        // The token DB is kept in the state store: in Redis when the replicas share one.
+        let shared = cx
+            .doc
+            .get("shared_state")
+            .and_then(|s| s.get("redis"))
+            .is_some_and(|r| !r.is_null());
+        if !shared {
+            return cx.fail_hint(
+                &at("redis_token_db"),
+                "regate keeps the token DB in its state store, which is Redis only when `shared_state.redis` names one",
+                "add `shared_state: {redis: {addr: HOST:PORT, password_file: FILE}}` with this Redis (sessions and the login throttle go there too), or use `level_token_db: {path: /data/tokens.json}` for one regate",
+            );
+        }
+        cx.warn(format!(
+            "{section}.redis_token_db: the token DB is kept in `shared_state.redis`; this section's own Redis settings are not read"
+        ));
     }
     if raw.gcs_token_db.is_some() {
         return cx.fail_hint(

@@ -28,6 +28,7 @@ pub(super) struct RawServer {
     real_ip_header: Option<String>,
     real_ip_pos: Option<i64>,
     trusted_proxies: Option<Vec<String>>,
+    proxy_protocol: Option<bool>,
     http_redirect_addr: Option<String>,
     metrics_addr: Option<String>,
     basic_auth: Option<String>,
@@ -120,6 +121,11 @@ pub(super) const KEYS: &[Key] = &[
         Kind::List,
         "— (any peer)",
         "addresses or CIDR blocks (`[10.0.0.0/8, \"::1\"]`, nginx's `set_real_ip_from`) whose `real_ip_header` counts; from any other peer the header is ignored and the connection's address is the client's, for `ip` rules, the login throttle and the logs. Not set with `real_ip_header` set: believed from anyone, as docker_auth does, and `regate check` warns",
+    ),
+    Key::scalar(
+        "proxy_protocol",
+        "false",
+        "read the PROXY protocol header (v1 or v2: haproxy `send-proxy-v2`, a TCP load balancer) from the peers of `trusted_proxies` (required with it): its client address counts for `ip` rules, the throttle and the logs; optional from them (health checks), and a header from any other peer closes the connection",
     ),
     Key::scalar(
         "http_redirect_addr",
@@ -265,7 +271,22 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
             )
         }
     };
-    let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, raw.trusted_proxies, cx)?;
+    let trusted = trusted_proxies(raw.trusted_proxies, cx)?;
+    let proxy_protocol = match (raw.proxy_protocol.unwrap_or(false), &trusted) {
+        (false, _) => None,
+        (true, Some(nets)) => Some(nets.clone().into()),
+        (true, None) => {
+            return cx.fail_hint(
+                &at("proxy_protocol"),
+                "`proxy_protocol` needs `trusted_proxies`: the balancers whose PROXY header is believed",
+                "for example `trusted_proxies: [10.0.0.0/8]`, the addresses your balancer connects from",
+            )
+        }
+    };
+    if trusted.is_some() && raw.real_ip_header.is_none() && proxy_protocol.is_none() {
+        cx.warn("server.trusted_proxies is ignored without server.real_ip_header or server.proxy_protocol: the client address is the connection's");
+    }
+    let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, trusted, cx);
     Ok(Settings {
         path_prefix,
         listen,
@@ -279,6 +300,7 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
         hsts: raw.hsts.unwrap_or(false),
         basic_auth,
         real_ip,
+        proxy_protocol,
     })
 }
 
@@ -379,47 +401,43 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 /// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
+/// `server.trusted_proxies`: addresses or CIDR blocks.
+fn trusted_proxies(
+    proxies: Option<Vec<String>>,
+    cx: &mut Cx<'_>,
+) -> Result<Option<Vec<crate::acl::IpNet>>, Failed> {
+    let Some(list) = proxies else {
+        return Ok(None);
+    };
+    let mut nets = Vec::with_capacity(list.len());
+    for (i, raw) in list.iter().enumerate() {
+        match crate::acl::IpNet::parse(raw.trim()) {
+            Some(net) => nets.push(net),
+            None => {
+                let path = [key("server"), key("trusted_proxies"), Seg::Index(i)];
+                let m = format!("`{raw}` is not an address or CIDR block (10.0.0.0/8, ::1)");
+                return Err(cx.fail_at(&path, m));
+            }
+        }
+    }
+    Ok(Some(nets))
+}
+
+/// docker_auth's `real_ip_header`, believed from `trusted_proxies` only (when listed).
 fn real_ip(
     header: Option<String>,
     position: Option<i64>,
-    proxies: Option<Vec<String>>,
+    trusted: Option<Vec<crate::acl::IpNet>>,
     cx: &mut Cx<'_>,
-) -> Result<Option<RealIp>, Failed> {
-    let trusted = match proxies {
-        None => None,
-        Some(list) => {
-            let mut nets = Vec::with_capacity(list.len());
-            for (i, raw) in list.iter().enumerate() {
-                match crate::acl::IpNet::parse(raw.trim()) {
-                    Some(net) => nets.push(net),
-                    None => {
-                        let path = [key("server"), key("trusted_proxies"), Seg::Index(i)];
-                        let m =
-                            format!("`{raw}` is not an address or CIDR block (10.0.0.0/8, ::1)");
-                        return Err(cx.fail_at(&path, m));
-                    }
-                }
-            }
-            Some(nets)
-        }
-    };
-    Ok(match header {
-        Some(header) => {
-            if trusted.is_none() {
-                cx.warn(format!("server.real_ip_header ({header}) is believed from any peer: a client that reaches regate directly chooses its own address for `ip` rules and the login throttle; list the proxies in front in server.trusted_proxies"));
-            }
-            Some(RealIp {
-                header,
-                position: position.unwrap_or(0),
-                trusted,
-            })
-        }
-        None => {
-            if trusted.is_some() {
-                cx.warn("server.trusted_proxies is ignored without server.real_ip_header: the client address is the connection's");
-            }
-            None
-        }
+) -> Option<RealIp> {
+    let header = header?;
+    if trusted.is_none() {
+        cx.warn(format!("server.real_ip_header ({header}) is believed from any peer: a client that reaches regate directly chooses its own address for `ip` rules and the login throttle; list the proxies in front in server.trusted_proxies"));
+    }
+    Some(RealIp {
+        header,
+        position: position.unwrap_or(0),
+        trusted,
     })
 }
 

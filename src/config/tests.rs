@@ -126,7 +126,7 @@ fn upstream_is_required_and_checked() {
     assert_eq!(e.key.as_deref(), Some("upstream.url"));
     let c = parse("upstream: {url: \"https://registry.internal:5000\", ca_certificate: ca.crt}\n")
         .unwrap();
-    assert_eq!(c.upstream.url.scheme_str(), Some("https"));
+    assert_eq!(c.upstream.urls[0].scheme_str(), Some("https"));
     assert!(c.upstream.ca_certificate.unwrap().ends_with("ca.crt"));
     let e = parse("upstream: {url: \"http://r:5000\", ca_certificate: ca.crt}\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("upstream.ca_certificate"));
@@ -194,7 +194,7 @@ fn environment_overrides() {
     )
     .unwrap();
     assert_eq!(c.token.issuer, "env");
-    assert_eq!(c.upstream.url.to_string(), "http://registry:5000/");
+    assert_eq!(c.upstream.urls[0].to_string(), "http://registry:5000/");
     let e = Config::parse_with_env(
         Path::new("/etc/regate/config.yml"),
         "upstream: {url: http://r:5000}\n",
@@ -475,6 +475,57 @@ fn letsencrypt_mistakes_are_named() {
         parse("server:\n  letsencrypt:\n    hots: r.example.com\nupstream: {url: http://r:5000}\n")
             .unwrap_err();
     assert!(e.to_string().contains("did you mean `host`?"), "{e}");
+}
+
+#[test]
+fn shared_state_without_a_token_key_warns_that_replicas_generate_their_own() {
+    let c = parse("upstream: {url: http://r:5000}\nshared_state: {redis: {addr: \"redis:6379\", password_file: pw}}\n").unwrap();
+    let redis = c.shared_state.as_ref().unwrap();
+    assert_eq!(redis.to_string(), "redis://redis:6379/0");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("each replica generates its own")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse("upstream: {url: http://r:5000}\nshared_state: {redis: {url: \"rediss://cache:6380/2\", password_file: pw}}\ntoken: {certificate: t.crt, key: t.key}\n").unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("shared_state")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(c.shared_state.as_ref().unwrap().tls);
+    let e = parse(
+        "upstream: {url: http://r:5000}\nshared_state: {redis: {url: \"redis://:secret@cache\"}}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("shared_state.redis.url"));
+    assert!(!e.to_string().contains("secret@"), "{e}");
+}
+
+#[test]
+fn upstream_url_takes_a_list_of_registries_of_one_scheme() {
+    let c = parse("upstream: {url: [\"http://r1:5000\", \"http://r2:5000\"]}\n").unwrap();
+    assert_eq!(c.upstream.urls.len(), 2);
+    let e = parse("upstream: {url: [\"http://r1:5000\", \"https://r2:5000\"]}\n").unwrap_err();
+    assert!(e.to_string().contains("mix http and https"), "{e}");
+    let e = parse("upstream: {url: [\"http://r1:5000\", \"r2:5000\"]}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("upstream.url[1]"), "{e}");
+}
+
+#[test]
+fn proxy_protocol_needs_the_proxies_it_trusts() {
+    let e = parse("upstream: {url: http://r:5000}\nserver: {proxy_protocol: true}\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.proxy_protocol"), "{e}");
+    let c = parse("upstream: {url: http://r:5000}\nserver: {proxy_protocol: true, trusted_proxies: [10.0.0.0/8]}\n").unwrap();
+    assert_eq!(c.server.proxy_protocol.as_deref().map(<[_]>::len), Some(1));
+    assert!(c.server.real_ip.is_none());
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("trusted_proxies")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 mod idp;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::keys::Key;
+use super::keys::{Key, Kind};
 use super::{Cx, Failed};
 use crate::auth::keys::KidFormat;
 use crate::auth::token::Settings;
@@ -23,6 +23,7 @@ pub(super) struct RawToken {
     realm: Option<String>,
     refresh_expiration: Option<i64>,
     kid_format: Option<String>,
+    previous_certificates: Option<Vec<String>>,
 }
 
 pub(super) const KEYS: &[Key] = &[
@@ -62,6 +63,12 @@ pub(super) const KEYS: &[Key] = &[
         "kid_format",
         "libtrust",
         "`rfc7638` for registry v3 and JWKS",
+    ),
+    Key::with(
+        "previous_certificates",
+        Kind::List,
+        "",
+        "certificates (PEM) of token keys used before a rotation: tokens and refresh tokens they signed are still accepted until they expire; nothing new is signed with them. Drop one once `refresh_expiration` has passed since the rotation",
     ),
 ];
 
@@ -142,6 +149,12 @@ pub(super) fn build(
         refresh_expiration: Duration::from_secs(refresh_expiration),
         kid_format,
         key,
+        previous_certificates: raw
+            .previous_certificates
+            .unwrap_or_default()
+            .iter()
+            .map(|p| cx.resolve(p))
+            .collect(),
     })
 }
 

@@ -11,16 +11,24 @@ use crate::proxy::Settings;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
-    url: Option<String>,
+    url: Option<OneOrMany>,
     read_timeout: Option<i64>,
     ca_certificate: Option<String>,
+}
+
+/// One URL, or a list (nginx's `upstream` block of servers).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 pub(super) const KEYS: &[Key] = &[
     Key::scalar(
         "url",
         "none: required",
-        "the registry:2 to forward to: `http://HOST:PORT`, or `https://HOST:PORT` for a registry serving TLS itself (its `http.tls`; nginx's `proxy_pass https://`), reached over verified TLS only",
+        "the registry:2 to forward to: `http://HOST:PORT`, or `https://HOST:PORT` for a registry serving TLS itself (its `http.tls`; nginx's `proxy_pass https://`), reached over verified TLS only. A list spreads requests over several registries sharing storage and `http.secret`: one that refuses connections is left out for a while, and a request it refused goes to another",
     ),
     Key::scalar(
         "read_timeout",
@@ -42,7 +50,42 @@ pub(super) fn build(raw: RawUpstream, cx: &mut Cx<'_>) -> Result<Settings, Faile
             "for example:\n    upstream:\n      url: http://127.0.0.1:5000",
         );
     };
-    let url = parse_url(&url).or_else(|m| cx.fail(&["upstream", "url"], m))?;
+    let listed = match url {
+        OneOrMany::One(u) => vec![u],
+        OneOrMany::Many(list) => list,
+    };
+    if listed.is_empty() {
+        return cx.fail(&["upstream", "url"], "the list of registries is empty");
+    }
+    let mut urls = Vec::with_capacity(listed.len());
+    for (i, u) in listed.iter().enumerate() {
+        let path = match listed.len() {
+            1 => vec![super::key("upstream"), super::key("url")],
+            _ => vec![
+                super::key("upstream"),
+                super::key("url"),
+                super::Seg::Index(i),
+            ],
+        };
+        match parse_url(u) {
+            Ok(url) if urls.contains(&url) => {
+                return Err(cx.fail_at(&path, format!("`{u}` is listed twice")))
+            }
+            Ok(url) => urls.push(url),
+            Err(m) => return Err(cx.fail_at(&path, m)),
+        }
+    }
+    let https = urls[0].scheme_str() == Some("https");
+    if urls
+        .iter()
+        .any(|u| (u.scheme_str() == Some("https")) != https)
+    {
+        return cx.fail(
+            &["upstream", "url"],
+            "the registries mix http and https; they are replicas of one registry, reached the same way",
+        );
+    }
+    let url = urls[0].clone();
     let read_timeout = match raw.read_timeout {
         None => Duration::from_secs(900),
         Some(s) if s > 0 => Duration::from_secs(s as u64),
@@ -61,7 +104,7 @@ pub(super) fn build(raw: RawUpstream, cx: &mut Cx<'_>) -> Result<Settings, Faile
         );
     }
     Ok(Settings {
-        url,
+        urls,
         read_timeout,
         ca_certificate,
     })

@@ -70,14 +70,22 @@ pub(super) fn client_ip<B>(rt: &Runtime, req: &Request<B>, peer: IpAddr) -> IpAd
     let Some(real) = rt.config.server.real_ip.as_ref().filter(|r| r.trusts(peer)) else {
         return peer;
     };
-    let Some(value) = req
+    // Several lines of the header are one list, in order (RFC 9110 5.3): haproxy's
+    // `option forwardfor` adds its own line after the client's rather than appending.
+    let values: Vec<&str> = req
         .headers()
-        .get(real.header.as_str())
-        .and_then(|v| v.to_str().ok())
-    else {
+        .get_all(real.header.as_str())
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
         return peer;
-    };
-    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    }
+    let parts: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
     let index = if real.position < 0 {
         parts.len() as i64 + real.position
     } else {

@@ -55,7 +55,13 @@ pub fn check(path: &Path) -> Report {
         },
         config.users.len(),
         config.acl.len(),
-        config.upstream.url,
+        config
+            .upstream
+            .urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         report.warnings.len()
     ));
     report
@@ -88,6 +94,17 @@ fn files(config: &Config, report: &mut Report) {
     if let Some(ca) = &config.upstream.ca_certificate {
         if let Err(e) = crate::tls::client_config(Some(ca)) {
             error("upstream", &e);
+        }
+    }
+    for cert in &config.token.previous_certificates {
+        if let Err(e) = crate::auth::keys::PublicKey::from_certificate(cert) {
+            error("token.previous_certificates", &e);
+        }
+    }
+    // Redis is not contacted; its password file and CA are read, as `serve` reads them.
+    if let Some(redis) = &config.shared_state {
+        if let Err(e) = crate::state::RedisStore::new(redis, Default::default()) {
+            error("shared_state.redis", &e);
         }
     }
     match &config.token.key {

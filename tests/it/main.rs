@@ -20,6 +20,7 @@ mod ext;
 mod faults;
 mod first_hour;
 mod fuzz_corpora;
+mod ha;
 mod https;
 mod idp;
 mod ldap;

@@ -178,3 +178,31 @@ fn jwks_verifies_tokens_signed_with_the_thumbprint_kid() {
     validation.validate_aud = false;
     jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
 }
+
+/// Replicas starting at once on one shared `data_dir` (threads here: flock conflicts
+/// between open files of one process too) all end up with the same key, whole.
+#[test]
+fn replicas_sharing_a_data_dir_generate_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let made: Vec<(String, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let (key, made) = SigningKey::load_or_generate(&data).unwrap();
+                    (key.kid, made)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(made.iter().filter(|(_, m)| *m).count(), 1, "{made:?}");
+    assert!(made.iter().all(|(kid, _)| *kid == made[0].0), "{made:?}");
+    // Nothing half-written is left beside the pair.
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["token.crt", "token.key", "token.lock"]);
+}

@@ -167,3 +167,39 @@ fn refresh_tokens_are_not_access_tokens() {
         "an access token refreshes nothing"
     );
 }
+
+/// After a rotation, tokens and refresh tokens of the old key keep verifying when its
+/// certificate is listed in `token.previous_certificates`, and only then; new ones are
+/// signed with the new key, and the JWKS shows both.
+#[test]
+fn tokens_of_the_key_before_a_rotation_verify_until_they_expire() {
+    let (old_dir, old) = key();
+    let (_new_dir, new) = key();
+    let before = tokens(&old, "iss", "svc");
+    let token = before
+        .issue("alice", vec![access("repository", "a", &["pull"])])
+        .unwrap()
+        .token;
+    let refresh = before.issue_refresh("alice", "fp").unwrap();
+
+    let without = tokens(&new, "iss", "svc");
+    assert!(matches!(
+        without.verify(&token),
+        Err(TokenError::UnknownKey)
+    ));
+    assert!(without.verify_refresh(&refresh).is_err());
+
+    let previous = PublicKey::from_certificate(&old_dir.path().join("token.crt")).unwrap();
+    let after = tokens(&new, "iss", "svc").with_previous(vec![previous]);
+    assert_eq!(after.verify(&token).unwrap().subject, "alice");
+    assert_eq!(after.verify_refresh(&refresh).unwrap().account, "alice");
+    let fresh = after.issue("bob", Vec::new()).unwrap().token;
+    let kid = jsonwebtoken::decode_header(&fresh).unwrap().kid.unwrap();
+    assert_eq!(kid, new.kid, "new tokens are signed with the new key");
+    assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2);
+    // A token of the old key whose signature was altered is still refused.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(after.verify(&forged).is_err());
+}

@@ -165,8 +165,20 @@ fn each_mistake_says_what_to_write() {
     let e = error_of(&format!(
         "{ok}  redis_token_db:\n    redis_options: {{addr: \"redis:6379\"}}\n"
     ));
-    assert!(e.contains("oidc_auth.redis_token_db: regate keeps the token DB in its state store, and the store's Redis implementation is not there yet"), "{e}");
-    assert!(e.contains("issue #18"), "{e}");
+    assert!(e.contains("oidc_auth.redis_token_db: regate keeps the token DB in its state store, which is Redis only when `shared_state.redis` names one"), "{e}");
+    assert!(e.contains("shared_state: {redis:"), "{e}");
+    // With the replicas' Redis, docker_auth's section loads: the token DB is kept there.
+    let c = parse(&format!(
+        "upstream: {{url: http://r:5000}}\nshared_state: {{redis: {{addr: \"redis:6379\"}}}}\n{ok}  redis_token_db:\n    redis_options: {{addr: \"redis:6379\"}}\n"
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("the token DB is kept in `shared_state.redis`")),
+        "{:?}",
+        c.warnings
+    );
     let e = error_of(&format!("{ok}  gcs_token_db:\n    bucket: tokens\n"));
     assert!(
         e.contains("gcs_token_db: regate does not keep a token DB in Google Cloud Storage"),
