@@ -10,11 +10,13 @@
 //! | `acl` | `acl.rs` | [`crate::acl::Acl`] |
 //! | `ldap_auth` | `ldap.rs` | [`crate::auth::ldap::LdapConfig`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
+//! | `cache` | `cache.rs` | [`crate::cache::Settings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
 //! every section is checked, so one run reports every error.
 
 mod acl;
+mod cache;
 mod env;
 mod error;
 pub mod keys;
@@ -54,6 +56,7 @@ pub struct Config {
     /// docker_auth's `ldap_auth`: the directory asked about accounts `users` lacks.
     pub ldap: Option<LdapConfig>,
     pub upstream: crate::proxy::Settings,
+    pub cache: crate::cache::Settings,
     pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
@@ -80,6 +83,7 @@ struct RawConfig {
     acl: Option<Vec<crate::acl::RawEntry>>,
     ldap_auth: Option<ldap::RawLdap>,
     upstream: Option<upstream::RawUpstream>,
+    cache: Option<cache::RawCache>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
@@ -100,6 +104,7 @@ pub const KEYS: &[Key] = &[
     Key::new("acl", Kind::Items(acl::KEYS)),
     Key::new("ldap_auth", Kind::Section(ldap::KEYS)),
     Key::new("upstream", Kind::Section(upstream::KEYS)),
+    Key::new("cache", Kind::Section(cache::KEYS)),
     Key::scalar(
         "data_dir",
         "`<config folder>/data`",
@@ -347,6 +352,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let acl = acl::build(raw.acl, cx);
     let ldap = raw.ldap_auth.map(|l| ldap::build(l, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
+    let cache = cache::build(raw.cache.unwrap_or_default(), cx);
     let data_dir = raw
         .data_dir
         .as_deref()
@@ -368,6 +374,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         acl: acl?,
         ldap: ldap?,
         upstream: upstream?,
+        cache: cache?,
         data_dir,
         audit_log,
         warnings: Vec::new(),

@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod fuzzing;

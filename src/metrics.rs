@@ -27,6 +27,10 @@ pub struct Metrics {
     pub credential_cache_hits: AtomicU64,
     pub credential_cache_misses: AtomicU64,
     pub ldap_binds: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub cache_stored: AtomicU64,
+    pub cache_refused: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
@@ -119,6 +123,26 @@ impl Metrics {
             "regate_ldap_binds_total",
             "Binds sent to the LDAP directory (service account, users, unknown accounts).",
             self.ldap_binds.load(Relaxed),
+        );
+        counter(
+            "regate_cache_hits_total",
+            "Manifest and blob requests answered from the edge cache.",
+            self.cache_hits.load(Relaxed),
+        );
+        counter(
+            "regate_cache_misses_total",
+            "Manifest and blob requests the edge cache could have answered but sent to the registry.",
+            self.cache_misses.load(Relaxed),
+        );
+        counter(
+            "regate_cache_stored_total",
+            "Registry answers kept in the edge cache after their digest matched.",
+            self.cache_stored.load(Relaxed),
+        );
+        counter(
+            "regate_cache_refused_total",
+            "Registry answers not cached because their body did not match their digest.",
+            self.cache_refused.load(Relaxed),
         );
 
         out.push_str("# HELP regate_requests_total Requests by route kind and status.\n# TYPE regate_requests_total counter\n");

@@ -80,6 +80,7 @@ impl Reloader {
                 config.server.metrics_listen != old.server.metrics_listen,
             ),
             ("upstream.url", config.upstream.url != old.upstream.url),
+            ("cache", config.cache != old.cache),
             (
                 "upstream.ca_certificate",
                 config.upstream.ca_certificate != old.upstream.ca_certificate,
