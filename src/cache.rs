@@ -104,6 +104,14 @@ enum Reference {
     Tag(String),
 }
 
+/// What of a registry answer is kept, once its body matches.
+struct Keep {
+    digest: String,
+    media_type: Box<str>,
+    length: u64,
+    headers: HeaderMap,
+}
+
 /// What the cache holds now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -242,26 +250,87 @@ impl Cache {
         Some(object)
     }
 
+    /// Whether the registry is asked with a GET although the client asked HEAD: a
+    /// manifest's HEAD, so that its answer fills the cache too (registry:2 serves HEAD
+    /// and GET of a manifest with one handler and the same headers; the body is at most a
+    /// few KiB). A HEAD-only storm (nodes that hold the image and check its tag) is then
+    /// answered from memory after its first request.
+    pub fn fetches_body(lookup: &Lookup) -> bool {
+        lookup.head && lookup.kind == Kind::Manifest
+    }
+
     /// The registry's answer to `lookup`, passed on; what of it can be cached is kept on
-    /// the way (a `GET`'s body once it has passed whole and matched its digest).
-    pub fn admit(&self, lookup: Lookup, resp: Response<Body>) -> Response<Body> {
-        let Some(store) = &self.store else {
+    /// the way: a `GET`'s body once it has passed whole and matched its digest; for a
+    /// manifest's `HEAD` (asked as a GET, [`Cache::fetches_body`]) the body is read here
+    /// and the client gets the headers.
+    pub async fn admit(&self, lookup: Lookup, resp: Response<Body>) -> Response<Body> {
+        let keep = self.keepable(&lookup, &resp);
+        if Cache::fetches_body(&lookup) {
+            return self.admit_head(lookup, resp, keep).await;
+        }
+        let Some(keep) = keep else {
             return resp;
         };
-        if resp.status() != StatusCode::OK {
+        if lookup.head {
             return resp;
         }
-        let headers = resp.headers();
-        let Some(digest) = header(headers, "docker-content-digest")
-            .filter(|d| fill::checkable(d))
-            .map(str::to_owned)
-        else {
-            return resp;
+        let (parts, body) = resp.into_parts();
+        let (done, refused) = self.keeper(lookup, &keep);
+        let body = match Tee::new(body, keep.length, keep.digest, &self.filling, done, refused) {
+            Ok(tee) => body::boxed(tee),
+            Err(body) => body,
         };
-        if let Reference::Digest(asked) = &lookup.reference {
-            if *asked != digest {
-                return resp;
+        Response::from_parts(parts, body)
+    }
+
+    /// A manifest's HEAD answered by the registry's GET: the body read and kept (or
+    /// dropped), the headers passed on.
+    async fn admit_head(
+        &self,
+        lookup: Lookup,
+        resp: Response<Body>,
+        keep: Option<Keep>,
+    ) -> Response<Body> {
+        let (parts, body) = resp.into_parts();
+        let length = header(&parts.headers, CONTENT_LENGTH.as_str())
+            .and_then(|l| l.parse::<u64>().ok())
+            .filter(|l| *l <= self.max_object_bytes);
+        // A body of known, small length is read to its end (an error's too), so the
+        // registry's connection goes back to the pool; anything else is dropped.
+        let reserved = length.and_then(|l| self.filling.reserve(l));
+        if let (Some(_reserved), Some(length)) = (reserved, length) {
+            let read = http_body_util::Limited::new(body, length as usize);
+            let bytes = http_body_util::BodyExt::collect(read)
+                .await
+                .ok()
+                .map(|c| c.to_bytes());
+            if let (Some(bytes), Some(keep)) = (bytes, keep) {
+                if bytes.len() as u64 == keep.length {
+                    let digest = keep.digest.clone();
+                    let (done, refused) = self.keeper(lookup, &keep);
+                    if fill::matches(&digest, &bytes) {
+                        done(bytes);
+                    } else {
+                        refused();
+                    }
+                }
             }
+        }
+        Response::from_parts(parts, body::empty())
+    }
+
+    /// What of the registry's answer may be kept: a `200` naming a digest the cache can
+    /// check (the one asked for, if one was), of a manifest type the request lists, with
+    /// a length within `max_object_bytes`.
+    fn keepable(&self, lookup: &Lookup, resp: &Response<Body>) -> Option<Keep> {
+        self.store.as_ref()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let headers = resp.headers();
+        let digest = header(headers, "docker-content-digest").filter(|d| fill::checkable(d))?;
+        if matches!(&lookup.reference, Reference::Digest(asked) if asked != digest) {
+            return None;
         }
         let media_type = header(headers, CONTENT_TYPE.as_str())
             .map(accept::media_type)
@@ -269,30 +338,38 @@ impl Cache {
         // Not listed: the registry may have rewritten the manifest (or refuses to answer
         // it), so this answer is not the manifest's own.
         if lookup.kind == Kind::Manifest && !lookup.accept.lists(media_type) {
-            return resp;
+            return None;
         }
-        let media_type: Box<str> = media_type.into();
-        if lookup.head {
-            if let Reference::Tag(tag) = &lookup.reference {
-                self.remember_tag(store, &lookup, tag, &digest);
-            }
-            return resp;
-        }
-        let length = header(headers, CONTENT_LENGTH.as_str()).and_then(|l| l.parse::<u64>().ok());
-        let Some(length) = length.filter(|l| *l <= self.max_object_bytes) else {
-            return resp;
-        };
+        let length = header(headers, CONTENT_LENGTH.as_str())
+            .and_then(|l| l.parse::<u64>().ok())
+            .filter(|l| *l <= self.max_object_bytes)?;
         let mut kept = headers.clone();
         kept.remove(DATE);
-        let (parts, body) = resp.into_parts();
+        Some(Keep {
+            digest: digest.to_owned(),
+            media_type: media_type.into(),
+            length,
+            headers: kept,
+        })
+    }
+
+    /// What to do with a body once read: keep it (and the tag's digest) if it matches,
+    /// count and log it if not.
+    fn keeper(&self, lookup: Lookup, keep: &Keep) -> (fill::Done, fill::Refused) {
+        let Some(store) = self.store.clone() else {
+            return (Box::new(|_| {}), Box::new(|| {}));
+        };
         let done = {
-            let store = store.clone();
             let metrics = self.metrics.clone();
-            let digest = digest.clone();
             let generations = self.generations.clone();
+            let (digest, media_type, headers) = (
+                keep.digest.clone(),
+                keep.media_type.clone(),
+                keep.headers.clone(),
+            );
             Box::new(move |bytes: Bytes| {
                 let object = Object {
-                    headers: kept,
+                    headers,
                     body: bytes,
                     media_type,
                     deletes: lookup.seen.deletes,
@@ -305,6 +382,7 @@ impl Cache {
                     },
                     Entry::Object(Arc::new(object)),
                 );
+                // Already stale: do not replace what a later request may have put there.
                 let current = generations.seen(&lookup.repository).tags;
                 if let (Reference::Tag(tag), true) =
                     (&lookup.reference, current == lookup.seen.tags)
@@ -318,38 +396,20 @@ impl Cache {
                     );
                 }
                 metrics.cache_stored.fetch_add(1, Relaxed);
-            })
+            }) as fill::Done
         };
         let refused = {
             let metrics = self.metrics.clone();
-            let digest = digest.clone();
+            let digest = keep.digest.clone();
             Box::new(move || {
                 metrics.cache_refused.fetch_add(1, Relaxed);
                 tracing::warn!(
                     %digest,
                     "the registry's answer does not match its digest; not cached"
                 );
-            })
+            }) as fill::Refused
         };
-        let body = match Tee::new(body, length, digest, &self.filling, done, refused) {
-            Ok(tee) => body::boxed(tee),
-            Err(body) => body,
-        };
-        Response::from_parts(parts, body)
-    }
-
-    fn remember_tag(&self, store: &Store, lookup: &Lookup, tag: &str, digest: &str) {
-        // Already stale: do not replace what a later request may have put there.
-        if self.generations.seen(&lookup.repository).tags != lookup.seen.tags {
-            return;
-        }
-        store.insert(
-            tag_key(lookup, tag),
-            Entry::Tag(Arc::new(Tag {
-                digest: digest.into(),
-                tags: lookup.seen.tags,
-            })),
-        );
+        (done, refused)
     }
 
     /// What a registry write will change, as a guard: the change is made (and published)

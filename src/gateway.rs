@@ -257,6 +257,9 @@ impl Gateway {
         if let Some(resp) = lookup.as_ref().and_then(|l| self.cache.answer(l)) {
             return Ok(resp);
         }
+        if lookup.as_ref().is_some_and(Cache::fetches_body) {
+            *req.method_mut() = hyper::Method::GET;
+        }
         // Dropped (the change made) once the registry has answered, before the client
         // hears the answer: a pull after a push never sees the old tag.
         let _written = self.cache.write(req.method(), &classified.route);
@@ -295,7 +298,7 @@ impl Gateway {
             );
         }
         Ok(match lookup {
-            Some(lookup) => self.cache.admit(lookup, resp),
+            Some(lookup) => self.cache.admit(lookup, resp).await,
             None => resp,
         })
     }

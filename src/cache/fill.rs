@@ -63,7 +63,7 @@ impl Filling {
     }
 
     /// Reserves `bytes` for a copy, if that stays within the limit.
-    fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reserved> {
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reserved> {
         let mut used = self.used.load(SeqCst);
         loop {
             let next = used.checked_add(bytes).filter(|n| *n <= self.limit)?;
@@ -85,7 +85,7 @@ impl Filling {
     }
 }
 
-struct Reserved {
+pub(super) struct Reserved {
     filling: Arc<Filling>,
     bytes: u64,
 }

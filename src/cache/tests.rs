@@ -85,7 +85,7 @@ async fn get(
         return (true, s, h, b);
     }
     let resp = match lookup {
-        Some(l) => cache.admit(l, upstream()),
+        Some(l) => cache.admit(l, upstream()).await,
         None => upstream(),
     };
     let (s, h, b) = read(resp).await;
@@ -265,7 +265,11 @@ async fn a_push_drops_the_tags_and_an_answer_from_before_it_is_not_believed() {
         c.write(&Method::PUT, &tag)
             .expect("a manifest PUT changes tags"),
     );
-    read(c.admit(early, answer(StatusCode::OK, old, &d_old, OCI))).await;
+    read(
+        c.admit(early, answer(StatusCode::OK, old, &d_old, OCI))
+            .await,
+    )
+    .await;
     let (hit, _, _, bytes) = get(&c, Method::GET, &tag, &oci, || {
         answer(StatusCode::OK, new, &d_new, OCI)
     })
@@ -292,7 +296,7 @@ async fn a_delete_drops_the_object_and_a_late_answer_from_before_it() {
             .expect("a blob DELETE changes the cache"),
     );
     assert_eq!(c.usage().entries, 0);
-    read(c.admit(early, registry())).await;
+    read(c.admit(early, registry()).await).await;
     let (hit, status, _, _) = get(&c, Method::GET, &route, &none, || {
         answer(StatusCode::NOT_FOUND, b"{}", &d, "application/json")
     })
@@ -338,21 +342,83 @@ async fn copies_in_flight_are_bounded_too() {
     let route = blob(&d);
     let first = c.lookup(&Method::GET, &route, &HeaderMap::new()).unwrap();
     let second = c.lookup(&Method::GET, &route, &HeaderMap::new()).unwrap();
-    let a = c.admit(
-        first,
-        answer(StatusCode::OK, &body, &d, "application/octet-stream"),
-    );
+    let a = c
+        .admit(
+            first,
+            answer(StatusCode::OK, &body, &d, "application/octet-stream"),
+        )
+        .await;
     assert_eq!(c.filling.used(), 16 << 10);
     // No room for a second copy: passed on, not copied.
-    let b = c.admit(
-        second,
-        answer(StatusCode::OK, &body, &d, "application/octet-stream"),
-    );
+    let b = c
+        .admit(
+            second,
+            answer(StatusCode::OK, &body, &d, "application/octet-stream"),
+        )
+        .await;
     assert_eq!(c.filling.used(), 16 << 10);
     assert_eq!(read(b).await.2.len(), 16 << 10);
     assert_eq!(read(a).await.2.len(), 16 << 10);
     assert_eq!(c.filling.used(), 0);
     assert_eq!(c.usage().entries, 1);
+}
+
+#[tokio::test]
+async fn a_manifest_head_fills_the_cache_and_a_blob_head_does_not() {
+    let c = cache(1 << 20, 1 << 16);
+    let body = br#"{"schemaVersion":2}"#;
+    let d = digest_of(body);
+    let oci = accepting(&[OCI]);
+    let tag = manifest("v1");
+    let lookup = c.lookup(&Method::HEAD, &tag, &oci).unwrap();
+    // The gateway asks the registry with a GET: its answer has the body.
+    assert!(Cache::fetches_body(&lookup));
+    let (status, headers, bytes) =
+        read(c.admit(lookup, answer(StatusCode::OK, body, &d, OCI)).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(bytes.is_empty(), "the client asked HEAD");
+    assert_eq!(
+        headers.get(CONTENT_LENGTH).unwrap(),
+        &body.len().to_string()
+    );
+    for method in [Method::HEAD, Method::GET] {
+        let (hit, _, _, _) = get(&c, method.clone(), &tag, &oci, never).await;
+        assert!(hit, "{method}");
+        assert!(get(&c, method, &manifest(&d), &oci, never).await.0);
+    }
+    // An error's body is read and dropped; nothing is kept.
+    let missing = manifest("v2");
+    let lookup = c.lookup(&Method::HEAD, &missing, &oci).unwrap();
+    let (status, _, bytes) = read(
+        c.admit(
+            lookup,
+            answer(StatusCode::NOT_FOUND, b"{}", &d, "application/json"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, bytes.len()), (StatusCode::NOT_FOUND, 0));
+
+    let blob_body = b"config";
+    let bd = digest_of(blob_body);
+    let lookup = c
+        .lookup(&Method::HEAD, &blob(&bd), &HeaderMap::new())
+        .unwrap();
+    assert!(
+        !Cache::fetches_body(&lookup),
+        "a blob may be large: HEAD stays HEAD"
+    );
+    assert!(
+        !get(&c, Method::HEAD, &blob(&bd), &HeaderMap::new(), || {
+            answer(StatusCode::OK, b"", &bd, "application/octet-stream")
+        })
+        .await
+        .0
+    );
+    let lookup = c
+        .lookup(&Method::HEAD, &blob(&bd), &HeaderMap::new())
+        .unwrap();
+    assert!(c.answer(&lookup).is_none());
 }
 
 #[test]
