@@ -3,16 +3,17 @@
 //! request than the fronts they measure on a 2-core machine. One binary, three commands:
 //!
 //! ```text
-//! storm pull  --base URL --repo NAME --tag TAG [--header H]... [--clients 64] [--seconds 10]
-//! storm url   --url URL [--method HEAD] [--header H]... [--clients 32] [--seconds 10]
+//! storm pull  --base URL --repo NAME --tag TAG [--header H]... [--clients 64] [--seconds 10] [--watch PID]...
+//! storm url   --url URL [--method HEAD] [--header H]... [--clients 32] [--seconds 10] [--watch PID]...
 //! storm delay --listen ADDR --upstream ADDR [--delay-ms 5]
 //! ```
 //!
 //! `pull` is a pull storm: each client, on a keep-alive connection of its own, fetches the
 //! tag's manifest (HEAD, then GET), its platform manifest, its config and its layers, and
 //! again, until the time is up; `url` fetches one URL the same way. Both print one JSON
-//! line: objects (answers, HEADs included) per second, p50 and p99 latency, errors, and
-//! the CPU the load generator itself used. `delay` is a TCP relay that holds every chunk
+//! line: objects (answers, HEADs included) per second, p50 and p99 latency, errors, the
+//! CPU the load generator itself used, and for each `--watch`ed process (a front, the
+//! registry) its CPU time per answer in µs. `delay` is a TCP relay that holds every chunk
 //! a client sends for `--delay-ms` before passing it on (answers pass at once): a
 //! registry whose storage takes that long per request, as S3 does.
 //!
@@ -56,6 +57,8 @@ enum Command {
         clients: usize,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        #[arg(long = "watch")]
+        watch: Vec<u32>,
     },
     /// One URL, over and over.
     Url {
@@ -69,6 +72,8 @@ enum Command {
         clients: usize,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        #[arg(long = "watch")]
+        watch: Vec<u32>,
     },
     /// A relay that delays what clients send.
     Delay {
@@ -109,11 +114,12 @@ fn main() {
             headers,
             clients,
             seconds,
+            watch,
         } => {
             let target = target(&base, &headers);
             rt.block_on(async {
                 let plan = resolve(&target, &repo, &tag).await;
-                run(target, plan, clients, seconds).await
+                run(target, plan, clients, seconds, &watch).await
             });
         }
         Command::Url {
@@ -122,11 +128,13 @@ fn main() {
             headers,
             clients,
             seconds,
+            watch,
         } => {
             let (base, path) = split_url(&url);
             let target = target(&base, &headers);
             let method = Method::from_bytes(method.as_bytes()).expect("a method");
-            rt.block_on(run(target, vec![Step { method, path }], clients, seconds));
+            let plan = vec![Step { method, path }];
+            rt.block_on(run(target, plan, clients, seconds, &watch));
         }
         Command::Delay {
             listen,
@@ -242,10 +250,11 @@ async fn resolve(target: &Target, repo: &str, tag: &str) -> Vec<Step> {
 }
 
 /// `clients` connections walking `plan` over and over for `seconds`; prints the result.
-async fn run(target: Target, plan: Vec<Step>, clients: usize, seconds: f64) {
+async fn run(target: Target, plan: Vec<Step>, clients: usize, seconds: f64, watch: &[u32]) {
     let target = std::sync::Arc::new(target);
     let plan = std::sync::Arc::new(plan);
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu_seconds("self");
+    let watched0: Vec<f64> = watch.iter().map(|p| cpu_seconds(&p.to_string())).collect();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..clients)
@@ -286,6 +295,14 @@ async fn run(target: Target, plan: Vec<Step>, clients: usize, seconds: f64) {
         bytes += b;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let watched: serde_json::Map<String, serde_json::Value> = watch
+        .iter()
+        .zip(watched0)
+        .map(|(pid, c0)| {
+            let per = (cpu_seconds(&pid.to_string()) - c0) * 1e6 / micros.len().max(1) as f64;
+            (pid.to_string(), serde_json::json!(per))
+        })
+        .collect();
     micros.sort_unstable();
     let pct = |q: f64| {
         micros
@@ -301,14 +318,15 @@ async fn run(target: Target, plan: Vec<Step>, clients: usize, seconds: f64) {
         "p99_ms": pct(0.99),
         "bytes": bytes,
         "plan": plan.len(),
-        "client_cpu_s": cpu_seconds() - cpu0,
+        "client_cpu_s": cpu_seconds("self") - cpu0,
+        "cpu_us_per_object": watched,
     });
     println!("{out}");
 }
 
-/// This process's user and system CPU time (`/proc/self/stat`).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// A process's user and system CPU time (`/proc/PID/stat`; `self` for this one).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
