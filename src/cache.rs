@@ -12,7 +12,8 @@
 //!   (`Date` aside, which the server sets), once the body has been checked against its
 //!   digest (`fill.rs`). Nothing else: no error, no `404`, no redirect, no range.
 //! - **Tags**: a `GET` or `HEAD` by tag records the digest the registry answered with,
-//!   for `tag_ttl`, keyed by the media types the request accepts (`accept.rs`).
+//!   for `tag_ttl`, keyed by the media types the request accepts (`accept.rs`). A
+//!   manifest's `HEAD` that misses is asked of the registry as a `GET`, so it fills too.
 //! - **Writes**: a manifest `PUT` or `DELETE` and a blob `DELETE` move the repository's
 //!   generations when they come back (`changes.rs`), so no answer older than the write
 //!   counts after it; a `DELETE` also drops the object.
@@ -30,7 +31,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use hyper::{Method, Response, StatusCode};
 
@@ -41,7 +41,7 @@ use accept::Accept;
 pub use changes::{Alone, Change, Replicas};
 use changes::{Generations, Seen};
 use fill::{Filling, Tee};
-use store::{Entry, Key, Object, Store, Tag};
+use store::{Entry, Key, Object, Store};
 
 /// On unless configured off: a pull storm's manifests and configs fit many times over,
 /// and regate's worst case stays near 100 MiB, inside common container limits.
@@ -351,65 +351,6 @@ impl Cache {
             length,
             headers: kept,
         })
-    }
-
-    /// What to do with a body once read: keep it (and the tag's digest) if it matches,
-    /// count and log it if not.
-    fn keeper(&self, lookup: Lookup, keep: &Keep) -> (fill::Done, fill::Refused) {
-        let Some(store) = self.store.clone() else {
-            return (Box::new(|_| {}), Box::new(|| {}));
-        };
-        let done = {
-            let metrics = self.metrics.clone();
-            let generations = self.generations.clone();
-            let (digest, media_type, headers) = (
-                keep.digest.clone(),
-                keep.media_type.clone(),
-                keep.headers.clone(),
-            );
-            Box::new(move |bytes: Bytes| {
-                let object = Object {
-                    headers,
-                    body: bytes,
-                    media_type,
-                    deletes: lookup.seen.deletes,
-                };
-                store.insert(
-                    Key::Object {
-                        repository: lookup.repository.as_str().into(),
-                        kind: lookup.kind,
-                        digest: digest.as_str().into(),
-                    },
-                    Entry::Object(Arc::new(object)),
-                );
-                // Already stale: do not replace what a later request may have put there.
-                let current = generations.seen(&lookup.repository).tags;
-                if let (Reference::Tag(tag), true) =
-                    (&lookup.reference, current == lookup.seen.tags)
-                {
-                    store.insert(
-                        tag_key(&lookup, tag),
-                        Entry::Tag(Arc::new(Tag {
-                            digest: digest.into(),
-                            tags: lookup.seen.tags,
-                        })),
-                    );
-                }
-                metrics.cache_stored.fetch_add(1, Relaxed);
-            }) as fill::Done
-        };
-        let refused = {
-            let metrics = self.metrics.clone();
-            let digest = keep.digest.clone();
-            Box::new(move || {
-                metrics.cache_refused.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    %digest,
-                    "the registry's answer does not match its digest; not cached"
-                );
-            }) as fill::Refused
-        };
-        (done, refused)
     }
 
     /// What a registry write will change, as a guard: the change is made (and published)

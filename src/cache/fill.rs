@@ -3,13 +3,15 @@
 //! checked against its digest; only a copy that matches is handed on to be cached.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 
+use super::store::{Entry, Key, Object, Tag};
+use super::{tag_key, Cache, Keep, Lookup, Reference};
 use crate::body::{Body, BoxError};
 
 /// What the copy goes to once complete and matching its digest.
@@ -185,5 +187,66 @@ impl hyper::body::Body for Tee {
 
     fn size_hint(&self) -> SizeHint {
         hyper::body::Body::size_hint(&self.inner)
+    }
+}
+
+impl Cache {
+    /// What to do with a body once read: keep it (and the tag's digest) if it matches,
+    /// count and log it if not.
+    pub(super) fn keeper(&self, lookup: Lookup, keep: &Keep) -> (Done, Refused) {
+        let Some(store) = self.store.clone() else {
+            return (Box::new(|_| {}), Box::new(|| {}));
+        };
+        let done = {
+            let metrics = self.metrics.clone();
+            let generations = self.generations.clone();
+            let (digest, media_type, headers) = (
+                keep.digest.clone(),
+                keep.media_type.clone(),
+                keep.headers.clone(),
+            );
+            Box::new(move |bytes: Bytes| {
+                let object = Object {
+                    headers,
+                    body: bytes,
+                    media_type,
+                    deletes: lookup.seen.deletes,
+                };
+                store.insert(
+                    Key::Object {
+                        repository: lookup.repository.as_str().into(),
+                        kind: lookup.kind,
+                        digest: digest.as_str().into(),
+                    },
+                    Entry::Object(Arc::new(object)),
+                );
+                // Already stale: do not replace what a later request may have put there.
+                let current = generations.seen(&lookup.repository).tags;
+                if let (Reference::Tag(tag), true) =
+                    (&lookup.reference, current == lookup.seen.tags)
+                {
+                    store.insert(
+                        tag_key(&lookup, tag),
+                        Entry::Tag(Arc::new(Tag {
+                            digest: digest.into(),
+                            tags: lookup.seen.tags,
+                        })),
+                    );
+                }
+                metrics.cache_stored.fetch_add(1, Relaxed);
+            }) as Done
+        };
+        let refused = {
+            let metrics = self.metrics.clone();
+            let digest = keep.digest.clone();
+            Box::new(move || {
+                metrics.cache_refused.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    %digest,
+                    "the registry's answer does not match its digest; not cached"
+                );
+            }) as Refused
+        };
+        (done, refused)
     }
 }

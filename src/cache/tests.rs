@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::ACCEPT;
 
