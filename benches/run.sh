@@ -34,7 +34,16 @@ if ((${#missing[@]})); then
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
-echo "building regate (release) in $CARGO_TARGET_DIR" >&2
+echo "building regate and the storm load generator (release) in $CARGO_TARGET_DIR" >&2
 (cd "$repo" && cargo build --release --quiet --bin regate)
+# benches/storm.rs (the pull storm, manifest rows and the delay relay): cargo names the
+# binary with a hash, so ask it where it put it.
+storm="$(cd "$repo" && cargo build --release --quiet --bench storm --message-format=json \
+    | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "storm" and m.get("executable"):
+        print(m["executable"])')"
+[ -x "$storm" ] || { echo "could not build benches/storm.rs" >&2; exit 1; }
 
-exec python3 "$here/bench.py" --regate "$CARGO_TARGET_DIR/release/regate" "$@"
+exec python3 "$here/bench.py" --regate "$CARGO_TARGET_DIR/release/regate" --storm "$storm" "$@"

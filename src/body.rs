@@ -39,6 +39,8 @@ struct Idle {
 enum Inner {
     Stream(Incoming),
     Buffer(Option<Bytes>),
+    /// Another body over one of these (the cache's copy of what passes).
+    Boxed(Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = BoxError> + Send>>),
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -63,6 +65,13 @@ impl Received {
 
 pub fn stream(incoming: Incoming) -> Body {
     Body::new(Inner::Stream(incoming))
+}
+
+/// A body of another kind, behind a box.
+pub fn boxed(
+    body: impl hyper::body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+) -> Body {
+    Body::new(Inner::Boxed(Box::pin(body)))
 }
 
 impl Body {
@@ -126,8 +135,9 @@ impl hyper::body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
-            Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx).map_err(BoxError::from),
             Inner::Buffer(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Boxed(body) => body.as_mut().poll_frame(cx),
         };
         let this = self.get_mut();
         match polled {
@@ -138,7 +148,7 @@ impl hyper::body::Body for Body {
                 if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
                     this.bytes += data.map_or(0, |d| d.len() as u64);
                 }
-                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                Poll::Ready(frame)
             }
             Poll::Pending => match &mut this.idle {
                 Some(idle) => {
@@ -157,12 +167,14 @@ impl hyper::body::Body for Body {
         match &self.inner {
             Inner::Stream(incoming) => incoming.is_end_stream(),
             Inner::Buffer(bytes) => bytes.is_none(),
+            Inner::Boxed(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Stream(incoming) => incoming.size_hint(),
+            Inner::Boxed(body) => body.size_hint(),
             Inner::Buffer(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

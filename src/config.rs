@@ -15,11 +15,13 @@
 //! | `casbin_authz` | `casbin.rs` | [`crate::auth::casbin::CasbinConfig`] |
 //! | `upstream` | `upstream.rs` | [`crate::proxy::Settings`] |
 //! | `shared_state` | `shared_state.rs` | [`crate::state::RedisSettings`] |
+//! | `cache` | `cache.rs` | [`crate::cache::Settings`] |
 //!
 //! Every error names the file, line, column and key, or the variable that set the value;
 //! every section is checked, so one run reports every error.
 
 mod acl;
+mod cache;
 mod casbin;
 mod env;
 mod error;
@@ -88,6 +90,7 @@ pub struct Config {
     pub ui: crate::web::Settings,
     /// `shared_state.redis`: where replicas share their state; `None`: this process only.
     pub shared_state: Option<crate::state::RedisSettings>,
+    pub cache: crate::cache::Settings,
     pub data_dir: PathBuf,
     pub audit_log: AuditLog,
     pub warnings: Vec<String>,
@@ -130,6 +133,7 @@ struct RawConfig {
     upstream: Option<upstream::RawUpstream>,
     ui: Option<ui::RawUi>,
     shared_state: Option<shared_state::RawSharedState>,
+    cache: Option<cache::RawCache>,
     data_dir: Option<String>,
     audit_log: Option<String>,
 }
@@ -165,6 +169,7 @@ pub const KEYS: &[Key] = &[
     Key::new("upstream", Kind::Section(upstream::KEYS)),
     Key::new("ui", Kind::Section(ui::KEYS)),
     Key::new("shared_state", Kind::Section(shared_state::KEYS)),
+    Key::new("cache", Kind::Section(cache::KEYS)),
     Key::scalar(
         "data_dir",
         "`<config folder>/data`",
@@ -445,6 +450,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let casbin_authz = raw.casbin_authz.map(|c| casbin::build(c, cx)).transpose();
     let upstream = upstream::build(raw.upstream.unwrap_or_default(), cx);
     let ui = ui::build(raw.ui.unwrap_or_default(), cx);
+    let cache = cache::build(raw.cache.unwrap_or_default(), cx);
     let shared_state = shared_state::build(raw.shared_state.unwrap_or_default(), cx);
     if let (Ok(Some(_)), Ok(token)) = (&shared_state, &token) {
         if token.key.is_none() {
@@ -478,6 +484,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         upstream: upstream?,
         ui: ui?,
         shared_state: shared_state?,
+        cache: cache?,
         data_dir,
         audit_log,
         warnings: Vec::new(),

@@ -4,7 +4,9 @@
 //! route::classify
 //!   Token endpoint : auth::endpoint (users -> acl -> token::issue)
 //!   /v2 redirect   : 301 /v2/
-//!   Registry route : token::verify (cached) -> access covers route? -> proxy::forward
+//!   Registry route : token::verify (cached) -> access covers route?
+//!                      yes -> cache::answer (GET/HEAD of a manifest or small blob)
+//!                             or proxy::forward (streamed; cache::admit keeps what it may)
 //!                    missing/invalid -> 401 challenge; insufficient -> 401 insufficient_scope
 //!   every error    -> error::RegistryError::into_response
 //! ```
@@ -23,6 +25,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::auth::challenge::Challenge;
 use crate::auth::endpoint;
 use crate::body::Body;
+use crate::cache::{self, Cache};
 use crate::error::{self, json_response, Code, RegistryError};
 use crate::proxy::{Origin, Upstream};
 use crate::route::{self, Classified, RepoKind, Route};
@@ -52,6 +55,9 @@ pub struct Gateway {
     upstream: Upstream,
     /// The web pages' registry reader and caches (the same client as `upstream`).
     pages: crate::web::Pages,
+    /// Manifests and small blobs, answered in the forward step (after the grant): it
+    /// outlives reloads, as the upstream does.
+    cache: Cache,
     /// `/metrics` has a listener of its own (`server.metrics_addr`, fixed at start like
     /// the other listeners): the main one does not serve it to anyone.
     metrics_elsewhere: bool,
@@ -62,18 +68,24 @@ impl Gateway {
     pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
         let config = &runtime.config;
         let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
+        let cache = Cache::new(&config.cache, runtime.metrics.clone());
         let metrics_elsewhere = config.server.metrics_listen.is_some();
         let pages = crate::web::Pages::new(upstream.clone());
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             upstream,
             pages,
+            cache,
             metrics_elsewhere,
         })
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// Replaces users, rules and keys at once; requests already running keep the old set.
@@ -116,6 +128,7 @@ impl Gateway {
             );
         }
         let status = resp.status().as_u16();
+        let cache = resp.extensions().get::<cache::Hit>().map(|_| "hit");
         rt.metrics.request(kind, status);
         // Logged when the body is done, so bytes and duration are the transfer's own.
         let metrics = rt.metrics.clone();
@@ -131,6 +144,7 @@ impl Gateway {
                     version = ?version,
                     route = kind,
                     status,
+                    cache,
                     // Both ways: a push's bytes come in, a pull's go out.
                     bytes_in = received.get(),
                     bytes_out = bytes,
@@ -259,7 +273,8 @@ impl Gateway {
         }
     }
 
-    /// Sends an authorized request to the registry, and audits a write.
+    /// Answers an authorized request from the cache, or sends it to the registry; audits a
+    /// write, and tells the cache what it changed.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -271,6 +286,20 @@ impl Gateway {
         origin: &Origin,
         account: &str,
     ) -> Result<Response<Body>, RegistryError> {
+        // Only here, after the grant covered the request: the cache never decides who may
+        // read what.
+        let lookup = self
+            .cache
+            .lookup(req.method(), &classified.route, req.headers());
+        if let Some(resp) = lookup.as_ref().and_then(|l| self.cache.answer(l)) {
+            return Ok(resp);
+        }
+        if lookup.as_ref().is_some_and(Cache::fetches_body) {
+            *req.method_mut() = hyper::Method::GET;
+        }
+        // Dropped (the change made) once the registry has answered, before the client
+        // hears the answer: a pull after a push never sees the old tag.
+        let _written = self.cache.write(req.method(), &classified.route);
         if let Some(bearer) = grant.upstream_bearer {
             // A registry that checks tokens itself needs one, not the password.
             if let Ok(v) = HeaderValue::from_str(&format!("Bearer {bearer}")) {
@@ -305,7 +334,10 @@ impl Gateway {
                 "write forwarded"
             );
         }
-        Ok(resp)
+        Ok(match lookup {
+            Some(lookup) => self.cache.admit(lookup, resp).await,
+            None => resp,
+        })
     }
 
     /// 200 when the registry answers `GET /v2/` (any status below 500, 401 included)

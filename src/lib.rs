@@ -11,6 +11,7 @@ pub mod acme;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod files;

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub last_reload_ok: AtomicU64,
     /// Requests sent to another registry after one refused the connection.
     pub upstream_retries: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub cache_stored: AtomicU64,
+    pub cache_refused: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
@@ -167,6 +171,26 @@ impl Metrics {
             "regate_ldap_binds_total",
             "Binds sent to the LDAP directory (service account, users, unknown accounts).",
             self.ldap_binds.load(Relaxed),
+        );
+        counter(
+            "regate_cache_hits_total",
+            "Manifest and blob requests answered from the edge cache.",
+            self.cache_hits.load(Relaxed),
+        );
+        counter(
+            "regate_cache_misses_total",
+            "Manifest and blob requests the edge cache could have answered but sent to the registry.",
+            self.cache_misses.load(Relaxed),
+        );
+        counter(
+            "regate_cache_stored_total",
+            "Registry answers kept in the edge cache after their digest matched.",
+            self.cache_stored.load(Relaxed),
+        );
+        counter(
+            "regate_cache_refused_total",
+            "Registry answers not cached because their body did not match their digest.",
+            self.cache_refused.load(Relaxed),
         );
         counter(
             "regate_config_reload_failures_total",

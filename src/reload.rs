@@ -87,6 +87,7 @@ impl Reloader {
             ),
             ("upstream.url", config.upstream.urls != old.upstream.urls),
             ("shared_state", config.shared_state != old.shared_state),
+            ("cache", config.cache != old.cache),
             (
                 "upstream.ca_certificate",
                 config.upstream.ca_certificate != old.upstream.ca_certificate,

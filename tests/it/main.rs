@@ -11,6 +11,7 @@ mod common;
 mod acme;
 mod adversarial;
 mod basic_jwks;
+mod cache;
 mod cli;
 mod compose;
 mod containerd;
