@@ -1,6 +1,8 @@
 //! Forwards an authorized request to registry:2 and streams the answer back. Bodies pass
 //! through as they arrive, both ways: a blob of any size costs a few buffers of memory.
 
+mod backends;
+
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,6 +14,8 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Request, Response, StatusCode, Uri};
+
+use backends::Backends;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -384,82 +388,6 @@ impl Upstream {
     }
 }
 
-/// The registries requests are spread over: in turn, leaving out for a while one that
-/// refused a connection (nginx's `max_fails=1 fail_timeout`), from 1 s doubling to 30 s
-/// while it keeps refusing. With all of them out, the one due back first is tried.
-struct Backends {
-    list: Vec<Backend>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-struct Backend {
-    base: Uri,
-    /// Unix ms until which it is left out; 0: in.
-    out_until: std::sync::atomic::AtomicU64,
-    /// Refusals in a row.
-    refusals: std::sync::atomic::AtomicU32,
-}
-
-const OUT_FIRST: Duration = Duration::from_secs(1);
-const OUT_MAX: Duration = Duration::from_secs(30);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Backends {
-    fn new(urls: &[Uri]) -> Backends {
-        Backends {
-            list: urls
-                .iter()
-                .map(|u| Backend {
-                    base: u.clone(),
-                    out_until: Default::default(),
-                    refusals: Default::default(),
-                })
-                .collect(),
-            next: Default::default(),
-        }
-    }
-
-    fn pick(&self) -> &Backend {
-        let n = self.list.len();
-        let start = self.next.fetch_add(1, Relaxed);
-        let now = now_ms();
-        (0..n)
-            .map(|i| &self.list[(start + i) % n])
-            .find(|b| b.out_until.load(Relaxed) <= now)
-            .unwrap_or_else(|| {
-                self.list
-                    .iter()
-                    .min_by_key(|b| b.out_until.load(Relaxed))
-                    .unwrap_or(&self.list[0])
-            })
-    }
-}
-
-impl Backend {
-    fn refused(&self) {
-        let k = self.refusals.fetch_add(1, Relaxed).min(5);
-        let out = (OUT_FIRST * (1u32 << k)).min(OUT_MAX);
-        let was = self
-            .out_until
-            .swap(now_ms() + out.as_millis() as u64, Relaxed);
-        if was == 0 {
-            tracing::warn!(upstream = %self.base, "registry left out: it refused a connection; tried again in {out:?}");
-        }
-    }
-
-    fn worked(&self) {
-        if self.out_until.swap(0, Relaxed) != 0 {
-            tracing::info!(upstream = %self.base, "registry back in: it answered");
-        }
-        self.refusals.store(0, Relaxed);
-    }
-}
-
 fn upstream_error(e: &hyper_util::client::legacy::Error) -> RegistryError {
     if e.is_connect() {
         RegistryError::new(
@@ -624,35 +552,5 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in STRIPPED {
         headers.remove(*name);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registries_take_turns_and_one_that_refused_is_left_out() {
-        let urls: Vec<Uri> = ["http://a:5000", "http://b:5000", "http://c:5000"]
-            .iter()
-            .map(|u| u.parse().unwrap())
-            .collect();
-        let b = Backends::new(&urls);
-        let names = |n: usize| -> Vec<String> {
-            (0..n)
-                .map(|_| b.pick().base.host().unwrap().to_owned())
-                .collect()
-        };
-        assert_eq!(names(4), ["a", "b", "c", "a"]);
-        b.list[1].refused();
-        assert!(!names(6).contains(&"b".to_owned()), "b is out");
-        b.list[1].worked();
-        assert!(names(6).contains(&"b".to_owned()), "b is back");
-        for backend in &b.list {
-            backend.refused();
-        }
-        // All out: the one due back first is still tried, never none.
-        b.list[2].out_until.store(1, Relaxed);
-        assert_eq!(b.pick().base.host(), Some("c"));
     }
 }
