@@ -23,6 +23,7 @@
 mod accept;
 mod changes;
 mod fill;
+mod shared;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ use accept::Accept;
 pub use changes::{Alone, Change, Replicas};
 use changes::{Generations, Seen};
 use fill::{Filling, Tee};
+pub use shared::shared;
 use store::{Entry, Key, Object, Store};
 
 /// On unless configured off: a pull storm's manifests and configs fit many times over,
@@ -78,7 +80,8 @@ impl Default for Settings {
 }
 
 /// A manifest or a blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Manifest,
     Blob,
@@ -408,6 +411,15 @@ impl Cache {
                     });
                 }
             }
+        }
+    }
+
+    /// Forgets everything: what changed while this replica could not hear the others
+    /// (the shared state was out of reach) is not known, so nothing cached is believed.
+    pub fn forget_all(&self) {
+        self.generations.all_changed();
+        if let Some(store) = &self.store {
+            store.invalidate_all();
         }
     }
 

@@ -56,8 +56,9 @@ pub struct Gateway {
     /// The web pages' registry reader and caches (the same client as `upstream`).
     pages: crate::web::Pages,
     /// Manifests and small blobs, answered in the forward step (after the grant): it
-    /// outlives reloads, as the upstream does.
-    cache: Cache,
+    /// outlives reloads, as the upstream does; shared with the other replicas' through
+    /// the shared state, when there is one.
+    cache: Arc<Cache>,
     /// `/metrics` has a listener of its own (`server.metrics_addr`, fixed at start like
     /// the other listeners): the main one does not serve it to anyone.
     metrics_elsewhere: bool,
@@ -68,7 +69,11 @@ impl Gateway {
     pub fn new(runtime: Runtime) -> Result<Gateway, crate::tls::CaError> {
         let config = &runtime.config;
         let upstream = Upstream::new(&config.upstream, &config.timeouts)?;
-        let cache = Cache::new(&config.cache, runtime.metrics.clone());
+        let cache = cache::shared(
+            &config.cache,
+            runtime.metrics.clone(),
+            runtime.state.clone(),
+        );
         let metrics_elsewhere = config.server.metrics_listen.is_some();
         let pages = crate::web::Pages::new(upstream.clone());
         Ok(Gateway {

@@ -53,6 +53,11 @@ pub struct Metrics {
     pub cache_misses: AtomicU64,
     pub cache_stored: AtomicU64,
     pub cache_refused: AtomicU64,
+    /// Cache changes other replicas published, applied here.
+    pub cache_changes_received: AtomicU64,
+    /// This replica's cache changes the shared state did not take (it was down, or too
+    /// many were waiting): the others see them within the cache's TTLs instead.
+    pub cache_changes_unsent: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
@@ -191,6 +196,16 @@ impl Metrics {
             "regate_cache_refused_total",
             "Registry answers not cached because their body did not match their digest.",
             self.cache_refused.load(Relaxed),
+        );
+        counter(
+            "regate_cache_changes_received_total",
+            "Pushes and deletes other replicas made, applied to this replica's edge cache.",
+            self.cache_changes_received.load(Relaxed),
+        );
+        counter(
+            "regate_cache_changes_unsent_total",
+            "Pushes and deletes through this replica the shared state did not pass on (the others see them within the cache's TTLs).",
+            self.cache_changes_unsent.load(Relaxed),
         );
         counter(
             "regate_config_reload_failures_total",

@@ -75,7 +75,35 @@ pub trait Store: Send + Sync {
 
     /// The keys that start with `prefix`, in no particular order.
     fn keys<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+
+    /// Whether other replicas share this store, so that what one publishes reaches them.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Sends `message` to the replicas listening on `channel` now (nothing is kept for
+    /// those that are not). A store no one else reads has no one to tell.
+    fn publish<'a>(
+        &'a self,
+        _channel: &'a str,
+        _message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Listens on `channel`: the messages replicas publish there from now on, until the
+    /// receiver ends, when the connection was lost (messages may have been missed; listen
+    /// again). `None`: no other replica shares this store.
+    fn subscribe<'a>(
+        &'a self,
+        _channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Subscription>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
+
+/// What [`Store::subscribe`] hands over: the messages, in the order they were published.
+pub type Subscription = tokio::sync::mpsc::Receiver<Vec<u8>>;
 
 /// A value and when it goes (seconds since the epoch).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,8 @@ use super::Kind;
 const STRIPES: usize = 1024;
 
 /// A change a write made, that cached answers must not outlive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// A manifest was pushed or deleted: the repository's tags may point elsewhere.
     Tags { repository: String },
@@ -30,10 +31,9 @@ pub enum Change {
 }
 
 /// Where this process's changes go besides its own cache. [`Alone`] keeps them here;
-/// with state shared between replicas (issue #18) an implementation publishes them to
-/// the shared store, and each replica hands what the others publish to
-/// [`super::Cache::apply`]. Until then another replica sees a tag change within the tag
-/// TTL and a delete within the object TTL ([`super::Settings`]).
+/// with a shared state, `shared.rs` publishes them there and hands what the other
+/// replicas publish to [`super::Cache::apply`]. A change that does not get through is
+/// seen by the others within the tag TTL and the object TTL ([`super::Settings`]).
 pub trait Replicas: Send + Sync {
     fn publish(&self, change: &Change);
 }
@@ -80,6 +80,13 @@ impl Generations {
 
     pub fn deleted(&self, repository: &str) {
         self.deletes[stripe(repository)].fetch_add(1, SeqCst);
+    }
+
+    /// Every repository changed: nothing read before now counts after it.
+    pub fn all_changed(&self) {
+        for slot in self.tags.iter().chain(self.deletes.iter()) {
+            slot.fetch_add(1, SeqCst);
+        }
     }
 }
 

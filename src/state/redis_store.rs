@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Subscription};
 use crate::auth::backend::BoxFuture;
 use crate::metrics::Metrics;
 
@@ -29,6 +29,11 @@ const NAMESPACE: &str = "regate:";
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failure, how long calls fail at once without asking Redis.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often a subscription's connection is pinged: a connection that died without a
+/// word (a balancer, a network partition) ends the subscription within this and 1 s.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Messages received and not yet taken, per subscription.
+const BACKLOG: usize = 4096;
 
 /// `shared_state.redis`, validated (`config/shared_state.rs` reads it).
 #[derive(Clone, PartialEq, Eq)]
@@ -87,6 +92,9 @@ pub struct RedisStore {
     manager: tokio::sync::Mutex<Option<ConnectionManager>>,
     health: Mutex<Health>,
     name: String,
+    /// Redis's channels are the server's, not a database's: each carries the database
+    /// number, so deployments sharing one Redis through different `db`s hear only their own.
+    db: i64,
     metrics: Arc<Metrics>,
 }
 
@@ -145,6 +153,7 @@ impl RedisStore {
                 retry_at: None,
             }),
             name: settings.to_string(),
+            db: settings.db,
             metrics,
         })
     }
@@ -242,6 +251,55 @@ impl RedisStore {
 
 fn key(k: &str) -> String {
     format!("{NAMESPACE}{k}")
+}
+
+impl RedisStore {
+    fn channel(&self, name: &str) -> String {
+        format!("{NAMESPACE}{}:{name}", self.db)
+    }
+
+    /// A connection of its own subscribed to `channel` (a subscribed connection can do
+    /// nothing else), read by a task that hands each message over, pings Redis every
+    /// [`KEEPALIVE`], and ends when Redis stops answering or the receiver is dropped.
+    async fn listen(&self, channel: String) -> Result<Subscription, StoreError> {
+        let connected = tokio::time::timeout(3 * TIMEOUT, async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Err(self.failed(&e.to_string())),
+            Err(_) => return Err(self.failed("no subscription within 3 s")),
+        };
+        self.worked();
+        let (mut sink, mut messages) = pubsub.split();
+        let (tx, rx) = tokio::sync::mpsc::channel(BACKLOG);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut ping = tokio::time::interval(KEEPALIVE);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { return };
+                        if tx.send(message.get_payload_bytes().to_vec()).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = ping.tick() => {
+                        let answer = tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>()).await;
+                        if !matches!(answer, Ok(Ok(_))) {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
 }
 
 /// `prefix` with the glob characters of SCAN's MATCH escaped.
@@ -350,6 +408,28 @@ impl Store for RedisStore {
                 cursor = next;
             }
         }))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let channel = self.channel(channel);
+        Box::pin(
+            self.run(move |mut c| async move { c.publish::<_, _, ()>(channel, message).await }),
+        )
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Subscription>, StoreError>> {
+        Box::pin(async move { self.listen(self.channel(channel)).await.map(Some) })
     }
 }
 

@@ -700,6 +700,43 @@ fn big_image(dir: &Path, size: usize) -> (String, Vec<u8>) {
     (layer_digest, layer)
 }
 
+/// A client's slower link to `to`: each connection is relayed, the client's bytes at about
+/// `rate` bytes a second (in 64 KiB steps), the answers as fast as they come. Either side
+/// closing closes both.
+async fn slow_link(to: SocketAddr, rate: u64) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut client_in, mut client_out) = client.into_split();
+                let (mut server_in, mut server_out) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = client_in.read(&mut buf).await {
+                        if n == 0 || server_out.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    }
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut server_in, &mut client_out).await;
+                };
+                tokio::select! {
+                    () = up => {}
+                    () = down => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_killed_mid_push_and_an_upload_moving_between_replicas() {
     let mut ha = Ha::start(true);
@@ -778,7 +815,13 @@ async fn a_replica_killed_mid_push_and_an_upload_moving_between_replicas() {
     let image = work.path().join("image");
     let size = 200 * 1024 * 1024;
     let (layer_digest, layer) = big_image(&image, size);
-    let host = format!("127.0.0.1:{}", ha.haproxy.as_ref().unwrap().http);
+    // skopeo reaches haproxy over a slower link (about 64 MB/s up), so the layer is still
+    // on its way when a replica is seen carrying it, however fast the machine: on an idle
+    // one, loopback carried all 200 MB before the first look.
+    let balancer: SocketAddr = format!("127.0.0.1:{}", ha.haproxy.as_ref().unwrap().http)
+        .parse()
+        .unwrap();
+    let host = slow_link(balancer, 64 << 20).await.to_string();
     let dest = format!("docker://{host}/big/app:1");
     let source = format!("oci:{}:latest", image.display());
     let authfile = work.path().join("auth.json");
@@ -1050,6 +1093,110 @@ async fn redis_killed_mid_run_logins_and_pulls_go_on_and_sharing_resumes() {
         assert_eq!(pull(u).await, 200);
     }
     ha.assert_no_secret_in_logs();
+}
+
+/// The edge cache across replicas: B holds a tag's digest; a push of that tag through A
+/// reaches B's cache through Redis (B counts it), and B's next pull sees the new digest
+/// rather than the one it would otherwise believe for 5 s. A blob cached by C and deleted
+/// through A is gone from C's cache the same way (it would otherwise stay 5 minutes).
+/// Without the shared state's channel neither count moves and the test fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_through_one_replica_reaches_the_others_cache() {
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    let ha = Ha::start(false);
+    let urls = ha.urls();
+    let (a, b, c) = (&urls[0], &urls[1], &urls[2]);
+    let repo = "shared/cached";
+    let bearer = async |u: &str| {
+        let t = token(
+            u,
+            Some(("admin", "admin-pw")),
+            &[&format!("repository:{repo}:pull,push,delete")],
+        )
+        .await;
+        format!("Bearer {t}")
+    };
+    let push = async |seed: u64| {
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}");
+        let config_digest = push_blob(a, repo, config.as_bytes()).await;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": []
+        }))
+        .unwrap();
+        let r = http(
+            Method::PUT,
+            &format!("{a}/v2/{repo}/manifests/latest"),
+            &[("authorization", &bearer(a).await), ("content-type", OCI)],
+            manifest.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        format!("sha256:{}", sha256_hex(&manifest))
+    };
+    let ask = async |u: &str, method: Method, path: &str| {
+        http(
+            method,
+            &format!("{u}{path}"),
+            &[("authorization", &bearer(u).await), ("accept", OCI)],
+            Vec::new(),
+        )
+        .await
+    };
+    let tag_on = async |u: &str| {
+        let r = ask(u, Method::GET, &format!("/v2/{repo}/manifests/latest")).await;
+        assert_eq!(r.status, 200, "{u}");
+        r.header("docker-content-digest").unwrap().to_owned()
+    };
+    let count = async |u: &str, name: &str| metric(&metrics_of(u).await, name).unwrap_or(0.0);
+    let received = "regate_cache_changes_received_total";
+
+    let first = push(1).await;
+    assert_eq!(tag_on(b).await, first);
+    let hits = count(b, "regate_cache_hits_total").await;
+    assert_eq!(tag_on(b).await, first);
+    assert!(
+        count(b, "regate_cache_hits_total").await > hits,
+        "B answers the tag from its cache"
+    );
+    let heard = count(b, received).await;
+    let second = push(2).await;
+    let took = eventually(Duration::from_secs(30), async || {
+        count(b, received).await > heard
+    })
+    .await
+    .expect("B hears of the push through A");
+    println!("B heard of the push through A after {took:?}");
+    assert_eq!(tag_on(b).await, second, "B's cached tag was dropped");
+
+    let blob = push_blob(a, repo, &noise(41, 50_000)).await;
+    let path = format!("/v2/{repo}/blobs/{blob}");
+    for _ in 0..2 {
+        assert_eq!(ask(c, Method::GET, &path).await.status, 200);
+    }
+    let heard = count(c, received).await;
+    let r = ask(a, Method::DELETE, &path).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    eventually(Duration::from_secs(30), async || {
+        count(c, received).await > heard
+    })
+    .await
+    .expect("C hears of the delete through A");
+    assert_eq!(
+        ask(c, Method::GET, &path).await.status,
+        404,
+        "C forgot the blob"
+    );
+    for u in &urls {
+        assert_eq!(
+            count(u, "regate_cache_changes_unsent_total").await,
+            0.0,
+            "{u}"
+        );
+    }
 }
 
 /// compose.ha.yml, its haproxy config and config/regate-ha.yml agree with each other (no
