@@ -43,6 +43,9 @@ use gateway::Gateway;
 use reload::{ReloadError, Reloader};
 pub use runtime::{signing_key, Lasting, Runtime};
 
+/// A boxed future, for traits used behind `dyn` (login backends, the state store).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("token key: {0}")]

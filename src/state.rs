@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::backend::BoxFuture;
+use crate::BoxFuture;
 
 mod redis_store;
 pub use redis_store::{RedisStore, Settings as RedisSettings, SetupError as RedisSetupError};

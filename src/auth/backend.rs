@@ -7,8 +7,6 @@
 //! come: external programs, SQL). Authorization: the static `acl` first (a robot only its own
 //! rules), then the others (SQL rules, external programs, casbin).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use super::identity::{AuthnError, Backend, Identity};
@@ -16,8 +14,7 @@ use super::users::Users;
 use super::Secret;
 use crate::acl;
 
-/// A boxed future, for the backends behind `dyn`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// What one login backend says about an account and password.
 #[derive(Debug)]

@@ -20,8 +20,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use super::{Store, StoreError, Subscription};
-use crate::auth::backend::BoxFuture;
 use crate::metrics::Metrics;
+use crate::BoxFuture;
 
 /// What every key regate keeps in Redis starts with.
 const NAMESPACE: &str = "regate:";
