@@ -196,16 +196,7 @@ acl:
         reference: &str,
         seed: u64,
     ) -> (Vec<u8>, String, String) {
-        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
-        let config_digest = push_blob(&self.base(), repo, config.as_bytes()).await;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config_digest, "size": config.len()},
-            "layers": []
-        }))
-        .unwrap();
+        let (manifest, config_digest) = push_small_image(&self.base(), repo, seed).await;
         let digest = self.put_manifest(repo, reference, &manifest).await;
         (manifest, digest, config_digest)
     }

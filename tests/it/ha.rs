@@ -1117,16 +1117,7 @@ async fn a_push_through_one_replica_reaches_the_others_cache() {
         format!("Bearer {t}")
     };
     let push = async |seed: u64| {
-        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}");
-        let config_digest = push_blob(a, repo, config.as_bytes()).await;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config_digest, "size": config.len()},
-            "layers": []
-        }))
-        .unwrap();
+        let (manifest, _) = push_small_image(a, repo, seed).await;
         let r = http(
             Method::PUT,
             &format!("{a}/v2/{repo}/manifests/latest"),

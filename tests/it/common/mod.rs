@@ -440,6 +440,22 @@ pub async fn push_blob(base: &str, repo: &str, data: &[u8]) -> String {
     digest
 }
 
+/// Pushes a small image config (one per `seed`) as a blob of `repo` through `base`; an OCI
+/// manifest naming it (to be pushed by the caller) and the config's digest.
+pub async fn push_small_image(base: &str, repo: &str, seed: u64) -> (Vec<u8>, String) {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
+    let config_digest = push_blob(base, repo, config.as_bytes()).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": []
+    }))
+    .unwrap();
+    (manifest, config_digest)
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, data);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
