@@ -450,6 +450,18 @@ pub fn pulled_config(layout: &Path) -> String {
 
 /// One HTTPS request to `addr`, trusting only the CA `ca`, checking the name `addr`'s IP.
 pub async fn https_get(ca: &Path, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    try_https_get(ca, addr, path, headers)
+        .await
+        .unwrap_or_else(|e| panic!("GET https://{addr}{path}: {e}"))
+}
+
+/// [`https_get`], its failure an error rather than a panic (for polling).
+pub async fn try_https_get(
+    ca: &Path,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Resp, String> {
     use hyper_util::rt::TokioIo;
     use rustls::pki_types::ServerName;
 
@@ -464,14 +476,16 @@ pub async fn https_get(ca: &Path, addr: SocketAddr, path: &str, headers: &[(&str
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
-        .expect("TLS with regate's certificate, trusting only ca.crt");
+        .map_err(|e| format!("TLS with regate's certificate, trusting only ca.crt: {e}"))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .unwrap();
+        .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
     tokio::spawn(conn);
     let mut req = hyper::Request::get(path).header("host", addr.to_string());
     for (k, v) in headers {
@@ -480,11 +494,16 @@ pub async fn https_get(ca: &Path, addr: SocketAddr, path: &str, headers: &[(&str
     let resp = send
         .send_request(req.body(Full::new(Bytes::new())).unwrap())
         .await
-        .unwrap();
+        .map_err(|e| format!("request: {e}"))?;
     let (parts, body) = resp.into_parts();
-    Resp {
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Resp {
         status: parts.status,
         headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+        body,
+    })
 }
