@@ -33,12 +33,12 @@
 mod topology;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::compose::{scalar, service, strings};
-use crate::common::stand_in::{https_get, try_https_get, Skopeo, REGATE};
+use crate::common::stand_in::{https_get, try_https_get, try_https_get_from, Skopeo, REGATE};
 use crate::common::{basic, http, noise, oci_image, oci_manifest_digest, sha256_hex, Resp};
 use hyper::Method;
 use topology::{HaTopology, REGATES, REGISTRIES};
@@ -105,6 +105,7 @@ async fn compose_ha_yml_runs_from_its_files_push_pull_and_sharing() {
     haproxy_reaches_the_replicas(&t).await;
     let manifest = push_and_pull_through_haproxy(&t).await;
     a_token_from_any_replica_is_accepted_by_the_others(&t).await;
+    the_replicas_see_the_client_through_haproxy(&t).await;
     the_registries_share_storage_and_http_secret(&t, &manifest).await;
     redis_holds_the_shared_state_and_the_blob_cache(&t).await;
     the_healthchecks_pass(&t);
@@ -223,6 +224,36 @@ async fn a_token_from_any_replica_is_accepted_by_the_others(t: &HaTopology) {
             );
             assert!(String::from_utf8_lossy(&r.body).contains("1.0"));
         }
+    }
+}
+
+/// haproxy's send-proxy-v2 and regate-ha.yml's proxy_protocol, from haproxy's address:
+/// a request from 127.0.0.2 through haproxy is logged by a replica as from 127.0.0.2,
+/// though the replica's peer is haproxy (127.0.0.1).
+async fn the_replicas_see_the_client_through_haproxy(t: &HaTopology) {
+    let client: IpAddr = "127.0.0.2".parse().unwrap();
+    let path = "/v2/_catalog?n=7";
+    let r = try_https_get_from(&t.ca(), Some(client), t.haproxy_addr, path, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted = format!("client={client} ");
+    loop {
+        let logged = t.regates.iter().any(|(p, _)| {
+            p.log()
+                .lines()
+                .any(|l| l.contains(&wanted) && l.contains("path=/v2/_catalog"))
+        });
+        if logged {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica logged the request as from {client}:\n{}",
+            t.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

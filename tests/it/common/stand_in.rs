@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -462,6 +462,18 @@ pub async fn try_https_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Resp, String> {
+    try_https_get_from(ca, None, addr, path, headers).await
+}
+
+/// [`try_https_get`] from the local address `from` (another loopback address: a client
+/// that is not the machine's balancer).
+pub async fn try_https_get_from(
+    ca: &Path,
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Resp, String> {
     use hyper_util::rt::TokioIo;
     use rustls::pki_types::ServerName;
 
@@ -476,7 +488,18 @@ pub async fn try_https_get(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr)
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    if let Some(from) = from {
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .map_err(|e| format!("bind {from}: {e}"))?;
+    }
+    let tcp = socket
+        .connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
