@@ -27,46 +27,17 @@
 //! signing certificate are the registry's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::common::{
-    basic, ca_only_dir, cert_init, get, oci_image, oci_manifest_digest, skopeo, ReservedPort, Resp,
+use crate::common::compose::*;
+use crate::common::stand_in::{
+    self, host_path, https_get, pulled_config, registry_env, Host, Process, RegateService, Skopeo,
+    REGATE,
 };
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use crate::common::{basic, get, oci_image, ReservedPort};
 use serde_yaml::{Mapping, Value};
-use tempfile::TempDir;
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const REGATE: &str = env!("CARGO_BIN_EXE_regate");
-
-/// The registry:2 image's own `/etc/docker/registry/config.yml` (distribution-library-image,
-/// 2.x): what the `REGISTRY_*` variables override in the container.
-const REGISTRY_IMAGE_CONFIG: &str = "\
-version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: /var/lib/registry
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-";
 
 /// The layouts the compose files document: `docker compose -f ...` for each.
 const LAYOUT_PLAIN: &[&str] = &["compose.yml"];
@@ -82,401 +53,9 @@ const HUSSEIN: &str = "hussein:hussein-example";
 /// the test reaches regate by.
 const CERT_HOSTS: &[&str] = &["registry.example.com", "127.0.0.1"];
 
-// ---------------------------------------------------------------------------------------
-// Reading the compose files
-
-fn read(rel: &str) -> String {
-    let path = Path::new(REPO).join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn read_yaml(rel: &str) -> Value {
-    serde_yaml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
 /// The variables a user would have in the shell or `.env`: none, so defaults apply.
 fn no_vars() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::new()
-}
-
-/// `docker compose -f FILE...`: each file interpolated, then merged into the first.
-fn compose(files: &[&str], vars: &BTreeMap<&str, &str>) -> Value {
-    let mut merged: Option<Value> = None;
-    for file in files {
-        let mut v = read_yaml(file);
-        normalise_environment(&mut v);
-        interpolate(&mut v, vars, file);
-        match &mut merged {
-            None => merged = Some(v),
-            Some(m) => merge(m, v, ""),
-        }
-    }
-    merged.unwrap()
-}
-
-/// `environment:` as a list of `K=V` becomes a mapping, so files of either form merge.
-fn normalise_environment(compose: &mut Value) {
-    let Some(services) = compose.get_mut("services").and_then(Value::as_mapping_mut) else {
-        return;
-    };
-    for (_, svc) in services.iter_mut() {
-        let Some(env) = svc.get_mut("environment") else {
-            continue;
-        };
-        if let Value::Sequence(items) = env {
-            let mut map = Mapping::new();
-            for item in items.iter() {
-                let item = item.as_str().expect("environment entries are strings");
-                let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                map.insert(k.into(), v.into());
-            }
-            *env = Value::Mapping(map);
-        }
-    }
-}
-
-/// Compose's interpolation of `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-/// `${VAR:?message}`, `${VAR?message}`, `$VAR` and `$$` in every string value.
-fn interpolate(value: &mut Value, vars: &BTreeMap<&str, &str>, file: &str) {
-    match value {
-        Value::String(s) => *s = interpolate_str(s, vars, file),
-        Value::Sequence(items) => items.iter_mut().for_each(|v| interpolate(v, vars, file)),
-        Value::Mapping(map) => map.iter_mut().for_each(|(_, v)| interpolate(v, vars, file)),
-        Value::Tagged(t) => interpolate(&mut t.value, vars, file),
-        _ => {}
-    }
-}
-
-fn interpolate_str(s: &str, vars: &BTreeMap<&str, &str>, file: &str) -> String {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some(r) = after.strip_prefix('{') {
-            let end = r
-                .find('}')
-                .unwrap_or_else(|| panic!("{file}: unclosed ${{ in {s:?}"));
-            let expr = &r[..end];
-            rest = &r[end + 1..];
-            let name_len = expr.find(|c| !is_name(c)).unwrap_or(expr.len());
-            let (name, op) = expr.split_at(name_len);
-            let value = vars.get(name).copied();
-            let set_nonempty = value.filter(|v| !v.is_empty());
-            let resolved = if op.is_empty() {
-                value.unwrap_or("").to_owned()
-            } else if let Some(default) = op.strip_prefix(":-") {
-                set_nonempty.unwrap_or(default).to_owned()
-            } else if let Some(default) = op.strip_prefix('-') {
-                value.unwrap_or(default).to_owned()
-            } else if let Some(message) = op.strip_prefix(":?") {
-                set_nonempty
-                    .unwrap_or_else(|| panic!("{file}: {name} is required: {message}"))
-                    .to_owned()
-            } else if let Some(message) = op.strip_prefix('?') {
-                value
-                    .unwrap_or_else(|| panic!("{file}: {name} is required: {message}"))
-                    .to_owned()
-            } else {
-                panic!("{file}: interpolation this test does not know: ${{{expr}}}")
-            };
-            out.push_str(&resolved);
-        } else {
-            let len = after.find(|c| !is_name(c)).unwrap_or(after.len());
-            assert!(len > 0, "{file}: a lone $ in {s:?} (write $$)");
-            out.push_str(vars.get(&after[..len]).copied().unwrap_or(""));
-            rest = &after[len..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Compose's merge of a later file into an earlier one, for what these files use: mappings
-/// merge key by key; `command`, `entrypoint` and `healthcheck.test` are replaced; `volumes`
-/// merge by target; other sequences append; `!override` replaces and `!reset` removes.
-fn merge(base: &mut Value, over: Value, key: &str) {
-    match over {
-        Value::Tagged(t) if t.tag == "override" => *base = t.value,
-        Value::Mapping(over) if base.is_mapping() => {
-            let base = base.as_mapping_mut().unwrap();
-            for (k, v) in over {
-                if matches!(&v, Value::Tagged(t) if t.tag == "reset") {
-                    base.remove(&k);
-                    continue;
-                }
-                let name = k.as_str().unwrap_or_default().to_owned();
-                match base.get_mut(&k) {
-                    Some(b) => merge(b, v, &name),
-                    None => {
-                        let v = match v {
-                            Value::Tagged(t) => t.value,
-                            v => v,
-                        };
-                        base.insert(k, v);
-                    }
-                }
-            }
-        }
-        Value::Sequence(over) if base.is_sequence() && key == "volumes" => {
-            let base = base.as_sequence_mut().unwrap();
-            for v in over {
-                let target = Mount::parse(&v).target;
-                base.retain(|b| Mount::parse(b).target != target);
-                base.push(v);
-            }
-        }
-        Value::Sequence(over)
-            if base.is_sequence() && !matches!(key, "command" | "entrypoint" | "test") =>
-        {
-            base.as_sequence_mut().unwrap().extend(over)
-        }
-        over => *base = over,
-    }
-}
-
-fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    compose["services"]
-        .get(name)
-        .unwrap_or_else(|| panic!("no service `{name}`"))
-}
-
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Null => String::new(),
-        other => panic!("not a scalar: {other:?}"),
-    }
-}
-
-fn env_of(svc: &Value) -> BTreeMap<String, String> {
-    let Some(env) = svc.get("environment").and_then(Value::as_mapping) else {
-        return BTreeMap::new();
-    };
-    env.iter().map(|(k, v)| (scalar(k), scalar(v))).collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
-        .unwrap_or_else(|| panic!("not a list: {v:?}"))
-        .iter()
-        .map(scalar)
-        .collect()
-}
-
-/// One entry of a service's `volumes`.
-#[derive(Debug, Clone, PartialEq)]
-struct Mount {
-    /// A host path (bind mount) or a volume name; `None`: an anonymous volume.
-    source: Option<String>,
-    target: String,
-    read_only: bool,
-}
-
-impl Mount {
-    fn parse(v: &Value) -> Mount {
-        match v {
-            Value::String(s) => {
-                let parts: Vec<&str> = s.split(':').collect();
-                let (source, target, mode) = match parts.as_slice() {
-                    [t] => (None, *t, ""),
-                    [s, t] => (Some(*s), *t, ""),
-                    [s, t, m] => (Some(*s), *t, *m),
-                    _ => panic!("a volume this test cannot read: {s}"),
-                };
-                Mount {
-                    source: source.map(str::to_owned),
-                    target: target.to_owned(),
-                    read_only: mode.split(',').any(|m| m == "ro"),
-                }
-            }
-            Value::Mapping(_) => Mount {
-                source: v.get("source").map(scalar),
-                target: scalar(&v["target"]),
-                read_only: v.get("read_only").and_then(Value::as_bool) == Some(true),
-            },
-            other => panic!("a volume this test cannot read: {other:?}"),
-        }
-    }
-
-    fn is_bind(&self) -> bool {
-        self.source
-            .as_deref()
-            .is_some_and(|s| s.starts_with('.') || s.starts_with('/') || s.starts_with('~'))
-    }
-
-    fn volume_name(&self) -> Option<&str> {
-        (!self.is_bind())
-            .then_some(self.source.as_deref())
-            .flatten()
-    }
-}
-
-fn mounts_of(svc: &Value) -> Vec<Mount> {
-    svc.get("volumes")
-        .and_then(Value::as_sequence)
-        .map(|v| v.iter().map(Mount::parse).collect())
-        .unwrap_or_default()
-}
-
-/// One entry of a service's `ports`.
-#[derive(Debug, PartialEq)]
-struct Port {
-    published: Option<u16>,
-    target: u16,
-}
-
-fn ports_of(svc: &Value) -> Vec<Port> {
-    let Some(ports) = svc.get("ports").and_then(Value::as_sequence) else {
-        return Vec::new();
-    };
-    ports
-        .iter()
-        .map(|p| match p {
-            Value::Mapping(_) => Port {
-                published: p.get("published").map(|v| scalar(v).parse().unwrap()),
-                target: scalar(&p["target"]).parse().unwrap(),
-            },
-            other => {
-                let s = scalar(other);
-                let s = s.split('/').next().unwrap();
-                let parts: Vec<&str> = s.rsplitn(3, ':').collect();
-                Port {
-                    published: parts.get(1).map(|p| p.parse().unwrap()),
-                    target: parts[0].parse().unwrap(),
-                }
-            }
-        })
-        .collect()
-}
-
-/// The port of `:443`, `0.0.0.0:443`, `[::]:443` or `http://host:443`.
-fn port_of(addr: &str) -> u16 {
-    let addr = addr.trim_end_matches('/');
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in `{addr}`"))
-}
-
-fn is_internal(compose: &Value, network: &str) -> bool {
-    compose["networks"]
-        .get(network)
-        .and_then(|n| n.get("internal"))
-        .and_then(Value::as_bool)
-        == Some(true)
-}
-
-fn networks_of(svc: &Value) -> Vec<String> {
-    match svc.get("networks") {
-        Some(Value::Sequence(_)) => strings(&svc["networks"]),
-        Some(Value::Mapping(m)) => m.keys().map(scalar).collect(),
-        _ => vec!["default".to_owned()],
-    }
-}
-
-fn depends_on(svc: &Value) -> Vec<String> {
-    match svc.get("depends_on") {
-        Some(Value::Sequence(_)) => strings(&svc["depends_on"]),
-        Some(Value::Mapping(m)) => m.keys().map(scalar).collect(),
-        _ => Vec::new(),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Reading the Dockerfile and .dockerignore
-
-struct Stage {
-    image: String,
-    name: Option<String>,
-    /// (INSTRUCTION, arguments), continuation lines joined.
-    instructions: Vec<(String, String)>,
-}
-
-fn dockerfile() -> Vec<Stage> {
-    let text = read("Dockerfile");
-    let mut stages: Vec<Stage> = Vec::new();
-    let mut logical = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && logical.is_empty()) {
-            continue;
-        }
-        if let Some(part) = trimmed.strip_suffix('\\') {
-            logical.push_str(part);
-            logical.push(' ');
-            continue;
-        }
-        logical.push_str(trimmed);
-        let line = std::mem::take(&mut logical);
-        let (instr, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
-        let instr = instr.to_ascii_uppercase();
-        let args = args.trim().to_owned();
-        if instr == "FROM" {
-            let words: Vec<&str> = args.split_whitespace().collect();
-            let name = match words.as_slice() {
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some(name.to_string()),
-                _ => None,
-            };
-            stages.push(Stage {
-                image: words[0].to_owned(),
-                name,
-                instructions: Vec::new(),
-            });
-        } else {
-            stages
-                .last_mut()
-                .expect("an instruction before FROM")
-                .instructions
-                .push((instr, args));
-        }
-    }
-    stages
-}
-
-impl Stage {
-    fn all(&self, instr: &str) -> Vec<&str> {
-        self.instructions
-            .iter()
-            .filter(|(i, _)| i == instr)
-            .map(|(_, a)| a.as_str())
-            .collect()
-    }
-
-    /// The last ENTRYPOINT or CMD, which must be in exec (JSON) form: no shell to run it.
-    fn exec_form(&self, instr: &str) -> Vec<String> {
-        let args = self
-            .all(instr)
-            .last()
-            .copied()
-            .unwrap_or_else(|| panic!("the final stage has no {instr}"));
-        serde_json::from_str(args)
-            .unwrap_or_else(|e| panic!("{instr} {args}: not exec (JSON) form: {e}"))
-    }
-
-    /// The (sources, destination) of each COPY from the build context.
-    fn context_copies(&self) -> Vec<(Vec<String>, String)> {
-        self.all("COPY")
-            .into_iter()
-            .filter(|a| !a.contains("--from="))
-            .map(|a| {
-                assert!(!a.starts_with('['), "COPY in JSON form: {a}");
-                let mut words: Vec<String> = a
-                    .split_whitespace()
-                    .filter(|w| !w.starts_with("--"))
-                    .map(str::to_owned)
-                    .collect();
-                let dest = words.pop().unwrap();
-                (words, dest)
-            })
-            .collect()
-    }
 }
 
 /// .dockerignore's patterns: (re-include?, pattern).
@@ -552,130 +131,6 @@ fn files_under(dir: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // The topology, run from the files
 
-/// Where the mounts' sources live here: `project/` is compose.yml's folder (config/ copied
-/// into it, certificates made in it), `volumes/NAME` a named volume.
-struct Host {
-    dir: TempDir,
-}
-
-impl Host {
-    fn new() -> Host {
-        let host = Host {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let config = host.project().join("config");
-        std::fs::create_dir_all(&config).unwrap();
-        for entry in std::fs::read_dir(Path::new(REPO).join("config")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, config.join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        // Step 1 of compose.yml's comment, and the seed's hand-made pair (./ssl) from it.
-        let certs = config.join("certs");
-        cert_init(&certs, CERT_HOSTS);
-        let ssl = host.project().join("ssl");
-        std::fs::create_dir_all(&ssl).unwrap();
-        std::fs::copy(certs.join("server.crt"), ssl.join("server.pem")).unwrap();
-        std::fs::copy(certs.join("server.key"), ssl.join("server.key")).unwrap();
-        host
-    }
-
-    fn project(&self) -> PathBuf {
-        self.dir.path().join("project")
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.project().join("config/certs/ca.crt")
-    }
-
-    /// Where a mount's source is here.
-    fn source(&self, m: &Mount) -> PathBuf {
-        let source = m.source.as_deref().unwrap_or_else(|| {
-            panic!(
-                "anonymous volume at {}: its data would not persist",
-                m.target
-            )
-        });
-        let path = if let Some(name) = m.volume_name() {
-            self.dir.path().join("volumes").join(name)
-        } else if let Some(rel) = source.strip_prefix("./") {
-            self.project().join(rel)
-        } else if source == "." {
-            self.project()
-        } else {
-            self.dir
-                .path()
-                .join("root")
-                .join(source.trim_start_matches('/'))
-        };
-        if m.volume_name().is_some() {
-            std::fs::create_dir_all(&path).unwrap();
-        }
-        path
-    }
-
-    /// A service's mounts with their sources here.
-    fn mounts(&self, svc: &Value) -> Vec<(Mount, PathBuf)> {
-        mounts_of(svc)
-            .into_iter()
-            .map(|m| {
-                let source = self.source(&m);
-                (m, source)
-            })
-            .collect()
-    }
-}
-
-/// The host path a container path is at, through the longest mount target above it.
-fn host_path(mounts: &[(Mount, PathBuf)], container: &str) -> Option<PathBuf> {
-    mounts
-        .iter()
-        .filter(|(m, _)| container == m.target || container.starts_with(&format!("{}/", m.target)))
-        .max_by_key(|(m, _)| m.target.len())
-        .map(|(m, host)| {
-            let rest = container[m.target.len()..].trim_start_matches('/');
-            if rest.is_empty() {
-                host.clone()
-            } else {
-                host.join(rest)
-            }
-        })
-}
-
-/// Every string that is a path under a mount target now points at the mount's source.
-fn rewrite_paths(value: &mut Value, mounts: &[(Mount, PathBuf)]) {
-    match value {
-        Value::String(s) if s.starts_with('/') => {
-            if let Some(p) = host_path(mounts, s) {
-                *s = p.display().to_string();
-            }
-        }
-        Value::Sequence(items) => items.iter_mut().for_each(|v| rewrite_paths(v, mounts)),
-        Value::Mapping(map) => map.iter_mut().for_each(|(_, v)| rewrite_paths(v, mounts)),
-        _ => {}
-    }
-}
-
-/// A child process, killed on drop, with its output in a file.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The compose topology, running here.
 struct Topology {
     compose: Value,
@@ -706,7 +161,13 @@ struct Regate {
 impl Topology {
     fn start(files: &[&str]) -> Topology {
         let compose = compose(files, &no_vars());
-        let host = Host::new();
+        let host = Host::new(CERT_HOSTS);
+        // The seed's hand-made pair (./ssl), from the certificates of step 1.
+        let certs = host.project().join("config/certs");
+        let ssl = host.project().join("ssl");
+        std::fs::create_dir_all(&ssl).unwrap();
+        std::fs::copy(certs.join("server.crt"), ssl.join("server.pem")).unwrap();
+        std::fs::copy(certs.join("server.key"), ssl.join("server.key")).unwrap();
         let (registry, registry_addr, storage) = start_registry(&compose, &host);
         let regate = start_regate(&compose, &host, registry_addr);
         Topology {
@@ -741,20 +202,9 @@ impl Topology {
     }
 }
 
-/// `docker-registry serve` on the registry:2 image's config file, with the service's
-/// environment and nothing else.
+/// The registry service's `docker-registry`, its storage on the named volume's stand-in.
 fn start_registry(compose: &Value, host: &Host) -> (Process, SocketAddr, PathBuf) {
-    let svc = service(compose, "registry");
-    let mounts = host.mounts(svc);
-    let mut env = env_of(svc);
-    for value in env.values_mut() {
-        if value.starts_with('/') {
-            if let Some(p) = host_path(&mounts, value) {
-                *value = p.display().to_string();
-            }
-        }
-    }
-    env.insert("REGISTRY_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    let env = registry_env(host, service(compose, "registry"));
     let storage = PathBuf::from(
         env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
             .expect("compose sets REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"),
@@ -764,69 +214,17 @@ fn start_registry(compose: &Value, host: &Host) -> (Process, SocketAddr, PathBuf
         "the registry's storage is not on a named volume: {}",
         storage.display()
     );
-    let config = host.dir.path().join("registry-image-config.yml");
-    std::fs::write(&config, REGISTRY_IMAGE_CONFIG).unwrap();
-    let log = host.dir.path().join("registry.log");
-    let mut child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("docker-registry is installed (apt-get install docker-registry)");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let log_path = log.clone();
-    std::thread::spawn(move || {
-        let mut file = std::fs::File::create(log_path).unwrap();
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let addr = rest.split(['"', ' ']).next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let process = Process { child, log };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
-            panic!(
-                "docker-registry did not start with {env:?}:\n{}",
-                process.log()
-            )
-        });
-    (process, addr.parse().unwrap(), storage)
+    let (process, addr) = stand_in::start_registry(host, "registry", &env);
+    (process, addr, storage)
 }
 
 /// regate with the image's argv and the mounted config, its container-only values
 /// checked against the compose files and then rewritten.
 fn start_regate(compose: &Value, host: &Host, registry_addr: SocketAddr) -> Regate {
     let svc = service(compose, "regate");
-    let mounts = host.mounts(svc);
-    let stages = dockerfile();
-    let image = stages.last().unwrap();
-    let entrypoint = image.exec_form("ENTRYPOINT");
-    assert_eq!(entrypoint, ["/regate"]);
-    let args = match svc.get("command") {
-        Some(c) => strings(c),
-        None => image.exec_form("CMD"),
-    };
-    let config_arg = args
-        .iter()
-        .position(|a| a == "--config")
-        .map(|i| args[i + 1].clone())
-        .unwrap_or_else(|| "/config/regate.yml".to_owned());
-    let config_path = host_path(&mounts, &config_arg)
-        .unwrap_or_else(|| panic!("{config_arg} is on no mount of the regate service"));
-    let text = std::fs::read_to_string(&config_path)
-        .unwrap_or_else(|e| panic!("{config_arg} ({}): {e}", config_path.display()));
-    let mut config: Value = serde_yaml::from_str(&text).unwrap();
+    let mut regate = RegateService::read(host, svc);
+    let config_arg = regate.config_arg.clone();
+    let config = &mut regate.config;
 
     let published: Vec<u16> = ports_of(svc)
         .into_iter()
@@ -875,66 +273,15 @@ fn start_regate(compose: &Value, host: &Host, registry_addr: SocketAddr) -> Rega
     );
     config["upstream"]["url"] = format!("http://{registry_addr}").into();
 
-    if let Some(dir) = config.get("data_dir").and_then(Value::as_str) {
-        let writable = mounts.iter().any(|(m, _)| {
-            !m.read_only && (dir == m.target || dir.starts_with(&format!("{}/", m.target)))
-        });
-        assert!(
-            writable,
-            "{config_arg}: data_dir {dir} is on no writable mount"
-        );
-    }
     if registry_env
         .get("REGISTRY_AUTH")
         .is_some_and(|a| a == "token")
     {
-        check_token_trust(compose, host, &config, &config_arg);
+        check_token_trust(compose, host, config, &config_arg);
     }
-
-    rewrite_paths(&mut config, &mounts);
-    std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
-
-    let mut value_args = Value::Sequence(args.iter().map(|a| a.as_str().into()).collect());
-    rewrite_paths(&mut value_args, &mounts);
-    let args = strings(&value_args);
-    let check = Command::new(REGATE)
-        .args(["check", "--config"])
-        .arg(&config_path)
-        .env_clear()
-        .output()
-        .unwrap();
-    let check_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(
-        check.status.success(),
-        "regate check {config_arg}: {check_text}"
-    );
-    let log = host.dir.path().join("regate.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(REGATE)
-        .args(&args)
-        .env_clear()
-        .envs(env_of(svc))
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut process = Process { child, log };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(https).is_err() {
-        if let Some(status) = process.child.try_wait().unwrap() {
-            panic!("regate {args:?} exited ({status}):\n{}", process.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "regate is not listening on {https} after 15 s:\n{}",
-            process.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    regate.check_data_dir();
+    let to = regate.config_path.clone();
+    let (process, check_text) = regate.start(host, svc, "regate", &to, https);
     Regate {
         process,
         https,
@@ -984,130 +331,12 @@ fn check_token_trust(compose: &Value, host: &Host, config: &Value, config_arg: &
     );
 }
 
-// ---------------------------------------------------------------------------------------
-// Clients
-
-/// skopeo with its own auth file, trusting only regate's CA.
-struct Skopeo {
-    work: TempDir,
-    certs: TempDir,
-    host: String,
-}
-
-impl Skopeo {
-    fn new(t: &Topology) -> Skopeo {
-        Skopeo {
-            work: tempfile::tempdir().unwrap(),
-            certs: ca_only_dir(&t.host.ca()),
-            host: t.client_host(),
-        }
-    }
-
-    async fn run(&self, args: Vec<String>) -> (bool, String) {
-        let authfile = self.work.path().join("auth.json");
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            skopeo(&authfile, &args)
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn push(&self, image: &Path, creds: Option<&str>, target: &str) -> (bool, String) {
-        let mut args = vec![
-            "copy".to_owned(),
-            format!("--dest-cert-dir={}", self.certs.path().display()),
-        ];
-        if let Some(c) = creds {
-            args.push(format!("--dest-creds={c}"));
-        }
-        args.push(format!("oci:{}:latest", image.display()));
-        args.push(format!("docker://{}/{target}", self.host));
-        self.run(args).await
-    }
-
-    /// Pulls into a fresh OCI layout; returns it with the outcome.
-    async fn pull(&self, creds: Option<&str>, source: &str) -> (bool, String, PathBuf) {
-        let out = self.work.path().join(format!(
-            "pulled-{}-{}",
-            creds
-                .map(|c| c.split(':').next().unwrap())
-                .unwrap_or("anonymous"),
-            source.replace(['/', ':'], "_")
-        ));
-        let mut args = vec![
-            "copy".to_owned(),
-            format!("--src-cert-dir={}", self.certs.path().display()),
-        ];
-        if let Some(c) = creds {
-            args.push(format!("--src-creds={c}"));
-        }
-        args.push(format!("docker://{}/{source}", self.host));
-        args.push(format!("oci:{}:latest", out.display()));
-        let (ok, text) = self.run(args).await;
-        (ok, text, out)
-    }
-}
-
-/// The image config a pulled OCI layout's manifest names (skopeo compresses layers on the
-/// way up, so the manifest changes; the config does not).
-fn pulled_config(layout: &Path) -> String {
-    let manifest = oci_manifest_digest(layout);
-    let blob = layout
-        .join("blobs/sha256")
-        .join(manifest.strip_prefix("sha256:").unwrap());
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
-    manifest["config"]["digest"].as_str().unwrap().to_owned()
-}
-
-/// One HTTPS request to regate, trusting only its CA, checking the name 127.0.0.1.
-async fn https_get(t: &Topology, path: &str, headers: &[(&str, &str)]) -> Resp {
-    use hyper_util::rt::TokioIo;
-    use rustls::pki_types::ServerName;
-
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(t.host.ca()).unwrap();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(t.https).await.unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::IpAddress(t.https.ip().into()), tcp)
-        .await
-        .expect("TLS with regate's certificate, trusting only ca.crt");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::get(path).header("host", t.https.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = send
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
 /// What every layout serves besides the registry API: health, readiness, the redirect, and
 /// the compose healthcheck once regate can run it.
 async fn gateway_extras(t: &Topology) {
-    let health = https_get(t, "/healthz", &[]).await;
+    let health = https_get(&t.host.ca(), t.https, "/healthz", &[]).await;
     assert_eq!(health.status, 200, "{}", t.logs());
-    let ready = https_get(t, "/readyz", &[]).await;
+    let ready = https_get(&t.host.ca(), t.https, "/readyz", &[]).await;
     assert_eq!(ready.status, 200, "the registry is up: {}", t.logs());
 
     if let Some(redirect) = t.redirect {
@@ -1157,7 +386,7 @@ fn refused(out: &str) -> bool {
 /// The example configs' accounts and rules (config/regate.yml and
 /// config/regate-token-registry.yml), end to end.
 async fn example_accounts(t: &Topology) {
-    let c = Skopeo::new(t);
+    let c = Skopeo::new(&t.host.ca(), t.client_host());
     let image = c.work.path().join("image");
     let built = oci_image(&image, 2, 23);
 
@@ -1218,7 +447,8 @@ async fn registry_direct(t: &Topology) {
     let service_name = env["REGISTRY_AUTH_TOKEN_SERVICE"].replace(' ', "%20");
     let auth = basic(user, password);
     let resp = https_get(
-        t,
+        &t.host.ca(),
+        t.https,
         &format!("/auth?service={service_name}&scope=repository:library/app:pull"),
         &[("authorization", &auth)],
     )
@@ -1390,7 +620,7 @@ async fn layout_migrated_from_the_seed_push_and_pull() {
     assert!(t.registry_checks_tokens());
     // regate runs the seed's file as it is, and points at its typo.
     assert!(t.regate.check.contains("hussien"), "{}", t.regate.check);
-    let c = Skopeo::new(&t);
+    let c = Skopeo::new(&t.host.ca(), t.client_host());
     let image = c.work.path().join("image");
     let built = oci_image(&image, 2, 29);
 

@@ -1191,7 +1191,8 @@ async fn a_push_through_one_replica_reaches_the_others_cache() {
 }
 
 /// compose.ha.yml, its haproxy config and config/regate-ha.yml agree with each other (no
-/// Docker here: the topology itself is what the tests above run with Debian's programs).
+/// Docker here: `compose_ha` runs the files themselves with Debian's programs, and the
+/// tests above a topology like theirs).
 #[test]
 fn the_compose_ha_files_fit_together() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));

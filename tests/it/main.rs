@@ -14,6 +14,7 @@ mod basic_jwks;
 mod cache;
 mod cli;
 mod compose;
+mod compose_ha;
 mod containerd;
 mod docker_cli;
 mod exact;

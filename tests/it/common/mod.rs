@@ -1,6 +1,7 @@
 //! Shared test parts: the real registry (Debian's `docker-registry`, distribution 2.8.2)
 //! on a free loopback port, regate in-process on port 0, a raw HTTP client, OCI images
-//! made on the fly, and skopeo.
+//! made on the fly, and skopeo. `compose` reads the deployment files as Docker would, and
+//! `stand_in` runs their services here (the `compose` and `compose_ha` tests).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +20,8 @@ use hyper_util::rt::TokioExecutor;
 pub use regate::timeouts::Timeouts;
 
 pub mod browser;
+pub mod compose;
+pub mod stand_in;
 use tempfile::TempDir;
 
 pub const SERVICE: &str = "Docker registry";
