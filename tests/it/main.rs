@@ -31,6 +31,7 @@ mod oauth;
 mod operations;
 mod protocol;
 mod reload;
+mod scale;
 mod skopeo;
 mod sql;
 mod streaming;
