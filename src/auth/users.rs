@@ -63,7 +63,8 @@ fn dummy_hash(cost: u32) -> String {
 pub struct User {
     /// bcrypt (`$2a$`, `$2b$`, `$2y$`); `None` only for the anonymous `""` entry.
     pub password_hash: Option<String>,
-    pub labels: Labels,
+    /// Shared among the users with the same labels (a team's members have one set).
+    pub labels: Arc<Labels>,
     /// Set for a robot account: a credential for CI with its own rules and an end.
     pub robot: Option<Robot>,
     /// Where the config got it from.
@@ -97,14 +98,15 @@ impl std::fmt::Debug for User {
 fn identity(name: &str, user: &User) -> Identity {
     Identity {
         account: name.to_owned(),
-        labels: user.labels.clone(),
+        labels: Labels::clone(&user.labels),
         acl: user.robot.as_ref().map(|r| r.acl.clone()),
         backend: user.backend,
     }
 }
 
 pub struct Users {
-    users: HashMap<String, User>,
+    /// The config's own map, shared.
+    users: Arc<HashMap<String, User>>,
     /// What an unknown name is checked against (see [`dummy_cost`]).
     dummy_hash: String,
     cache: moka::sync::Cache<[u8; 32], ()>,
@@ -115,7 +117,12 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn new(users: HashMap<String, User>, cache_ttl: Duration, metrics: Arc<Metrics>) -> Users {
+    pub fn new(
+        users: impl Into<Arc<HashMap<String, User>>>,
+        cache_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Users {
+        let users = users.into();
         let cost = dummy_cost(users.values().filter_map(|u| u.password_hash.as_deref()));
         Users {
             users,
@@ -306,7 +313,7 @@ impl super::credentials::Source for Users {
         account: &'a str,
         _kept: &'a Labels,
     ) -> BoxFuture<'a, Result<Option<Labels>, AuthnError>> {
-        let now = self.users.get(account).map(|u| u.labels.clone());
+        let now = self.users.get(account).map(|u| Labels::clone(&u.labels));
         Box::pin(std::future::ready(Ok(now)))
     }
 }
@@ -364,7 +371,7 @@ mod tests {
             "alice".to_owned(),
             User {
                 password_hash: Some(bcrypt::hash("s3cret", 4).unwrap()),
-                labels: Labels::new(),
+                labels: Arc::default(),
                 robot: None,
                 backend: Backend::Users,
             },
@@ -376,7 +383,7 @@ mod tests {
                 password_hash: Some(
                     "$2y$04$lbf6dUbrVs3MM5pHTNE.d.ghq3xUYDHrwV/FFHTbrKP4VftsAMmO6".into(),
                 ),
-                labels: Labels::new(),
+                labels: Arc::default(),
                 robot: None,
                 backend: Backend::Htpasswd,
             },

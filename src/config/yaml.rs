@@ -155,7 +155,13 @@ impl Node {
     pub fn parse_all(src: &str) -> Result<Parsed, SyntaxError> {
         let mut builder = parse::Builder {
             parser: Parser::new_from_str(src),
-            chars: src.chars().collect(),
+            src,
+            // The parser counts characters; in ASCII (nearly every config) they are the
+            // bytes, and a copy at 4 bytes a character (40 MiB for 100,000 users) is spared.
+            chars: match src.is_ascii() {
+                true => Vec::new(),
+                false => src.chars().collect(),
+            },
             anchors: Vec::new(),
             written: 0,
             copied: 0,

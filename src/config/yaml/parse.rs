@@ -10,6 +10,9 @@ use super::{Key, Node, Origin, Seg, SyntaxError, Value, ALIAS_COPIES_PER_VALUE, 
 pub(super) struct Builder<'a> {
     pub(super) parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     /// The source, for the `-` of a list item (the parser marks the item's content).
+    pub(super) src: &'a str,
+    /// The source's characters when it is not ASCII (the parser's positions count
+    /// characters); empty for ASCII, where they are its bytes.
     pub(super) chars: Vec<char>,
     /// Anchored nodes by anchor id (ids start at 1).
     pub(super) anchors: Vec<Option<Node>>,
@@ -167,7 +170,7 @@ impl<'a> Builder<'a> {
     fn mapping(&mut self, origin: Origin, path: &mut Vec<Seg>) -> Result<Node, SyntaxError> {
         let mut entries: Vec<(Key, Node)> = Vec::new();
         // The names so far: a `users:` of 100,000 names must not compare each with all.
-        let mut names: HashSet<String> = HashSet::new();
+        let mut names = Names::default();
         // `<<: *base` entries, applied after the mapping's own keys (which win).
         let mut merges = Vec::new();
         loop {
@@ -202,7 +205,7 @@ impl<'a> Builder<'a> {
                 path.pop();
                 continue;
             }
-            if names.contains(&name) {
+            if names.contains(&entries, &name) {
                 let first = entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k);
                 let first = first.and_then(|k| k.origin.position()).map_or(0, |p| p.0);
                 let (line, col) = key_origin.position().unwrap_or((1, 1));
@@ -217,7 +220,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             path.pop();
-            names.insert(name.clone());
+            names.insert(&entries, &name);
             entries.push((
                 Key {
                     name,
@@ -242,7 +245,8 @@ impl<'a> Builder<'a> {
                     });
                 };
                 for (k, v) in more {
-                    if names.insert(k.name.clone()) {
+                    if !names.contains(&entries, &k.name) {
+                        names.insert(&entries, &k.name);
                         entries.push((k, v));
                     }
                 }
@@ -263,13 +267,46 @@ impl Builder<'_> {
         while i > 0 && col > 0 {
             i -= 1;
             col -= 1;
-            match self.chars.get(i)? {
+            let c = match self.chars.is_empty() {
+                true => char::from(*self.src.as_bytes().get(i)?),
+                false => *self.chars.get(i)?,
+            };
+            match c {
                 ' ' => continue,
                 '-' => return Some(Origin::File(span.start.line(), col + 1)),
                 _ => return None,
             }
         }
         None
+    }
+}
+
+/// The keys of a mapping being read: compared one by one while there are few (most
+/// mappings have two or three keys, and a set each would cost more than it saves), in a
+/// set from [`Names::SMALL`] keys on.
+#[derive(Default)]
+struct Names(HashSet<String>);
+
+impl Names {
+    const SMALL: usize = 16;
+
+    /// Whether `entries` (the keys so far) has `name`.
+    fn contains(&self, entries: &[(Key, Node)], name: &str) -> bool {
+        match entries.len() < Self::SMALL {
+            true => entries.iter().any(|(k, _)| k.name == name),
+            false => self.0.contains(name),
+        }
+    }
+
+    /// Notes `name`, about to join `entries`.
+    fn insert(&mut self, entries: &[(Key, Node)], name: &str) {
+        if entries.len() + 1 < Self::SMALL {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0.extend(entries.iter().map(|(k, _)| k.name.clone()));
+        }
+        self.0.insert(name.to_owned());
     }
 }
 

@@ -201,3 +201,14 @@ fn environment_values_remember_their_variable() {
         (None, Some("REGATE_LDAP_AUTH_ADDR"))
     );
 }
+
+#[test]
+fn list_items_are_located_after_text_that_is_not_ascii() {
+    // The parser counts characters; an ASCII file is read by bytes, this one by characters.
+    let src = "name: \"é€\"\nlist:\n  - a\n  -   b\n";
+    assert_eq!(at(src, &[k("list"), Seg::Index(1)]), Some((4, 3)));
+    assert_eq!(
+        at(&src.replace("é€", "ee"), &[k("list"), Seg::Index(1)]),
+        Some((4, 3))
+    );
+}
