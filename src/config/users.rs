@@ -20,7 +20,9 @@ pub(super) type RawRobots = BTreeMap<String, RawRobot>;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUser {
     password: Option<String>,
-    labels: Option<Labels>,
+    /// Not yet [`Labels`]: a BTreeMap's first node is ~550 bytes, 55 MiB over 100,000
+    /// users held at once here; `build` turns each into Labels and keeps one per set.
+    labels: Option<HashMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,7 +160,7 @@ fn static_user(name: &str, user: RawUser, cx: &mut Cx<'_>) -> Result<User, Faile
     };
     Ok(User {
         password_hash,
-        labels: Arc::new(user.labels.unwrap_or_default()),
+        labels: Arc::new(user.labels.unwrap_or_default().into_iter().collect()),
         robot: None,
         backend: Backend::Users,
     })
