@@ -32,6 +32,8 @@ import tarfile
 import tempfile
 import time
 
+import scale
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 GIB = 1 << 30
@@ -1252,6 +1254,10 @@ def main():
     ap.add_argument("--cache-only", action="store_true",
                     help="measure only the edge cache's rows (pull storm, manifests by digest "
                          "and by tag, slow storage; about 4 minutes)")
+    ap.add_argument("--scale-only", action="store_true",
+                    help="measure only issue #20's rows: /auth with 10,000 users and 50 vs "
+                         "5,000 rules, loading 100,000 users, /auth during reloads (regate "
+                         "alone, no registry; about 4 minutes, 2 with --quick)")
     ap.add_argument("--spray-only", action="store_true",
                     help="measure only the password-spray rows (GET and HEAD through regate "
                          "HTTP without and during a spray of unknown users on /auth)")
@@ -1303,6 +1309,30 @@ def main():
     else:
         nice_note = "not root: servers and clients ran at normal priority"
     log(nice_note)
+
+    scale_rounds = 1 if args.quick else 3
+    if args.scale_only:
+        notes = []
+        got = scale.measure(sys.modules[__name__], args.regate, tmp, load, bcrypt_hash(),
+                            wrk_secs, scale_rounds, args.max_wait, notes)
+        text, table = scale.render(got)
+        busy = sorted((f, k) for k, f in load.worst.items() if f > 0.2)
+        if busy:
+            notes.append("measured while other processes still used CPU (cores, worst kept "
+                         "sample): " + ", ".join(f"{k} {f:.2f}" for f, k in busy))
+        notes.append(f"Other processes on this machine: {nice_note}; waiting for quiet took "
+                     f"{load.waited:.0f} s of this run.")
+        meta = machine_meta(args, tmpfs)
+        text = text + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        print(text)
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(os.path.splitext(args.out)[0] + "-scale.md", "w") as f:
+            f.write(f"Date: {meta['date']}. Command: `{meta['command']}`. Machine: "
+                    f"{meta['nproc']} cores ({meta['cpu']}), kernel {meta['kernel']}.\n" + text)
+        with open(os.path.splitext(args.out)[0] + "-scale.json", "w") as f:
+            json.dump({"meta": meta, "rows": table, "samples": got}, f, indent=1, default=str)
+        log(f"took {time.time() - t_start:.0f} s")
+        return
 
     ports = {k: free_port() for k in ("reg", "nginx_http", "nginx_https", "regate_http",
                                       "regate_https", "relay", "slow_reg", "nginx_slow",
@@ -1537,6 +1567,12 @@ def main():
     cache = measure_cache(load, fr, manifest_digest, cache_secs, cache_rounds, lim, notes)
 
     # --- password spray (last: it locks 127.0.0.1 out of regate-http's /auth) -------------
+    # --- many rules, many users (issue #20): regate processes of their own ------------------
+    servers = load.server_pids
+    scale_got = scale.measure(sys.modules[__name__], args.regate, tmp, load, pwhash, wrk_secs,
+                              scale_rounds, lim, notes)
+    load.server_pids = servers
+
     spray_got = measure_spray(load, tmp, fr["regate_http"], digest, size, spray_rounds,
                               wrk_secs, lim, notes)
 
@@ -1669,16 +1705,18 @@ def main():
         with open(bpath) as f:
             baseline = json.load(f)
     text = render(rows, meta, baseline)
+    scale_text, scale_table = scale.render(scale_got)
     spray_text, spray_table = render_spray(spray_got, "HTTP")
-    text += spray_text
+    text += scale_text + spray_text
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
     raw = {"date": meta["date"], "meta": meta, "rows": [{k: v for k, v in r.items()}
                                                          for r in rows],
-           "samples": {"get1": single, "get4": multi, "push": times, "spray": spray_got},
-           "spray": spray_table}
+           "samples": {"get1": single, "get4": multi, "push": times, "spray": spray_got,
+                       "scale": scale_got},
+           "spray": spray_table, "scale": scale_table}
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(raw, f, indent=1, default=str)
     if args.save_baseline:

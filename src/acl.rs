@@ -15,13 +15,15 @@ use std::net::IpAddr;
 use regex::Regex;
 
 mod glob;
+mod index;
 mod ip;
 mod pattern;
 mod reason;
 
 pub use pattern::{placeholders, Piece};
-pub use reason::rule_name;
+pub use reason::{rule_name, LOG_SKIPPED};
 
+use index::Index;
 pub use ip::IpNet;
 use pattern::{quote_meta, Context, Pattern, RegexCache};
 
@@ -86,17 +88,23 @@ pub struct Decision {
     pub rule: Option<usize>,
 }
 
-/// A decision plus, for every rule tried before it, why that rule did not match.
+/// A decision plus, for the rules before the deciding one, why each did not match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
     pub decision: Decision,
+    /// The first rules before the deciding one (all of them, or all when none decided),
+    /// each with why it did not match.
     pub skipped: Vec<(usize, String)>,
+    /// How many more rules came before the deciding one than `skipped` describes.
+    pub unexplained: usize,
 }
 
 /// The compiled ACL.
 #[derive(Debug)]
 pub struct Acl {
     rules: Vec<Rule>,
+    /// Which rules can match which requests, so a decision need not try them all.
+    index: Index,
     /// The entries as written, for `regate check` and `regate explain`.
     entries: Vec<RawEntry>,
     /// Patterns with placeholders become new regexes per request; the same few recur.
@@ -118,6 +126,7 @@ impl Acl {
             return Err(errors);
         }
         Ok(Acl {
+            index: Index::build(&rules),
             rules,
             entries: entries.to_vec(),
             regexes: RegexCache::default(),
@@ -154,35 +163,57 @@ impl Acl {
     }
 
     /// Decides one scope. The first matching rule decides, even if it grants nothing.
+    /// Only the rules that can match are tried (see `index.rs`), in the order written.
     pub fn authorize(&self, req: &Request<'_>) -> Decision {
-        self.evaluate(req, None)
+        self.first_match(req, self.index.candidates(req))
     }
 
-    /// Like [`Acl::authorize`], also saying why each earlier rule did not match.
+    /// [`Acl::authorize`] by trying every rule in turn, as docker_auth does: the
+    /// reference the index is tested against.
+    pub fn authorize_by_scan(&self, req: &Request<'_>) -> Decision {
+        self.first_match(req, 0..self.rules.len())
+    }
+
+    /// [`Acl::authorize`]'s decision, and why each rule before the deciding one did not
+    /// match.
     pub fn explain(&self, req: &Request<'_>) -> Explanation {
-        let mut skipped = Vec::new();
-        let decision = self.evaluate(req, Some(&mut skipped));
-        Explanation { decision, skipped }
+        self.explain_first(req, usize::MAX)
     }
 
-    fn evaluate(
-        &self,
-        req: &Request<'_>,
-        mut skipped: Option<&mut Vec<(usize, String)>>,
-    ) -> Decision {
-        for (index, rule) in self.rules.iter().enumerate() {
-            match rule.mismatch(req, &self.regexes) {
-                None => {
-                    return Decision {
-                        actions: rule.grant(req.actions),
-                        rule: Some(index),
-                    }
-                }
-                Some(why) => {
-                    if let Some(skipped) = skipped.as_deref_mut() {
-                        skipped.push((index, why.describe(rule, req)));
-                    }
-                }
+    /// As [`Acl::explain`], describing only the first `limit` rules before the deciding
+    /// one: a log line names a few, and a denial must not cost a string per rule.
+    pub fn explain_first(&self, req: &Request<'_>, limit: usize) -> Explanation {
+        let decision = self.authorize(req);
+        let before = decision.rule.unwrap_or(self.rules.len());
+        let skipped: Vec<(usize, String)> = self.rules[..before]
+            .iter()
+            .enumerate()
+            .take(limit)
+            .map(|(index, rule)| {
+                let why = match rule.mismatch(req, &self.regexes) {
+                    Some(why) => why.describe(rule, req),
+                    // The index left out a rule that matches: a bug the tests look for.
+                    None => "matches, yet was not tried (please report this)".to_owned(),
+                };
+                (index, why)
+            })
+            .collect();
+        Explanation {
+            unexplained: before - skipped.len(),
+            decision,
+            skipped,
+        }
+    }
+
+    /// The first of `order` (ascending rule indexes) that matches decides.
+    fn first_match(&self, req: &Request<'_>, order: impl Iterator<Item = usize>) -> Decision {
+        for index in order {
+            let rule = &self.rules[index];
+            if rule.mismatch(req, &self.regexes).is_none() {
+                return Decision {
+                    actions: rule.grant(req.actions),
+                    rule: Some(index),
+                };
             }
         }
         Decision {

@@ -64,7 +64,8 @@ pub struct Config {
     pub server: crate::server::Settings,
     pub token: crate::auth::token::Settings,
     /// `users`, `robots` and the `htpasswd` file's users, by name.
-    pub users: HashMap<String, User>,
+    /// Shared with the login backend, not copied: 100,000 users are 20-odd MiB.
+    pub users: Arc<HashMap<String, User>>,
     /// A registry:2-style htpasswd file of more users (bcrypt only).
     pub htpasswd: Option<PathBuf>,
     pub acl: Arc<Acl>,
@@ -464,6 +465,7 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
         Some(path) => AuditLog::File(cx.resolve(path)),
     };
     let (users, htpasswd) = users?;
+    let users = Arc::new(users);
     let providers = providers?;
     let token_db = idp::store_file(&providers, &data_dir, cx);
     Ok(Config {

@@ -160,7 +160,16 @@ impl Reloader {
                 true => "SIGHUP".to_owned(),
                 false => changed_files(&paths, &last, &now),
             };
-            last = match self.reload() {
+            // Reading, parsing and checking a big config (100,000 users: a second or so)
+            // is blocking work: off the runtime's threads, so requests never wait on it.
+            let reloader = self.clone();
+            let reloaded = match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
+            };
+            last = match reloaded {
                 Ok(()) => {
                     tracing::info!(config = %path, changed = %changed, "configuration reloaded");
                     // The new config may watch other files.

@@ -41,6 +41,7 @@ pub struct Runtime {
     /// State kept beyond a request (web sessions, ...): this process's, or shared.
     pub state: Arc<dyn Store>,
     pub revocations: Arc<auth::revoked::Revocations>,
+    pub verified: Arc<auth::users::Verified>,
 }
 
 /// What a reload carries over from the runtime it replaces.
@@ -53,6 +54,12 @@ pub struct Lasting {
     pub state: Arc<dyn Store>,
     /// Revoked refresh tokens, in `state` (with what this replica saw, for an outage).
     pub revocations: Arc<auth::revoked::Revocations>,
+    /// Credentials bcrypt has verified lately (see [`auth::users::Verified`]).
+    pub verified: Arc<auth::users::Verified>,
+}
+
+fn verified() -> Arc<auth::users::Verified> {
+    Arc::new(auth::users::Verified::new(CREDENTIAL_CACHE_TTL))
 }
 
 impl Lasting {
@@ -78,6 +85,7 @@ impl Lasting {
                 metrics,
                 bcrypt: Arc::default(),
                 state: store,
+                verified: verified(),
             });
         }
         let Some(path) = &config.token_db else {
@@ -102,6 +110,7 @@ impl Lasting {
             throttle: Arc::default(),
             bcrypt: Arc::default(),
             state,
+            verified: verified(),
         })
     }
 }
@@ -119,6 +128,7 @@ impl Default for Lasting {
             throttle: Arc::default(),
             bcrypt: Arc::default(),
             state,
+            verified: verified(),
         }
     }
 }
@@ -133,6 +143,7 @@ impl Runtime {
             bcrypt,
             state,
             revocations,
+            verified,
         } = lasting;
         let key = signing_key(&config)?;
         let tokens = Tokens::new(
@@ -151,6 +162,7 @@ impl Runtime {
             bcrypt.clone(),
             state.clone(),
             sql_users.clone(),
+            verified.clone(),
         )?);
         let users = logins.users().clone();
         let sql_rules = sql_rules(&config, sql_users.as_ref().map(|u| u.database()));
@@ -173,6 +185,7 @@ impl Runtime {
             bcrypt,
             state,
             revocations,
+            verified,
         })
     }
 
@@ -183,6 +196,7 @@ impl Runtime {
             bcrypt: self.bcrypt.clone(),
             state: self.state.clone(),
             revocations: self.revocations.clone(),
+            verified: self.verified.clone(),
         }
     }
 }
@@ -249,7 +263,7 @@ pub fn logins(
     state: Arc<dyn Store>,
 ) -> Result<Logins, Error> {
     let sql_users = sql_users(config, &metrics, &bcrypt);
-    logins_with(config, metrics, bcrypt, state, sql_users)
+    logins_with(config, metrics, bcrypt, state, sql_users, verified())
 }
 
 /// [`logins`] with `xorm_auth`'s backend made already.
@@ -259,9 +273,12 @@ fn logins_with(
     bcrypt: Arc<auth::pool::Pool>,
     state: Arc<dyn Store>,
     sql_users: Option<Arc<SqlUsers>>,
+    verified: Arc<auth::users::Verified>,
 ) -> Result<Logins, Error> {
     let users = Arc::new(
-        Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL, metrics.clone()).with_pool(bcrypt),
+        Users::new(config.users.clone(), CREDENTIAL_CACHE_TTL, metrics.clone())
+            .with_pool(bcrypt)
+            .with_verified(verified),
     );
     let providers = config
         .idp

@@ -75,6 +75,20 @@ impl Pattern {
             && !self.raw.contains(['*', '?', '[', '\\'])
     }
 
+    /// The text every match starts with, when there is some: a glob's bytes before its
+    /// first `*`, `?`, `[` or `\` (each other byte matches only itself, in Go's
+    /// `path.Match` too). `None` for a regex, a pattern with placeholders, or no such text.
+    pub(super) fn literal_prefix(&self) -> Option<&str> {
+        if !matches!(self.kind, Kind::Fixed(Matcher::Glob(_))) {
+            return None;
+        }
+        let end = self
+            .raw
+            .find(['*', '?', '[', '\\'])
+            .unwrap_or(self.raw.len());
+        (end > 0).then(|| &self.raw[..end])
+    }
+
     pub(super) fn pieces(&self) -> &[Piece] {
         match &self.kind {
             Kind::Fixed(_) => &[],

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use super::{Acl, Explanation};
 
-/// How many skipped rules a log line names before it says "and N more".
-const LOG_SKIPPED: usize = 10;
+/// How many skipped rules a log line names before it says "and N more"; what to pass
+/// [`Acl::explain_first`] for a log line.
+pub const LOG_SKIPPED: usize = 10;
 
 impl Explanation {
     /// One line for the log of a denied (or partly denied) scope: the deciding rule and
@@ -30,7 +31,8 @@ impl Explanation {
             None => "no rule matched (denied by default)".to_owned(),
         };
         let skipped = &explanation.skipped;
-        if !skipped.is_empty() {
+        let total = skipped.len() + explanation.unexplained;
+        if total > 0 {
             let before = if explanation.decision.rule.is_some() {
                 "; before it"
             } else {
@@ -43,8 +45,8 @@ impl Explanation {
                 .map(|(i, why)| format!("{list}[{i}] {why}"))
                 .collect();
             out.push_str(&shown.join("; "));
-            if skipped.len() > LOG_SKIPPED {
-                let _ = write!(out, "; and {} more", skipped.len() - LOG_SKIPPED);
+            if total > shown.len() {
+                let _ = write!(out, "; and {} more", total - shown.len());
             }
         }
         out

@@ -291,19 +291,14 @@ async fn judge(
         name: &scope.name,
         actions: &requested,
     };
-    // Only a decision that is logged needs the reasons (they cost a string per rule), and
-    // the log line wants them for a denial only.
-    let (decision, why) = if explain {
-        let explanation = rules.explain(&request);
-        let why = explanation
-            .decision
-            .actions
-            .is_empty()
-            .then(|| explanation.reason(rules, &list()));
-        (explanation.decision, why)
-    } else {
-        (rules.authorize(&request), None)
-    };
+    let decision = rules.authorize(&request);
+    // Only a denial that is logged needs the reasons, and its line names the first few
+    // rules only: each costs a string, and a denial must not cost one per rule.
+    let why = (explain && decision.actions.is_empty()).then(|| {
+        rules
+            .explain_first(&request, acl::LOG_SKIPPED)
+            .reason(rules, &list())
+    });
     let (actions, rule) = match decision.rule {
         Some(i) => {
             let comment = rules

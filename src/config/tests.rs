@@ -169,6 +169,7 @@ fn htpasswd_users_join_the_users_list() {
     // `users` wins: admin keeps its hash and labels.
     assert_eq!(c.users["admin"].password_hash.as_deref(), Some(HASH));
     assert_eq!(c.users["admin"].labels["team"], ["ops"]);
+    assert!(c.users["carol"].labels.is_empty());
 
     std::fs::write(&file, "carol:plaintext\n").unwrap();
     let e = Config::parse(&dir.path().join("regate.yml"), &src).unwrap_err();
@@ -529,3 +530,17 @@ fn proxy_protocol_needs_the_proxies_it_trusts() {
 }
 
 mod idp;
+
+#[test]
+fn users_with_the_same_labels_share_one_set() {
+    let src = format!(
+        "upstream: {{url: http://r:5000}}\nusers:\n  a: {{password: \"{HASH}\", labels: {{team: [ops]}}}}\n  \
+         b: {{password: \"{HASH}\", labels: {{team: [ops]}}}}\n  c: {{password: \"{HASH}\", labels: {{team: [dev]}}}}\n"
+    );
+    let c = Config::parse(Path::new("/etc/regate.yml"), &src).unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &c.users["a"].labels,
+        &c.users["b"].labels
+    ));
+    assert_eq!(c.users["c"].labels["team"], ["dev"]);
+}

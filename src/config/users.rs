@@ -1,7 +1,7 @@
 //! `users:`, `robots:` and `htpasswd:` -> the accounts regate knows by name: docker_auth's
 //! static users, robot accounts for CI (regate), and a registry:2-style htpasswd file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +20,9 @@ pub(super) type RawRobots = BTreeMap<String, RawRobot>;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUser {
     password: Option<String>,
-    labels: Option<Labels>,
+    /// Not yet [`Labels`]: a BTreeMap's first node is ~550 bytes, 55 MiB over 100,000
+    /// users held at once here; `build` turns each into Labels and keeps one per set.
+    labels: Option<HashMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,9 +80,20 @@ pub(super) fn build(
 ) -> Result<(HashMap<String, User>, Option<PathBuf>), Failed> {
     let mut out = HashMap::new();
     let mut failed = None;
+    // One copy of each distinct label set: a set is a few hundred bytes (a BTreeMap node),
+    // and 100,000 users in a few teams have a few sets.
+    let mut sets: HashSet<Arc<Labels>> = HashSet::new();
+    let mut share = |labels: Arc<Labels>| match sets.get(&*labels) {
+        Some(same) => same.clone(),
+        None => {
+            sets.insert(labels.clone());
+            labels
+        }
+    };
     for (name, user) in users.unwrap_or_default() {
         match static_user(&name, user.unwrap_or_default(), cx) {
-            Ok(user) => {
+            Ok(mut user) => {
+                user.labels = share(user.labels);
                 out.insert(name, user);
             }
             Err(f) => failed = Some(f),
@@ -92,7 +105,8 @@ pub(super) fn build(
             continue;
         }
         match robot_user(&name, robot, cx) {
-            Ok(user) => {
+            Ok(mut user) => {
+                user.labels = share(user.labels);
                 out.insert(name, user);
             }
             Err(f) => failed = Some(f),
@@ -102,11 +116,12 @@ pub(super) fn build(
     if let Some(file) = &htpasswd {
         match read_htpasswd(file) {
             Ok(entries) => {
+                let none = share(Arc::default());
                 for (name, hash) in entries {
                     // A user in `users` wins over the same name in the file (it has labels).
                     out.entry(name).or_insert(User {
                         password_hash: Some(hash),
-                        labels: Labels::new(),
+                        labels: none.clone(),
                         robot: None,
                         backend: Backend::Htpasswd,
                     });
@@ -145,7 +160,7 @@ fn static_user(name: &str, user: RawUser, cx: &mut Cx<'_>) -> Result<User, Faile
     };
     Ok(User {
         password_hash,
-        labels: user.labels.unwrap_or_default(),
+        labels: Arc::new(user.labels.unwrap_or_default().into_iter().collect()),
         robot: None,
         backend: Backend::Users,
     })
@@ -185,7 +200,7 @@ fn robot_user(name: &str, robot: RawRobot, cx: &mut Cx<'_>) -> Result<User, Fail
     }
     Ok(User {
         password_hash: Some(secret),
-        labels: robot.labels.unwrap_or_default(),
+        labels: Arc::new(robot.labels.unwrap_or_default()),
         robot: Some(Robot {
             expires,
             acl: Arc::new(acl),

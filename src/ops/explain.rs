@@ -195,7 +195,7 @@ pub fn explain_at(config: &Config, input: &Input<'_>, now: SystemTime) -> Report
     };
     let (labels, labels_from) = match (input.labels, user, &asked) {
         (Some(l), _, _) => (l.clone(), "--label"),
-        (None, Some(u), _) => (u.labels.clone(), "users"),
+        (None, Some(u), _) => (Labels::clone(&u.labels), "users"),
         (
             None,
             None,

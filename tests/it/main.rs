@@ -32,6 +32,7 @@ mod oauth;
 mod operations;
 mod protocol;
 mod reload;
+mod scale;
 mod skopeo;
 mod sql;
 mod streaming;

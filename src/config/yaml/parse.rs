@@ -3,15 +3,23 @@
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 
-use super::{Key, Node, Origin, Seg, SyntaxError, Value, MAX_NODES};
+use std::collections::HashSet;
+
+use super::{Key, Node, Origin, Seg, SyntaxError, Value, ALIAS_COPIES_PER_VALUE, MAX_ALIAS_COPIES};
 
 pub(super) struct Builder<'a> {
     pub(super) parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     /// The source, for the `-` of a list item (the parser marks the item's content).
+    pub(super) src: &'a str,
+    /// The source's characters when it is not ASCII (the parser's positions count
+    /// characters); empty for ASCII, where they are its bytes.
     pub(super) chars: Vec<char>,
     /// Anchored nodes by anchor id (ids start at 1).
     pub(super) anchors: Vec<Option<Node>>,
-    pub(super) nodes: usize,
+    /// Values read from the file itself.
+    pub(super) written: usize,
+    /// Values aliases copied: bounded (see [`MAX_ALIAS_COPIES`]).
+    pub(super) copied: usize,
     pub(super) duplicates: Vec<SyntaxError>,
     /// The syntax error the parser stopped at.
     pub(super) broken: Option<SyntaxError>,
@@ -72,36 +80,49 @@ impl<'a> Builder<'a> {
         span: Span,
         path: &mut Vec<Seg>,
     ) -> Result<Node, SyntaxError> {
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            return Err(SyntaxError {
-                position: (span.start.line(), span.start.col() + 1),
-                message: format!("more than {MAX_NODES} values (aliases expand to copies)"),
-                path: path.clone(),
-            });
-        }
         let origin = Origin::of(&span);
         let (node, anchor) = match event {
-            Event::Scalar(text, style, anchor, _) => (
-                Node {
-                    value: Value::Scalar {
-                        text: text.into_owned(),
-                        plain: style == ScalarStyle::Plain,
+            Event::Scalar(text, style, anchor, _) => {
+                self.written += 1;
+                (
+                    Node {
+                        value: Value::Scalar {
+                            text: text.into_owned(),
+                            plain: style == ScalarStyle::Plain,
+                        },
+                        origin,
                     },
-                    origin,
-                },
-                anchor,
-            ),
+                    anchor,
+                )
+            }
             Event::Alias(id) => {
-                let node = self.anchors.get(id).cloned().flatten().ok_or(SyntaxError {
-                    position: (span.start.line(), span.start.col() + 1),
-                    message: "an alias (*name) of an anchor that is not defined above it".into(),
-                    path: path.clone(),
-                })?;
-                self.nodes += count(&node);
-                return Ok(node);
+                let node = self
+                    .anchors
+                    .get(id)
+                    .and_then(Option::as_ref)
+                    .ok_or(SyntaxError {
+                        position: (span.start.line(), span.start.col() + 1),
+                        message: "an alias (*name) of an anchor that is not defined above it"
+                            .into(),
+                        path: path.clone(),
+                    })?;
+                // Counted before it is copied: a copy too many is never made.
+                self.copied += count(node);
+                let allowed = MAX_ALIAS_COPIES + ALIAS_COPIES_PER_VALUE * self.written;
+                if self.copied > allowed {
+                    return Err(SyntaxError {
+                        position: (span.start.line(), span.start.col() + 1),
+                        message: format!(
+                            "aliases expand to more than {allowed} copied values \
+                             ({MAX_ALIAS_COPIES} plus {ALIAS_COPIES_PER_VALUE} per value written)"
+                        ),
+                        path: path.clone(),
+                    });
+                }
+                return Ok(node.clone());
             }
             Event::SequenceStart(anchor, _) => {
+                self.written += 1;
                 let mut items = Vec::new();
                 loop {
                     let (event, span) = self.next()?;
@@ -117,6 +138,9 @@ impl<'a> Builder<'a> {
                     }
                     items.push(item);
                 }
+                // A list grows by doubling from 4: 100,000 short ones kept at their size
+                // are tens of MiB less for as long as the tree lives.
+                items.shrink_to_fit();
                 (
                     Node {
                         value: Value::Seq(items),
@@ -125,7 +149,10 @@ impl<'a> Builder<'a> {
                     anchor,
                 )
             }
-            Event::MappingStart(anchor, _) => (self.mapping(origin, path)?, anchor),
+            Event::MappingStart(anchor, _) => {
+                self.written += 1;
+                (self.mapping(origin, path)?, anchor)
+            }
             other => {
                 return Err(SyntaxError {
                     position: (span.start.line(), span.start.col() + 1),
@@ -145,6 +172,8 @@ impl<'a> Builder<'a> {
 
     fn mapping(&mut self, origin: Origin, path: &mut Vec<Seg>) -> Result<Node, SyntaxError> {
         let mut entries: Vec<(Key, Node)> = Vec::new();
+        // The names so far: a `users:` of 100,000 names must not compare each with all.
+        let mut names = Names::default();
         // `<<: *base` entries, applied after the mapping's own keys (which win).
         let mut merges = Vec::new();
         loop {
@@ -179,9 +208,10 @@ impl<'a> Builder<'a> {
                 path.pop();
                 continue;
             }
-            if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+            if names.contains(&entries, &name) {
+                let first = entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k);
+                let first = first.and_then(|k| k.origin.position()).map_or(0, |p| p.0);
                 let (line, col) = key_origin.position().unwrap_or((1, 1));
-                let first = first.origin.position().map_or(0, |p| p.0);
                 self.duplicates.push(SyntaxError {
                     position: (line, col),
                     message: format!(
@@ -193,6 +223,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             path.pop();
+            names.insert(&entries, &name);
             entries.push((
                 Key {
                     name,
@@ -217,12 +248,15 @@ impl<'a> Builder<'a> {
                     });
                 };
                 for (k, v) in more {
-                    if !entries.iter().any(|(e, _)| e.name == k.name) {
+                    if !names.contains(&entries, &k.name) {
+                        names.insert(&entries, &k.name);
                         entries.push((k, v));
                     }
                 }
             }
         }
+        // As for lists: most mappings have 2 or 3 keys and room for 4 or 8.
+        entries.shrink_to_fit();
         Ok(Node {
             value: Value::Map(entries),
             origin,
@@ -238,13 +272,46 @@ impl Builder<'_> {
         while i > 0 && col > 0 {
             i -= 1;
             col -= 1;
-            match self.chars.get(i)? {
+            let c = match self.chars.is_empty() {
+                true => char::from(*self.src.as_bytes().get(i)?),
+                false => *self.chars.get(i)?,
+            };
+            match c {
                 ' ' => continue,
                 '-' => return Some(Origin::File(span.start.line(), col + 1)),
                 _ => return None,
             }
         }
         None
+    }
+}
+
+/// The keys of a mapping being read: compared one by one while there are few (most
+/// mappings have two or three keys, and a set each would cost more than it saves), in a
+/// set from [`Names::SMALL`] keys on.
+#[derive(Default)]
+struct Names(HashSet<String>);
+
+impl Names {
+    const SMALL: usize = 16;
+
+    /// Whether `entries` (the keys so far) has `name`.
+    fn contains(&self, entries: &[(Key, Node)], name: &str) -> bool {
+        match entries.len() < Self::SMALL {
+            true => entries.iter().any(|(k, _)| k.name == name),
+            false => self.0.contains(name),
+        }
+    }
+
+    /// Notes `name`, about to join `entries`.
+    fn insert(&mut self, entries: &[(Key, Node)], name: &str) {
+        if entries.len() + 1 < Self::SMALL {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0.extend(entries.iter().map(|(k, _)| k.name.clone()));
+        }
+        self.0.insert(name.to_owned());
     }
 }
 

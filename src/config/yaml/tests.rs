@@ -93,6 +93,41 @@ fn an_alias_bomb_is_refused() {
     }
     let e = Node::parse(&src).unwrap_err();
     assert!(e.message.contains("aliases expand"), "{}", e.message);
+    // Hidden at the end of a large honest file, it is refused all the same: the copies
+    // allowed grow with the values written, the bomb's copies with their power.
+    let mut big = users(100_000, false);
+    big.push_str(&src);
+    let e = Node::parse(&big).unwrap_err();
+    assert!(e.message.contains("aliases expand"), "{}", e.message);
+}
+
+/// `users:` with `n` entries, each a password and labels (an alias of one set, or not).
+fn users(n: usize, shared_labels: bool) -> String {
+    let mut src = String::from("common: &common {team: [dev, ops], site: [eu]}\nusers:\n");
+    for i in 0..n {
+        let labels = match shared_labels {
+            true => "*common".to_owned(),
+            false => format!("{{team: [t{}]}}", i % 100),
+        };
+        src.push_str(&format!(
+            "  user{i}: {{password: \"$2y$05$abcdefghijklmnopqrstuv{i:08}\", labels: {labels}}}\n"
+        ));
+    }
+    src
+}
+
+#[test]
+fn a_large_honest_file_loads() {
+    // 100,000 users are 500,000 values written (the bound was once 200,000 values in all),
+    // and sharing one label set by alias copies 500,000 more.
+    for shared in [false, true] {
+        let root = Node::parse(&users(100_000, shared)).expect("100,000 users parse");
+        let Some(Value::Map(entries)) = root.get("users").map(|n| &n.value) else {
+            panic!("users is a mapping");
+        };
+        assert_eq!(entries.len(), 100_000);
+        assert_eq!(entries[99_999].0.name, "user99999");
+    }
 }
 
 #[test]
@@ -164,5 +199,16 @@ fn environment_values_remember_their_variable() {
     assert_eq!(
         doc.locate(&[k("ldap_auth")]),
         (None, Some("REGATE_LDAP_AUTH_ADDR"))
+    );
+}
+
+#[test]
+fn list_items_are_located_after_text_that_is_not_ascii() {
+    // The parser counts characters; an ASCII file is read by bytes, this one by characters.
+    let src = "name: \"é€\"\nlist:\n  - a\n  -   b\n";
+    assert_eq!(at(src, &[k("list"), Seg::Index(1)]), Some((4, 3)));
+    assert_eq!(
+        at(&src.replace("é€", "ee"), &[k("list"), Seg::Index(1)]),
+        Some((4, 3))
     );
 }

@@ -195,7 +195,7 @@ fn unknown_and_anonymous_accounts() {
         .contains("  no rule matched: denied by default\n  granted: (none)\n  denied: push\n"));
 
     let mut c = c;
-    c.users.remove("");
+    std::sync::Arc::make_mut(&mut c.users).remove("");
     let r = explain(&c, &input("", &s));
     assert_eq!(r.status, Account::AnonymousDisabled);
     assert!(r.to_text().contains("gets 401 before the ACL"));
