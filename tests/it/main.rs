@@ -14,6 +14,7 @@ mod basic_jwks;
 mod cache;
 mod cli;
 mod compose;
+mod connections;
 mod containerd;
 mod docker_cli;
 mod exact;
