@@ -39,6 +39,11 @@ fn open_files_limit(pid: &str) -> (u64, u64) {
 /// failed or closed first.
 async fn ask(stream: &mut TcpStream) -> Option<u16> {
     stream.write_all(REQUEST).await.ok()?;
+    answer(stream).await
+}
+
+/// Reads one whole answer; its status, or `None` if the connection failed or closed first.
+async fn answer(stream: &mut TcpStream) -> Option<u16> {
     let mut buf = Vec::with_capacity(512);
     loop {
         let mut chunk = [0u8; 512];
@@ -149,6 +154,50 @@ async fn connections_past_the_cap_wait_until_one_closes_and_are_counted() {
     drop(extra);
     let r = get(&format!("{}/healthz", gateway.url()), &[]).await;
     assert_eq!(r.status, 200);
+}
+
+/// An idle HTTP/1 keep-alive connection comes back for the next request (also a head sent
+/// in two pieces), keeps pipelined requests in order, and closes when a request asks it
+/// to: what any change to how idle connections are held (issue #20 item 1) must keep.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_resume_keep_order_and_close_when_asked() {
+    let registry = Registry::start(None);
+    let gateway = gateway_with(&registry, "").await;
+    let addr = gateway.addr();
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(ask(&mut s).await, Some(200));
+        // Idle for a moment: parked, then resumed by the next request.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A head in two pieces, the second after a pause.
+    s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"Host: x\r\n\r\n").await.unwrap();
+    assert_eq!(answer(&mut s).await, Some(200));
+
+    // Three requests in one write, the last asking to close: three answers in order,
+    // then the end of the connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let pipelined = [
+        REQUEST,
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ]
+    .concat();
+    s.write_all(&pipelined).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut all))
+        .await
+        .expect("the connection closes after `Connection: close`")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    let statuses: Vec<&str> = all
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &all[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "401", "200"], "{all}");
 }
 
 /// Both ends of 10,000 connections in one process would take 20,000 descriptors, more than
