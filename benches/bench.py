@@ -8,8 +8,10 @@ Starts, in one run on 127.0.0.1 with free ports and a temp dir:
 then measures blob GETs (curl; also through a bare TCP relay, benches/relay.py, as the
 reference), skopeo pushes, manifest HEADs (hey), /auth (wrk), regate's peak RSS and CPU, and
 the edge cache's rows (issue #19: a pull storm, manifests by digest and by tag, and the same
-with the registry behind a 5 ms delay; load from benches/storm.rs), and prints one markdown
-table (also written to benches/results/latest.md).
+with the registry behind a 5 ms delay; load from benches/storm.rs), the RSS that 4,000 idle
+keep-alive connections add to nginx and to regate (issue #20; `--connections-only` runs
+these rows alone), and prints one markdown table (also written to
+benches/results/latest.md).
 Targets from issues 6 and 19 are shown as PASS/MISS, never asserted. Standard library only.
 """
 
@@ -1200,6 +1202,190 @@ def machine_meta(args, tmpfs):
             "command": cmd, "versions": versions, "tmpfs": tmpfs}
 
 
+# ----------------------------------------------------------------------------- idle connections
+# Issue #20's rows: the RSS that 4,000 idle keep-alive connections (one request each, then
+# idle) add to nginx and to regate, plain HTTP and TLS, in the same run. Each front is a
+# fresh process (an allocator that served an earlier measurement would hide the cost),
+# warmed up by 64 connections first; the client is `storm idle` (benches/storm/idle.rs).
+
+IDLE_CONNECTIONS = 4000
+
+# The recipe's proxying (see NGINX_CONF), with room for the connections: the recipe's 1,024
+# per worker would refuse them.
+NGINX_IDLE_CONF = """worker_processes auto;
+worker_rlimit_nofile 20000;
+{user}
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+  worker_connections 8192;
+}}
+http {{
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  access_log off;
+  upstream docker-registry {{
+    server 127.0.0.1:{reg};
+    keepalive 32;
+  }}
+  server {{
+    listen 127.0.0.1:{port}{ssl};
+    {tls}
+    location /v2/ {{
+      proxy_pass                          http://docker-registry;
+      proxy_http_version                  1.1;
+      proxy_set_header  Connection        "";
+      proxy_set_header  Host              $http_host;
+      proxy_read_timeout                  900;
+      proxy_request_buffering             off;
+      proxy_buffering                     off;
+    }}
+  }}
+}}
+"""
+
+
+def rss_kib(pids):
+    return sum(status_kib(p, "VmRSS") for p in pids)
+
+
+def start_idle_nginx(tmp, name, reg, port, tls):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_IDLE_CONF.format(
+            user=user, d=d, reg=reg, port=port, ssl=" ssl" if tls else "",
+            tls=f"ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};" if tls else ""))
+    p = start(name, ["nginx", "-p", d, "-e", os.path.join(d, "error.log"), "-c", conf, "-g",
+                     "daemon off;"], os.path.join(d, "stderr.log"))
+    scheme = "https" if tls else "http"
+    wait_http(f"{scheme}://127.0.0.1:{port}/v2/", p, name, os.path.join(d, "error.log"),
+              insecure=bool(tls))
+    return p
+
+
+def hold_idle(addr, n, headers, tls):
+    """Runs `storm idle`; returns (its report, a function that ends it and returns the
+    count the server still held)."""
+    argv = [STORM, "idle", "--addr", addr, "--connections", str(n)]
+    for h in headers:
+        argv += ["--header", h]
+    if tls:
+        argv.append("--tls")
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=prioritised)
+    report = json.loads(p.stdout.readline() or "{}")
+
+    def end():
+        p.stdin.close()
+        last = p.stdout.readline()
+        p.wait()
+        return json.loads(last).get("still_open") if last else None
+    return report, end
+
+
+def measure_idle_one(tmp, kind, tls, reg, pwhash, regate_bin):
+    """RSS added by IDLE_CONNECTIONS idle connections to a fresh `kind` front."""
+    port = free_port()
+    name = f"idle-{kind}-{'https' if tls else 'http'}"
+    if kind == "nginx":
+        proc = start_idle_nginx(tmp, name, reg, port, tls)
+        pids = lambda: [proc.pid] + children(proc.pid)  # noqa: E731
+        headers = []
+    else:
+        proc = start_regate(regate_bin, tmp, name, port, reg, pwhash, tls=tls)
+        pids = lambda: [proc.pid]  # noqa: E731
+        scheme = "https" if tls else "http"
+        tok = Front(name, name, f"{scheme}://127.0.0.1:{port}", proc, auth=True,
+                    tls=bool(tls)).token()
+        headers = [f"Authorization: Bearer {tok}"]
+    addr = f"127.0.0.1:{port}"
+    try:
+        _, end = hold_idle(addr, 64, headers, bool(tls))  # warm-up
+        end()
+        time.sleep(1)
+        before = rss_kib(pids())
+        report, end = hold_idle(addr, IDLE_CONNECTIONS, headers, bool(tls))
+        time.sleep(1)  # settled: every answer is written, nothing in flight
+        during = rss_kib(pids())
+        still = end()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    opened = report.get("opened", 0)
+    log(f"idle {name}: {report}, RSS {before} -> {during} KiB, still open at the end: {still}")
+    return {"before_kib": before, "during_kib": during, "opened": opened,
+            "answered": report.get("answered"), "open_seconds": report.get("seconds"),
+            "still_open": still,
+            "per_conn_kib": round((during - before) / opened, 1) if opened else None}
+
+
+def measure_idle(tmp, reg, pwhash, regate_bin, cert, key):
+    got = {}
+    for tls in (False, True):
+        for kind in ("nginx", "regate"):
+            got[(kind, tls)] = measure_idle_one(tmp, kind, (cert, key) if tls else None, reg,
+                                                pwhash, regate_bin)
+    return got
+
+
+def idle_rows(got):
+    rows = []
+    for tls, target in ((False, 4), (True, 40)):
+        label = "HTTPS (TLS, HTTP/1.1)" if tls else "HTTP"
+        rows.append({"id": f"idle_{'https' if tls else 'http'}",
+                     "name": f"RSS per idle keep-alive connection ({IDLE_CONNECTIONS:,}, one "
+                             f"request each), {label}",
+                     "unit": "KiB/conn", "direct": None,
+                     "nginx": got[("nginx", tls)]["per_conn_kib"],
+                     "regate": got[("regate", tls)]["per_conn_kib"],
+                     "target": ("le_abs", target)})
+    return rows
+
+
+def idle_notes(got):
+    parts = []
+    for (kind, tls), g in got.items():
+        parts.append(f"{kind} {'HTTPS' if tls else 'HTTP'}: {g['before_kib'] / 1024:.1f} -> "
+                     f"{g['during_kib'] / 1024:.1f} MiB with {g['opened']:,} open "
+                     f"({g['answered']:,} answered in {g['open_seconds']:.1f} s; "
+                     f"{g['still_open']} still open when they closed)")
+    return ["Idle connections: RSS (VmRSS; nginx: master and workers) of a fresh front after "
+            f"64 warm-up connections, then with {IDLE_CONNECTIONS:,} connections from `storm "
+            "idle` (each one GET /v2/ answered, then idle 1 s); nginx with the recipe's proxying "
+            "and worker_connections 8192. " + "; ".join(parts) + "."]
+
+
+def run_connections_only(args, tmp, tmpfs, t_start):
+    """--connections-only: the idle-connection rows alone (about a minute)."""
+    reg_port = free_port()
+    cert, key = make_cert(tmp)
+    pwhash = bcrypt_hash()
+    start_registry(tmp, reg_port)
+    got = measure_idle(tmp, reg_port, pwhash, args.regate, cert, key)
+    meta = machine_meta(args, tmpfs)
+    meta["notes"] = idle_notes(got)
+    text = render(idle_rows(got), meta, None)
+    print(text)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(os.path.splitext(args.out)[0] + "-connections.md", "w") as f:
+        f.write(text)
+    with open(os.path.splitext(args.out)[0] + "-connections.json", "w") as f:
+        json.dump({"meta": meta, "rows": idle_rows(got),
+                   "samples": {f"{k} {'https' if t else 'http'}": v
+                               for (k, t), v in got.items()}}, f, indent=1, default=str)
+    log(f"took {time.time() - t_start:.0f} s")
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -1258,6 +1444,9 @@ def main():
                     help="measure only issue #20's rows: /auth with 10,000 users and 50 vs "
                          "5,000 rules, loading 100,000 users, /auth during reloads (regate "
                          "alone, no registry; about 4 minutes, 2 with --quick)")
+    ap.add_argument("--connections-only", action="store_true",
+                    help="measure only the idle-connection rows (RSS added by 4,000 idle "
+                         "keep-alive connections to nginx and regate, HTTP and HTTPS)")
     ap.add_argument("--spray-only", action="store_true",
                     help="measure only the password-spray rows (GET and HEAD through regate "
                          "HTTP without and during a spray of unknown users on /auth)")
@@ -1309,6 +1498,9 @@ def main():
     else:
         nice_note = "not root: servers and clients ran at normal priority"
     log(nice_note)
+    if args.connections_only:
+        run_connections_only(args, tmp, tmpfs, t_start)
+        return
 
     scale_rounds = 1 if args.quick else 3
     if args.scale_only:
@@ -1576,6 +1768,9 @@ def main():
     spray_got = measure_spray(load, tmp, fr["regate_http"], digest, size, spray_rounds,
                               wrk_secs, lim, notes)
 
+    # --- idle connections (fresh fronts of their own) -------------------------------------
+    idle_got = measure_idle(tmp, ports["reg"], pwhash, args.regate, cert, key)
+
     # --- table ---------------------------------------------------------------------------
     gib = f"{size // MIB} MiB" if size != GIB else "1 GiB"
 
@@ -1661,6 +1856,8 @@ def main():
             r["relay"] = rl1 if r["id"] == "get1_http" else rl4
     rows += cache_rows(cache)
     notes += cache_notes(cache)
+    rows += idle_rows(idle_got)
+    notes += idle_notes(idle_got)
     g1n, g4n = results.get(("get1", "regate_nocache")), results.get(("get4", "regate_nocache"))
     if g1n and g4n:
         notes.append(f"regate with the cache off moved {g1n:,.0f} MiB/s on 1 stream and "

@@ -2,6 +2,7 @@
 # regate benchmark: registry:2 alone vs nginx (distribution recipe) vs regate, on loopback.
 #
 #   benches/run.sh [--quick] [--keep] [--tmpdir DIR] [--save-baseline] [--serve]
+#   benches/run.sh --connections-only   # idle-connection RSS rows alone (about a minute)
 #   (all options: benches/run.sh --help)
 #
 # Debian packages this needs (installed with apt-get when missing):

@@ -6,6 +6,7 @@
 //! storm pull  --base URL --repo NAME --tag TAG [--header H]... [--clients 64] [--seconds 10] [--watch PID]...
 //! storm url   --url URL [--method HEAD] [--header H]... [--clients 32] [--seconds 10] [--watch PID]...
 //! storm delay --listen ADDR --upstream ADDR [--delay-ms 5]
+//! storm idle  --addr ADDR [--path /v2/] [--header H]... [--connections 4000] [--tls]
 //! ```
 //!
 //! `pull` is a pull storm: each client, on a keep-alive connection of its own, fetches the
@@ -15,7 +16,8 @@
 //! CPU the load generator itself used, and for each `--watch`ed process (a front, the
 //! registry) its CPU time per answer in µs. `delay` is a TCP relay that holds every chunk
 //! a client sends for `--delay-ms` before passing it on (answers pass at once): a
-//! registry whose storage takes that long per request, as S3 does.
+//! registry whose storage takes that long per request, as S3 does. `idle` holds idle
+//! keep-alive connections for the rows of issue #20 (storm/idle.rs).
 //!
 //! Built by `benches/run.sh` (`cargo build --release --bench storm`); not run by
 //! `cargo bench` on its own.
@@ -31,6 +33,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "storm/idle.rs"]
+mod idle;
 
 /// What manifest GETs accept: what docker and containerd send.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -83,6 +88,20 @@ enum Command {
         upstream: SocketAddr,
         #[arg(long, default_value_t = 5)]
         delay_ms: u64,
+    },
+    /// Idle keep-alive connections, one request each, held until stdin closes.
+    Idle {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/v2/")]
+        path: String,
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[arg(long, default_value_t = 4000)]
+        connections: usize,
+        /// Over TLS (any certificate is trusted: a loopback benchmark's own).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -141,6 +160,13 @@ fn main() {
             upstream,
             delay_ms,
         } => rt.block_on(delay(listen, upstream, Duration::from_millis(delay_ms))),
+        Command::Idle {
+            addr,
+            path,
+            headers,
+            connections,
+            tls,
+        } => rt.block_on(idle::run(addr, &path, &headers, connections, tls)),
     }
 }
 

@@ -130,6 +130,18 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let redirect = config.server.redirect_listen;
     let metrics = config.server.metrics_listen;
     let timeouts = config.timeouts;
+    // Before any listener: every connection is a descriptor.
+    let open_files = server::cap::raise_open_files_limit();
+    let max_connections = config
+        .server
+        .max_connections
+        .unwrap_or_else(|| server::cap::default_max(open_files));
+    if let Some(files) = open_files.filter(|&f| (max_connections as u64).saturating_mul(2) > f) {
+        tracing::warn!(
+            "server.max_connections is {max_connections} and the open files limit {files}: past about {} connections accepts fail for want of descriptors (raise the hard limit: `ulimit -Hn`, systemd's LimitNOFILE, docker's --ulimit nofile)",
+            files / 2
+        );
+    }
     let certs = match config.server.tls.as_ref().map(|t| &t.source) {
         Some(tls::CertSource::Files(files)) => {
             Some(tls::Certificates::new(tls::load_certified_key(files)?))
@@ -186,12 +198,18 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         move |req, conn| gateway.clone().handle(req, conn)
     };
     let proxy_protocol = gateway.runtime().config.server.proxy_protocol.clone();
+    // The main and the redirect listener share the clients' cap.
+    let cap = Arc::new(server::cap::Cap::clients(
+        max_connections,
+        gateway.runtime().metrics.clone(),
+    ));
     let mut tasks = vec![tokio::spawn(server::serve(
         listener,
         acceptor,
         handler,
         timeouts,
         proxy_protocol.clone(),
+        cap.clone(),
         shutdown_rx.clone(),
     ))];
     let mut redirect_addr = None;
@@ -206,6 +224,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             handler,
             timeouts,
             proxy_protocol,
+            cap,
             shutdown_rx.clone(),
         )));
     }
@@ -221,6 +240,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             handler,
             timeouts,
             None,
+            Arc::new(server::cap::Cap::metrics_listener()),
             shutdown_rx.clone(),
         )));
     }
@@ -230,7 +250,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     tasks.push(tokio::spawn(
         Reloader::clone(&reloader).run(hup_rx, shutdown_rx),
     ));
-    tracing::info!(addr = %local_addr, https = gateway.runtime().config.server.tls.is_some(), "regate listening");
+    tracing::info!(addr = %local_addr, https = gateway.runtime().config.server.tls.is_some(), max_connections, open_files = %open_files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()), "regate listening");
     Ok(Server {
         local_addr,
         redirect_addr,

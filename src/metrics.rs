@@ -58,6 +58,14 @@ pub struct Metrics {
     /// This replica's cache changes the shared state did not take (it was down, or too
     /// many were waiting): the others see them within the cache's TTLs instead.
     pub cache_changes_unsent: AtomicU64,
+    /// Client connections open now (the main and redirect listeners).
+    pub connections_open: AtomicU64,
+    /// `server.max_connections` in force.
+    pub connections_max: AtomicU64,
+    /// Times the accept loop found every slot taken and stopped accepting.
+    pub connection_cap_reached: AtomicU64,
+    /// Connections accepted after waiting in the listen queue for a slot.
+    pub connections_held: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
     upstream_count: AtomicU64,
     upstream_micros: AtomicU64,
@@ -217,6 +225,16 @@ impl Metrics {
             "Requests sent to another registry after one refused the connection.",
             self.upstream_retries.load(Relaxed),
         );
+        counter(
+            "regate_connection_cap_reached_total",
+            "Times every connection slot (server.max_connections) was taken and accepting paused until one closed.",
+            self.connection_cap_reached.load(Relaxed),
+        );
+        counter(
+            "regate_connections_held_total",
+            "Connections that waited in the listen queue for a slot because server.max_connections were open.",
+            self.connections_held.load(Relaxed),
+        );
         let shared = self.shared_state_enabled.load(Relaxed);
         if shared {
             counter(
@@ -275,6 +293,18 @@ impl Metrics {
                 "",
             );
         }
+        gauge(
+            "regate_connections_open",
+            "Client connections open now.",
+            &self.connections_open.load(Relaxed),
+            "",
+        );
+        gauge(
+            "regate_connections_max",
+            "The most client connections held open at once (server.max_connections).",
+            &self.connections_max.load(Relaxed),
+            "",
+        );
         gauge(
             "regate_config_last_reload_successful",
             "1 when the last reload worked (or none was tried), 0 when it was refused.",

@@ -85,6 +85,10 @@ impl Reloader {
                 "server.metrics_addr",
                 config.server.metrics_listen != old.server.metrics_listen,
             ),
+            (
+                "server.max_connections",
+                config.server.max_connections != old.server.max_connections,
+            ),
             ("upstream.url", config.upstream.urls != old.upstream.urls),
             ("shared_state", config.shared_state != old.shared_state),
             ("cache", config.cache != old.cache),

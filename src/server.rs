@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -14,16 +15,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::gateway::Conn;
 use crate::timeouts::Timeouts;
 
+pub mod cap;
 mod coalesce;
 mod framing;
 pub mod proxy_protocol;
+use cap::Cap;
 use coalesce::Coalesce;
 use framing::{Conflicts, Framed};
 
@@ -49,6 +52,9 @@ pub struct Settings {
     /// `server.proxy_protocol`: the peers (`trusted_proxies`) whose PROXY header names the
     /// client; `None`: off.
     pub proxy_protocol: Option<Arc<[crate::acl::IpNet]>>,
+    /// `server.max_connections`; `None`: derived at start from the open files limit
+    /// ([`cap::default_max`]).
+    pub max_connections: Option<usize>,
 }
 
 /// docker_auth's `real_ip_header` / `real_ip_pos`: the client address comes from a header
@@ -89,13 +95,11 @@ where
 }
 
 /// The most an HTTP/1 connection buffers, a request head included (hyper's default is
-/// ~400 KiB): with MAX_CONNECTIONS clients each holding a part-sent head, memory stays
-/// under 256 MiB instead of 1.6 GiB. A longer head is refused with 431; real registry
-/// clients send a few KiB (the bearer token is the largest part). Bodies stream through
-/// in pieces either way.
+/// ~400 KiB): with 4,096 clients each holding a part-sent head, memory stays under
+/// 256 MiB instead of 1.6 GiB. A longer head is refused with 431; real registry clients
+/// send a few KiB (the bearer token is the largest part). Bodies stream through in pieces
+/// either way.
 const MAX_HEAD_BUFFER: usize = 64 * 1024;
-/// Open connections at most; past it, accepting waits for one to close.
-const MAX_CONNECTIONS: usize = 4096;
 
 pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -119,26 +123,47 @@ pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
 
 /// Accepts until `shutdown` turns true, then waits for open connections to finish (up to
 /// `timeouts.drain`). `proxy_protocol`: the peers whose PROXY header is read
-/// (proxy_protocol.rs).
+/// (proxy_protocol.rs). At most `cap.max()` connections are open at once; past it,
+/// accepting waits for one to close (cap.rs says why).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: impl Handler,
     timeouts: Timeouts,
     proxy_protocol: Option<Arc<[crate::acl::IpNet]>>,
+    cap: Arc<Cap>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder(&timeouts));
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
+        let (permit, waited) = match cap.try_take() {
+            Some(slot) => (slot, false),
+            None => {
+                cap.reached();
+                tokio::select! {
+                    slot = cap.take() => (slot, true),
+                    _ = shutdown.changed() => break,
+                }
+            }
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
+        // A connection ready at once after a wait for a slot was held in the listen queue.
+        let ready = if waited {
+            listener.accept().now_or_never()
+        } else {
+            None
+        };
+        let accepted = match ready {
+            Some(a) => {
+                if a.is_ok() {
+                    cap.held();
+                }
+                a
+            }
+            None => tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.changed() => break,
+            },
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,

@@ -32,6 +32,7 @@ pub(super) struct RawServer {
     http_redirect_addr: Option<String>,
     metrics_addr: Option<String>,
     basic_auth: Option<String>,
+    max_connections: Option<u64>,
 }
 
 /// docker_auth's `letsencrypt` (`host`, `email`, `cache_dir`), then regate's own.
@@ -141,6 +142,11 @@ pub(super) const KEYS: &[Key] = &[
         "basic_auth",
         "auto",
         "HTTP Basic credentials on registry routes: `auto` (HTTPS only), `on`, `off`",
+    ),
+    Key::scalar(
+        "max_connections",
+        "half the open files limit, at least 16384",
+        "client connections open at once (regate); past it new ones wait in the listen queue until one closes (`regate_connections_held_total`, a warning a minute at most). regate raises its soft open files limit to the hard one at start, as nginx's `worker_rlimit_nofile`",
     ),
 ];
 
@@ -287,6 +293,16 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
         cx.warn("server.trusted_proxies is ignored without server.real_ip_header or server.proxy_protocol: the client address is the connection's");
     }
     let real_ip = real_ip(raw.real_ip_header, raw.real_ip_pos, trusted, cx);
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(n @ 1..=MAX_CONNECTIONS) => Some(n as usize),
+        Some(n) => {
+            return cx.fail(
+                &at("max_connections"),
+                format!("{n}: it must be from 1 to {MAX_CONNECTIONS}"),
+            )
+        }
+    };
     Ok(Settings {
         path_prefix,
         listen,
@@ -301,8 +317,13 @@ pub(super) fn build(raw: RawServer, data_dir: &Path, cx: &mut Cx<'_>) -> Result<
         basic_auth,
         real_ip,
         proxy_protocol,
+        max_connections,
     })
 }
+
+/// The most `max_connections` may say: what one semaphore holds (2^61 - 1 on 64 bits) is
+/// far past any file limit; a round bound reads better in the error.
+const MAX_CONNECTIONS: u64 = 1 << 30;
 
 /// `letsencrypt` -> [`acme::Settings`]. docker_auth turned it on with `email` and took
 /// any name a client asked for without `host`; regate needs `host` (it gets the

@@ -529,6 +529,33 @@ fn proxy_protocol_needs_the_proxies_it_trusts() {
     );
 }
 
+#[test]
+fn max_connections_is_a_positive_count_also_from_the_environment() {
+    let base = "upstream: {url: http://r:5000}\n";
+    assert_eq!(parse(base).unwrap().server.max_connections, None);
+    let c = parse(&format!("{base}server: {{max_connections: 50000}}\n")).unwrap();
+    assert_eq!(c.server.max_connections, Some(50_000));
+    let e = parse(&format!("{base}server:\n  max_connections: 0\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.max_connections"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+    assert!(e.to_string().contains("from 1 to"), "{e}");
+    assert!(parse(&format!("{base}server: {{max_connections: many}}\n")).is_err());
+    assert!(parse(&format!("{base}server: {{max_connections: -1}}\n")).is_err());
+    let env = |v: &str| {
+        Config::parse_with_env(
+            Path::new("/etc/regate/config.yml"),
+            base,
+            [("REGATE_SERVER_MAX_CONNECTIONS".to_owned(), v.to_owned())],
+        )
+    };
+    assert_eq!(env("20000").unwrap().server.max_connections, Some(20_000));
+    let e = env("0").unwrap_err();
+    assert!(
+        e.to_string().contains("REGATE_SERVER_MAX_CONNECTIONS"),
+        "{e}"
+    );
+}
+
 mod idp;
 
 #[test]

@@ -1,6 +1,6 @@
 //! What regate survives from hostile clients: oversized and overmany headers, clients that
-//! dribble or never send a request (slowloris), more connections than it serves at once,
-//! and uploads that stall, while a slow but live upload is never cut.
+//! dribble or never send a request (slowloris), and uploads that stall, while a slow but
+//! live upload is never cut. More connections than it serves at once: connections.rs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,8 +16,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The client body timeout they give it, instead of `Timeouts::client_body_idle` (30 s).
 /// Longer than the slow upload's gaps, as the default is longer than the head timeout.
 const BODY_IDLE: Duration = Duration::from_secs(7);
-/// regate's `MAX_CONNECTIONS` (src/server.rs).
-const MAX_CONNECTIONS: usize = 4096;
 
 /// Connects, writes `head`, then one byte of `dribble` a second, until the server closes
 /// the connection; returns how long the server kept it after `head`.
@@ -329,78 +327,6 @@ async fn a_stalled_upload(seed: &Seed) {
         held >= BODY_IDLE - Duration::from_secs(1) && held <= BODY_IDLE + Duration::from_secs(5),
         "held {held:?}"
     );
-}
-
-/// This process's (soft, hard) limits on open files, as `/proc/self/limits` says.
-fn open_files_limit() -> (u64, u64) {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let mut numbers = line.split_whitespace().filter_map(|w| w.parse().ok());
-    (
-        numbers.next().unwrap_or(0),
-        numbers.next().unwrap_or(u64::MAX),
-    )
-}
-
-/// Raises this process's soft limit on open files to `wanted` (within the hard limit)
-/// with util-linux `prlimit`, where it is lower: the cap test holds both ends of
-/// MAX_CONNECTIONS connections.
-fn ensure_open_files(wanted: u64) {
-    let (soft, hard) = open_files_limit();
-    if soft >= wanted {
-        return;
-    }
-    let _ = std::process::Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={}:{hard}", wanted.min(hard)))
-        .status();
-    let (soft, _) = open_files_limit();
-    assert!(
-        soft >= wanted,
-        "this test needs {wanted} open files; the limit is {soft} (raise it: ulimit -n {wanted})"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn connections_past_the_cap_wait_until_one_closes() {
-    ensure_open_files(2 * MAX_CONNECTIONS as u64 + 1024);
-    let seed = Seed::start().await;
-    let addr = seed.gateway.addr();
-    let base = seed.gateway.url();
-
-    let mut held = Vec::with_capacity(MAX_CONNECTIONS);
-    for _ in 0..MAX_CONNECTIONS {
-        held.push(TcpStream::connect(addr).await.unwrap());
-    }
-    // Each held connection is accepted (served), in the order it came.
-    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    held[0].write_all(request).await.unwrap();
-    let first = read_some(&mut held[0], Duration::from_secs(5)).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-
-    // One more: the kernel takes it, regate does not serve it while the cap is reached.
-    let mut extra = TcpStream::connect(addr).await.unwrap();
-    extra.write_all(request).await.unwrap();
-    let waited = read_some(&mut extra, Duration::from_secs(2)).await;
-    assert_eq!(waited, "", "served past the cap");
-
-    // One closes: the waiting one is served at once.
-    held.pop();
-    let served = read_some(&mut extra, Duration::from_secs(5)).await;
-    assert!(served.starts_with("HTTP/1.1 200"), "{served:?}");
-    drop(held);
-    healthy(&base).await;
-}
-
-async fn read_some(stream: &mut TcpStream, within: Duration) -> String {
-    let mut buf = vec![0u8; 4096];
-    match tokio::time::timeout(within, stream.read(&mut buf)).await {
-        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        _ => String::new(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,6 +15,7 @@ mod cache;
 mod cli;
 mod compose;
 mod compose_ha;
+mod connections;
 mod containerd;
 mod docker_cli;
 mod exact;

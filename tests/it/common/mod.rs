@@ -782,11 +782,24 @@ impl RegateProcess {
 
     /// As [`RegateProcess::start`], with extra environment variables.
     pub fn start_with_env(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> RegateProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.envs(env.iter().copied());
+        RegateProcess::spawn(cmd, config, log)
+    }
+
+    /// As [`RegateProcess::start`], run by `wrapper` (a command that runs the rest of its
+    /// arguments, such as `prlimit --nofile=1024:`).
+    pub fn start_under(wrapper: &[&str], config: &Path, log: PathBuf) -> RegateProcess {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_regate"));
+        RegateProcess::spawn(cmd, config, log)
+    }
+
+    fn spawn(mut cmd: Command, config: &Path, log: PathBuf) -> RegateProcess {
         let file = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_regate"))
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(config)
-            .envs(env.iter().copied())
             .env("REGATE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
