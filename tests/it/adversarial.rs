@@ -1108,13 +1108,7 @@ async fn an_unknown_user_costs_what_a_wrong_password_costs() {
 /// The `access` claim of a token from `/auth`'s answer.
 fn granted_actions(resp: &Resp) -> Vec<String> {
     let token = resp.json()["token"].as_str().unwrap().to_owned();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = crate::common::claims(&token);
     claims["access"]
         .as_array()
         .unwrap()

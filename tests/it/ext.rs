@@ -16,7 +16,6 @@ fn script(name: &str) -> PathBuf {
 
 /// What `/auth` answers: the granted actions of the one scope, or the HTTP status.
 async fn ask(base: &str, user: &str, password: &str, scope: &str) -> Result<String, u16> {
-    use base64::Engine;
     let url = format!(
         "{base}/auth?service=Docker%20registry&scope={}",
         percent_encoding::utf8_percent_encode(scope, percent_encoding::NON_ALPHANUMERIC)
@@ -27,13 +26,7 @@ async fn ask(base: &str, user: &str, password: &str, scope: &str) -> Result<Stri
         return Err(resp.status.as_u16());
     }
     let token = resp.json()["token"].as_str().unwrap().to_owned();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = crate::common::claims(&token);
     let actions: Vec<&str> = claims["access"][0]["actions"]
         .as_array()
         .unwrap()

@@ -14,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use base64::Engine;
 use hyper::Method;
 use tempfile::TempDir;
 
@@ -361,16 +360,6 @@ async fn assert_locked(u: &str, account: &str, ip: &str) {
         }
     }
     panic!("{u}: {account} is not locked: {seen:?}");
-}
-
-fn claims(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 /// The actions the first scope of a token response grants.

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use base64::Engine;
 
 const SUFFIX: &str = "dc=example,dc=org";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
@@ -319,13 +318,7 @@ async fn ask_token(base: &str, user: &str, password: &str, scope: &str) -> Resp 
 fn granted(resp: &Resp) -> Vec<String> {
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     let token = resp.json()["token"].as_str().unwrap().to_owned();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = crate::common::claims(&token);
     claims["access"][0]["actions"]
         .as_array()
         .unwrap()

@@ -7,19 +7,10 @@
 use std::time::{Duration, SystemTime};
 
 use crate::common::*;
-use base64::Engine;
 use hyper::Method;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
-
-fn claims(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
 
 fn text(r: &Resp) -> String {
     format!("{} {}", r.status, String::from_utf8_lossy(&r.body))

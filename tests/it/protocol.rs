@@ -4,18 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use base64::Engine;
 use hyper::Method;
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn claims(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
 
 fn challenge(seed: &Seed, rest: &str) -> String {
     format!(

@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use crate::common::*;
-use base64::Engine as _;
 
 const USERS: usize = 100_000;
 const RULES: usize = 5_000;
@@ -52,13 +51,7 @@ async fn token_status(base: &str, user: &str, password: &str, scope: &str) -> (u
     let actions = match r.status.as_u16() {
         200 => {
             let token = r.json()["token"].as_str().unwrap().to_owned();
-            let payload = token.split('.').nth(1).unwrap();
-            let claims: serde_json::Value = serde_json::from_slice(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(payload)
-                    .unwrap(),
-            )
-            .unwrap();
+            let claims = crate::common::claims(&token);
             let actions = claims["access"][0]["actions"].as_array().unwrap();
             let names: Vec<&str> = actions.iter().map(|a| a.as_str().unwrap()).collect();
             names.join(",")

@@ -11,20 +11,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{basic, bcrypt, get, http, RegateProcess};
-use base64::Engine;
 use db::{Db, Raw};
 use hyper::Method;
 use servers::{Mariadb, Postgres};
 
 /// The access a token grants: `type:name:actions` per scope.
 fn access(token: &str) -> Vec<String> {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = crate::common::claims(token);
     claims["access"]
         .as_array()
         .unwrap()

@@ -405,6 +405,16 @@ pub async fn token(base: &str, creds: Option<(&str, &str)>, scopes: &[&str]) -> 
     resp.json()["token"].as_str().unwrap().to_owned()
 }
 
+/// A JWT's claims (its payload, unverified: what the tests read of a token regate issued).
+pub fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("a JWT's payload is base64url");
+    serde_json::from_slice(&bytes).expect("a JWT's payload is JSON")
+}
+
 /// admin's token (the seed's config grants admin everything) for pull and push on `repo`.
 pub async fn admin_token(base: &str, repo: &str) -> String {
     token(
