@@ -93,19 +93,22 @@ impl Runner {
             })?;
         let pid = child.id();
         let outcome = tokio::time::timeout_at(deadline, talk(&mut child, input)).await;
-        match outcome {
-            Ok(Ok(exit)) => Ok(exit),
-            Ok(Err(e)) => {
-                kill(pid, &mut child);
-                Err(e)
-            }
-            Err(_) => {
-                kill(pid, &mut child);
-                Err(RunError::Timeout(timeout))
-            }
-        }
+        let failed = match outcome {
+            Ok(Ok(exit)) => return Ok(exit),
+            Ok(Err(e)) => e,
+            Err(_) => RunError::Timeout(timeout),
+        };
+        kill(pid, &mut child);
+        // The turn is given back once the program is gone (and reaped), not when the
+        // signal is sent: until then it still runs, and the next call would make one more
+        // than `concurrency`.
+        let _ = tokio::time::timeout(REAP_WAIT, child.wait()).await;
+        Err(failed)
     }
 }
+
+/// How long a killed program is waited for before its turn is given back regardless.
+const REAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Writes the input, reads both outputs (bounded) and waits for the exit.
 async fn talk(child: &mut tokio::process::Child, input: &[u8]) -> Result<Exit, RunError> {
