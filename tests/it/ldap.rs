@@ -210,12 +210,35 @@ access to * by users read by * none
         }
     }
 
-    /// SIGSTOP: the port stays open, and nothing answers.
+    /// SIGSTOP: the port stays open, and nothing answers. `kill` returns before every
+    /// thread has stopped (the kernel wakes one, which then stops the others), and on a
+    /// busy machine another slapd thread can still answer a request in between: wait
+    /// until /proc shows every thread stopped.
     fn pause(&self, paused: bool) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
+        let pid = self.child.as_ref().unwrap().id();
         let signal = if paused { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
+        if !paused {
+            return;
+        }
+        let all_stopped = || {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+            tasks.flatten().all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis.
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                matches!(state, Some(Some('T' | 't')))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_stopped() {
+            assert!(Instant::now() < deadline, "slapd did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// `ldapadd` or `ldapmodify` as the root DN, the LDIF on stdin.
