@@ -25,6 +25,7 @@ use crate::timeouts::Timeouts;
 pub mod cap;
 mod coalesce;
 mod framing;
+mod park;
 pub mod proxy_protocol;
 use cap::Cap;
 use coalesce::Coalesce;
@@ -101,7 +102,15 @@ where
 /// either way.
 const MAX_HEAD_BUFFER: usize = 64 * 1024;
 
-pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
+/// The HTTP/1 and HTTP/2 builders of a connection whose version is not known yet (a plain
+/// connection starting like HTTP/2's preface) or is HTTP/2, and the HTTP/1 builder of a
+/// connection that is HTTP/1 (park.rs parks it between requests).
+pub struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+}
+
+pub fn connection_builder(timeouts: &Timeouts) -> Builders {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -118,7 +127,19 @@ pub fn connection_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
         .initial_connection_window_size(8 * 1024 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    builder
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_head)
+        .max_buf_size(MAX_HEAD_BUFFER)
+        // The buffer's size alone lets a longer head through when it arrives in large
+        // reads (a connection that waited for its first bytes reads them all at once).
+        .max_header_size(MAX_HEAD_BUFFER)
+        .keep_alive(true);
+    Builders {
+        auto: builder,
+        http1,
+    }
 }
 
 /// Accepts until `shutdown` turns true, then waits for open connections to finish (up to
@@ -136,6 +157,10 @@ pub async fn serve(
 ) {
     let builder = Arc::new(connection_builder(&timeouts));
     let graceful = GracefulShutdown::new();
+    // HTTP/1 connections are not hyper connections the graceful shutdown knows (park.rs
+    // ends them and makes new ones): each holds a receiver of this channel, and the drain
+    // waits for the last to go.
+    let (live, _) = watch::channel(());
     loop {
         let (permit, waited) = match cap.try_take() {
             Some(slot) => (slot, false),
@@ -181,6 +206,9 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let proxy_protocol = proxy_protocol.clone();
+        let live = (live.subscribe(), shutdown.clone());
+        // The task's future is what an idle connection costs: the parts of serving that
+        // are large (a handshake, a hyper connection) are boxed while they run.
         tokio::spawn(async move {
             let _permit = permit;
             let mut stream = stream;
@@ -188,8 +216,13 @@ pub async fn serve(
             let peer = match &proxy_protocol {
                 None => peer,
                 Some(trusted) => {
-                    match proxy_protocol::accept(&mut stream, peer, trusted, timeouts.handshake)
-                        .await
+                    match Box::pin(proxy_protocol::accept(
+                        &mut stream,
+                        peer,
+                        trusted,
+                        timeouts.handshake,
+                    ))
+                    .await
                     {
                         Ok(client) => client,
                         Err(e) => {
@@ -199,28 +232,37 @@ pub async fn serve(
                     }
                 }
             };
-            serve_connection(stream, peer, tls, handler, &builder, &timeouts, watcher).await;
+            serve_connection(
+                stream, peer, tls, handler, &builder, &timeouts, watcher, live,
+            )
+            .await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(timeouts.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        live.closed().await;
+    };
+    if tokio::time::timeout(timeouts.drain, drained).await.is_err() {
         let drain = timeouts.drain;
         tracing::warn!("connections still open after {drain:?}; closing them");
     }
 }
 
+/// `live`: held while the connection is (see `serve`), and the shutdown signal.
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     handler: impl Handler,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     timeouts: &Timeouts,
     watcher: hyper_util::server::graceful::Watcher,
+    live: (watch::Receiver<()>, watch::Receiver<bool>),
 ) {
+    let (_live, shutdown) = live;
+    let builder = &builders.auto;
     let conn = Conn {
         peer,
         https: tls.is_some(),
@@ -251,18 +293,23 @@ async fn serve_connection(
     let head = timeouts.request_head;
     let result = match tls {
         Some(acceptor) => {
-            let stream =
-                match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let handshake = Box::pin(tokio::time::timeout(
+                timeouts.handshake,
+                acceptor.accept(stream),
+            ));
+            // Boxed: rustls' session is over a KiB, and this task holds it while the
+            // connection lives (a pointer is what an idle connection's task keeps).
+            let stream = match handshake.await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             // RFC 8737 3: the CA's TLS-ALPN-01 validation only looks at the certificate
             // and sends nothing more; it is done once the handshake is.
             if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
@@ -270,44 +317,71 @@ async fn serve_connection(
                 return;
             }
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                drive(
+                Box::pin(drive(
                     Coalesce::new(stream),
                     builder,
                     service,
                     head,
                     &first_request,
                     watcher,
-                )
+                ))
                 .await
             } else {
-                drive(
+                // HTTP/1 (by ALPN, or no ALPN): hyper's header timeout covers the first
+                // request as every later one.
+                let io = framed(stream, &conflicts);
+                let served = park::serve_h1(io, &builders.http1, service, head, shutdown);
+                Some(served.await.map_err(Into::into))
+            }
+        }
+        // Plain HTTP: HTTP/1, parked between requests; h2 with prior knowledge, or what
+        // might become its preface, goes to the auto builder (Framed then stops following).
+        None => match first_bytes(&stream, head).await {
+            None => None,
+            Some(First::Http1) => {
+                let io = framed(stream, &conflicts);
+                let served = park::serve_h1(io, &builders.http1, service, head, shutdown);
+                Some(served.await.map_err(Into::into))
+            }
+            Some(First::Other) => {
+                Box::pin(drive(
                     framed(stream, &conflicts),
                     builder,
                     service,
                     head,
                     &first_request,
                     watcher,
-                )
+                ))
                 .await
             }
-        }
-        // Plain HTTP: HTTP/1, or h2 with prior knowledge (Framed then stops following).
-        None => {
-            drive(
-                framed(stream, &conflicts),
-                builder,
-                service,
-                head,
-                &first_request,
-                watcher,
-            )
-            .await
-        }
+        },
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
         None => tracing::debug!(%peer, "no request within {head:?}; dropped"),
         Some(Ok(())) => {}
+    }
+}
+
+enum First {
+    Http1,
+    /// HTTP/2's preface, or bytes that may still become it.
+    Other,
+}
+
+/// What a plain connection's first bytes say it speaks, without reading them; `None`: it
+/// closed, or sent nothing within `limit`.
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> Option<First> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let n = match tokio::time::timeout(limit, stream.peek(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return None,
+    };
+    if PREFACE.starts_with(&buf[..n]) {
+        Some(First::Other)
+    } else {
+        Some(First::Http1)
     }
 }
 

@@ -274,6 +274,21 @@ impl<T> Framed<T> {
         };
         (Framed { inner, tracker }, conflicts)
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Between requests: lets go of a partial line's buffer (park.rs).
+    pub fn shrink(&mut self) {
+        if self.tracker.line.is_empty() {
+            self.tracker.line = Vec::new();
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Framed<T> {
