@@ -117,7 +117,9 @@ pub enum AuditLog {
 struct RawConfig {
     server: Option<server::RawServer>,
     token: Option<token::RawToken>,
-    users: Option<users::RawUsers>,
+    /// Read user by user from the tree by [`users::build`] (with 100,000 users, a second
+    /// copy of them all at once is 50-odd MiB of peak that stays with the process).
+    users: Option<serde::de::IgnoredAny>,
     robots: Option<users::RawRobots>,
     htpasswd: Option<String>,
     acl: Option<Vec<crate::acl::RawEntry>>,
@@ -412,7 +414,8 @@ fn read(cx: &mut Cx<'_>, broken: bool) -> Result<Config, Failed> {
     let server = server::build(raw.server.unwrap_or_default(), &data_dir, cx);
     let server_tls = server.as_ref().ok().and_then(|s| s.tls.as_ref());
     let token = token::build(raw.token.unwrap_or_default(), server_tls, cx);
-    let users = users::build(raw.users, raw.robots, raw.htpasswd.as_deref(), cx);
+    let users_node = raw.users.and(cx.doc.get("users"));
+    let users = users::build(users_node, raw.robots, raw.htpasswd.as_deref(), cx);
     let other_authorizers =
         raw.acl_xorm.is_some() || raw.ext_authz.is_some() || raw.casbin_authz.is_some();
     let acl = acl::build(raw.acl, other_authorizers, cx);
