@@ -8,12 +8,14 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::keys::{Key, Kind};
-use super::{acl, key, ConfigError, Cx, Failed};
+use super::yaml::{self, Node, Value};
+use super::{acl, key, read_error, ConfigError, Cx, Failed};
 use crate::acl::{Acl, Labels, RawEntry};
 use crate::auth::identity::Backend;
 use crate::auth::users::{is_bcrypt, Robot, User};
 
-pub(super) type RawUsers = BTreeMap<String, Option<RawUser>>;
+/// `users:` as a whole, for its type error only: [`build`] reads the users one by one.
+type RawUsers = BTreeMap<String, Option<RawUser>>;
 pub(super) type RawRobots = BTreeMap<String, RawRobot>;
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +75,7 @@ pub(super) const ROBOT_KEYS: &[Key] = &[
 
 /// The accounts by name, and the htpasswd file (watched for changes).
 pub(super) fn build(
-    users: Option<RawUsers>,
+    users: Option<&Node>,
     robots: Option<RawRobots>,
     htpasswd: Option<&str>,
     cx: &mut Cx<'_>,
@@ -90,11 +92,38 @@ pub(super) fn build(
             labels
         }
     };
-    for (name, user) in users.unwrap_or_default() {
-        match static_user(&name, user.unwrap_or_default(), cx) {
+    // Each user is read from the tree, checked and kept before the next is read: the
+    // file's form of a user lives only while its own is made.
+    let entries: &[(yaml::Key, Node)] = match users {
+        None => &[],
+        Some(Node {
+            value: Value::Map(entries),
+            ..
+        }) => entries,
+        Some(node) if node.is_null() => &[],
+        Some(node) => {
+            // Not a mapping: the reader's own words for what was found.
+            let at = [key("users")];
+            if let Err(e) = yaml::from_node_at::<RawUsers>(node, &at, &node.origin) {
+                failed = Some(cx.push(read_error(cx, e)));
+            }
+            &[]
+        }
+    };
+    out.reserve(entries.len());
+    for (k, node) in entries {
+        let at = [key("users"), key(&k.name)];
+        let user = match yaml::from_node_at::<Option<RawUser>>(node, &at, &k.origin) {
+            Ok(user) => user,
+            Err(e) => {
+                failed = Some(cx.push(read_error(cx, e)));
+                continue;
+            }
+        };
+        match static_user(&k.name, user.unwrap_or_default(), cx) {
             Ok(mut user) => {
                 user.labels = share(user.labels);
-                out.insert(name, user);
+                out.insert(k.name.clone(), user);
             }
             Err(f) => failed = Some(f),
         }

@@ -15,7 +15,7 @@ use saphyr_parser::{Parser, Span};
 mod de;
 mod parse;
 
-pub use de::{from_node, from_str, Error};
+pub use de::{from_node, from_node_at, from_str, Error};
 
 /// One step of a key path: `acl[3].match.name` is `acl`, `3`, `match`, `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,6 +104,21 @@ pub fn from_node<T: de::DeserializeOwned>(node: &Node) -> Result<T, Error> {
     .map_err(|e| e.locate(&[], &node.origin))
 }
 
+/// Deserializes `T` from `node`, found at `path` (a key written at `origin`): errors carry
+/// the whole path, as if `T` had been read with the tree around it. A section read entry by
+/// entry (100,000 users) never holds all its entries in a second form.
+pub fn from_node_at<T: de::DeserializeOwned>(
+    node: &Node,
+    path: &[Seg],
+    origin: &Origin,
+) -> Result<T, Error> {
+    T::deserialize(De {
+        node,
+        path: &mut path.to_vec(),
+    })
+    .map_err(|e| e.locate(path, origin))
+}
+
 /// Parses and deserializes in one step (tests, fixtures).
 pub fn from_str<T: de::DeserializeOwned>(src: &str) -> Result<T, Error> {
     let node = Node::parse(src).map_err(|e| Error {
