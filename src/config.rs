@@ -291,8 +291,9 @@ impl Config {
 /// the tree (80-odd MiB of small allocations for 100,000 users) and the parser's scratch
 /// then lie apart from what is built from them. In one arena the users' strings fill the
 /// holes the parser's scratch left all through the tree, and pin nearly every page of it
-/// once it is freed (with malloc_trim, 87 MiB of RSS added against 23 apart, measured); apart, the tree's
-/// pages go back whole ([`crate::memory`]). Without a thread to spare, it parses here.
+/// once it is freed (with malloc_trim, 87 MiB of RSS added against 23 apart, measured);
+/// apart, the tree's pages go back whole ([`crate::memory`]). Without a thread to spare,
+/// it parses here.
 fn parse_apart(src: &str) -> Result<yaml::Parsed, yaml::SyntaxError> {
     std::thread::scope(|s| {
         let thread = std::thread::Builder::new()

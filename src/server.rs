@@ -22,6 +22,49 @@ use crate::body::Body;
 use crate::gateway::Conn;
 use crate::timeouts::Timeouts;
 
+/// `AsyncWrite` for a wrapper that changes only how its IO is read (framing.rs follows
+/// the requests, park.rs replays bytes): every write goes to `$field` as it is.
+macro_rules! write_through {
+    ($wrapper:ident, $field:ident) => {
+        impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $wrapper<T> {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.$field).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.$field).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.$field.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$field).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.$field).poll_shutdown(cx)
+            }
+        }
+    };
+}
+use write_through;
+
 pub mod cap;
 mod coalesce;
 mod framing;
@@ -206,7 +249,7 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let proxy_protocol = proxy_protocol.clone();
-        let live = (live.subscribe(), shutdown.clone());
+        let held = (live.subscribe(), shutdown.clone());
         // The task's future is what an idle connection costs: the parts of serving that
         // are large (a handshake, a hyper connection) are boxed while they run.
         tokio::spawn(async move {
@@ -233,7 +276,7 @@ pub async fn serve(
                 }
             };
             serve_connection(
-                stream, peer, tls, handler, &builder, &timeouts, watcher, live,
+                stream, peer, tls, handler, &builder, &timeouts, watcher, held,
             )
             .await;
         });
@@ -249,7 +292,8 @@ pub async fn serve(
     }
 }
 
-/// `live`: held while the connection is (see `serve`), and the shutdown signal.
+/// `held`: a receiver of `serve`'s `live` channel, kept while the connection is open, and
+/// the shutdown signal.
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
@@ -259,9 +303,9 @@ async fn serve_connection(
     builders: &Builders,
     timeouts: &Timeouts,
     watcher: hyper_util::server::graceful::Watcher,
-    live: (watch::Receiver<()>, watch::Receiver<bool>),
+    held: (watch::Receiver<()>, watch::Receiver<bool>),
 ) {
-    let (_live, shutdown) = live;
+    let (_live, shutdown) = held;
     let builder = &builders.auto;
     let conn = Conn {
         peer,
