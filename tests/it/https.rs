@@ -34,7 +34,7 @@ fn cert_init(out: &Path, hosts: &[&str], force: bool) {
     assert!(text.contains("/etc/docker/certs.d/"), "{text}");
 }
 
-fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub(crate) fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
