@@ -642,7 +642,7 @@ def wrk(tmp, url, seconds, conns, method="GET", accept=None, auth=None):
     if v["requests"] == 0 or errors > v["requests"] // 100:
         raise RuntimeError(f"wrk {url}: {v['requests']} requests, {errors} errors ({v})")
     return {"rps": v["requests"] / (v["duration_us"] / 1e6), "p50_ms": v["p50_us"] / 1000,
-            "p99_ms": v["p99_us"] / 1000, "errors": errors}
+            "p99_ms": v["p99_us"] / 1000, "errors": errors, "requests": v["requests"]}
 
 
 def hey(url, seconds, conns, method="HEAD", accept=None, auth=None):
@@ -674,7 +674,8 @@ def hey(url, seconds, conns, method="HEAD", accept=None, auth=None):
                            f"{r.stdout[-300:]}")
     lat.sort()
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
-    return {"rps": (ok + bad) / end, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": bad}
+    return {"rps": (ok + bad) / end, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": bad,
+            "requests": ok + bad}
 
 
 # ----------------------------------------------------------------------------- spray
