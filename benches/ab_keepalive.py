@@ -86,6 +86,7 @@ def main():
                     cpu[(row, k)].append(us)
                     bench.log(f"round {rnd + 1}: {row} {k} {v:,.0f}/s, "
                               f"regate {us:.1f} µs CPU/request")
+
         def paired(m, row):
             return statistics.median(b / a for a, b in zip(m[(row, "a")], m[(row, "b")]))
 

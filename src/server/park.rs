@@ -5,18 +5,18 @@
 //! the connection lives, idle or not: with thousands of docker and containerd nodes holding
 //! keep-alive connections that was most of regate's memory (35 KiB per idle connection,
 //! nginx 0.8). So once a response is done and nothing else has come for `PARK_AFTER`
-//! (100 ms), the connection is *parked*: hyper is told to stop (`graceful_shutdown` while idle closes nothing the
-//! client sees: the response went out with keep-alive, and `poll_without_shutdown` hands
-//! the socket back unclosed), everything hyper held is freed, and the connection waits for
-//! its socket to become readable holding nothing but the socket (and, over TLS, rustls'
-//! session). The hyper connection lives in a box of its own while it serves, so a parked
-//! connection's task is small too. The next request resumes it in a fresh hyper
-//! connection, with any bytes hyper had read already (a pipelined or part-sent head)
-//! replayed first. Freed is not yet given back: glibc keeps what a wave of connections
-//! going idle together freed, so parking counts the connection idle
+//! (100 ms), the connection is *parked*: hyper is told to stop (`graceful_shutdown` while
+//! idle closes nothing the client sees: the response went out with keep-alive, and
+//! `poll_without_shutdown` hands the socket back unclosed), everything hyper held is freed,
+//! and the connection waits for its socket to become readable holding nothing but the
+//! socket (and, over TLS, rustls' session). The hyper connection lives in a box of its own
+//! while it serves, so a parked connection's task is small too. The next request resumes it
+//! in a fresh hyper connection, with any bytes hyper had read already (a pipelined or
+//! part-sent head) replayed first. Freed is not yet given back: glibc keeps what a wave of
+//! connections going idle together freed, so parking counts the connection idle
 //! (`memory::Idle`), and a wave of them trims the allocator. Measured with 4,000 idle
-//! connections (`benches/run.sh --connections-only`, before the 100 ms grace): 3.2 KiB
-//! each over plain HTTP, 10.2 over TLS.
+//! connections (`benches/run.sh --connections-only`, at 7dcb7ca): 3.7 KiB each over plain
+//! HTTP, 10.7 over TLS.
 //!
 //! What hyper decided stays decided: a request or response with `Connection: close` (or an
 //! HTTP/1.0 request without keep-alive) ends the connection instead of parking it, and a
