@@ -99,7 +99,9 @@ pub fn authorization(data: &[u8]) {
 }
 
 static TOKENS: LazyLock<Tokens> = LazyLock::new(|| {
-    let dir = std::env::temp_dir().join(format!("regate-fuzz-key-{}", std::process::id()));
+    // One folder for every run (its lock makes concurrent runs share one key), not one per
+    // process left behind in the temporary folder.
+    let dir = std::env::temp_dir().join("regate-fuzz-key");
     let (key, _) = SigningKey::load_or_generate(&dir).expect("a key for the fuzzer");
     Tokens::new(
         Arc::new(key),
