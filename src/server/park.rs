@@ -5,8 +5,9 @@
 //! the connection lives, idle or not: with thousands of docker and containerd nodes holding
 //! keep-alive connections that was most of regate's memory (35 KiB per idle connection,
 //! nginx 0.8). So once a response is done and nothing else has come for `PARK_AFTER`
-//! (100 ms), the connection is *parked*: hyper is told to stop (`graceful_shutdown` while
-//! idle closes nothing the client sees: the response went out with keep-alive, and
+//! (50 ms; at most twice that, as the timer is not moved on every request), the
+//! connection is *parked*: hyper is told to stop (`graceful_shutdown` while idle closes
+//! nothing the client sees: the response went out with keep-alive, and
 //! `poll_without_shutdown` hands the socket back unclosed), everything hyper held is freed,
 //! and the connection waits for its socket to become readable holding nothing but the
 //! socket (and, over TLS, rustls' session). The hyper connection lives in a box of its own
@@ -15,8 +16,8 @@
 //! part-sent head) replayed first. Freed is not yet given back: glibc keeps what a wave of
 //! connections going idle together freed, so parking counts the connection idle
 //! (`memory::Idle`), and a wave of them trims the allocator. Measured with 4,000 idle
-//! connections (`benches/run.sh --connections-only`, at 7dcb7ca): 3.7 KiB each over plain
-//! HTTP, 10.7 over TLS.
+//! connections (`benches/run.sh --connections-only`, two runs): 3.8-3.9 KiB each over
+//! plain HTTP, 10.6-10.7 over TLS.
 //!
 //! What hyper decided stays decided: a request or response with `Connection: close` (or an
 //! HTTP/1.0 request without keep-alive) ends the connection instead of parking it, and a
@@ -114,15 +115,49 @@ fn keeps_alive_1_0(headers: &HeaderMap) -> bool {
     })
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+/// A request's answer: the handler's future, then its response with a `Tracked` body.
+/// Its request counts as finished when this is dropped unanswered, or with the body.
+pub struct Answer<F> {
+    /// Boxed: hyper's `poll_without_shutdown` needs the future `Unpin`. The handler's future
+    /// is a few KiB and is moved once, into this box (an `async` block around it, boxed,
+    /// copied it four times a request).
+    answer: Pin<Box<F>>,
+    finished: Option<Finished>,
+}
 
-/// `service` with its requests counted (shared and boxed futures: hyper's
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(response) = std::task::ready!(self.answer.as_mut().poll(cx));
+        let finished = self
+            .finished
+            .take()
+            .expect("an answer is polled once it is ready");
+        if says_close(response.headers()) {
+            finished.0.close.store(true, Relaxed);
+        }
+        Poll::Ready(Ok(response.map(|body| Tracked {
+            body,
+            _finished: finished,
+        })))
+    }
+}
+
+/// `service` with its requests counted (shared, and its futures boxed: hyper's
 /// `poll_without_shutdown` needs both `Unpin`).
 fn counted<S>(
     service: S,
     counts: Arc<Counts>,
-) -> impl Service<Request<Incoming>, Response = Response<Tracked>, Error = Infallible, Future = Answer>
-       + Unpin
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<Tracked>,
+    Error = Infallible,
+    Future = Answer<S::Future>,
+> + Unpin
 where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Send
@@ -131,26 +166,17 @@ where
     S::Future: Send + 'static,
 {
     let service = Arc::new(service);
-    hyper::service::service_fn(move |req: Request<Incoming>| -> Answer {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         counts.started.fetch_add(1, Relaxed);
         let closes = says_close(req.headers())
             || (req.version() == Version::HTTP_10 && !keeps_alive_1_0(req.headers()));
         if closes {
             counts.close.store(true, Relaxed);
         }
-        let finished = Finished(counts.clone());
-        let counts = counts.clone();
-        let answer = service.call(req);
-        Box::pin(async move {
-            let Ok(response) = answer.await;
-            if says_close(response.headers()) {
-                counts.close.store(true, Relaxed);
-            }
-            Ok(response.map(|body| Tracked {
-                body,
-                _finished: finished,
-            }))
-        })
+        Answer {
+            answer: Box::pin(service.call(req)),
+            finished: Some(Finished(counts.clone())),
+        }
     })
 }
 
@@ -200,10 +226,11 @@ impl Parkable for Framed<Box<TlsStream<TcpStream>>> {
     }
 }
 
-/// How long a connection stays idle in hyper before it is parked: a client sending its
-/// next request at once (a pull's next blob, any load test) keeps hyper's connection and
-/// pays nothing, one that waits longer costs a few KiB instead of 30 while it waits.
-const PARK_AFTER: Duration = Duration::from_millis(100);
+/// How long a connection stays idle in hyper before it is parked (up to twice this: see
+/// `session`'s timer): a client sending its next request at once (a pull's next blob, any
+/// load test) keeps hyper's connection and pays nothing, one that waits longer costs a few
+/// KiB instead of 30 while it waits.
+const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// How a hyper connection over a parkable IO ended.
 enum Ended<I, S> {
@@ -292,19 +319,18 @@ async fn session<I, S>(
 ) -> Result<Ended<I, S>, hyper::Error>
 where
     I: Parkable,
-    S: Service<
-            Request<Incoming>,
-            Response = Response<Tracked>,
-            Error = Infallible,
-            Future = Answer,
-        > + Unpin,
+    S: Service<Request<Incoming>, Response = Response<Tracked>, Error = Infallible> + Unpin,
+    S::Future: Unpin,
 {
     let mut conn = builder.serve_connection(TokioIo::new(Rewind::new(replay, io)), service);
     let answered_before = counts.finished.load(Relaxed);
     let mut parking = false;
     let mut stopping = false;
-    // The answer count the grace timer was last set for: idle since that answer.
-    let mut idle_after = None;
+    // The answer count when the grace timer was last set. The timer is not moved on every
+    // answer (a clock read and a timer-wheel update per request): when it fires, the
+    // connection parks if no answer came since it was set, and it is set again otherwise.
+    // So a connection parks after PARK_AFTER to twice that idle.
+    let mut armed_at = answered_before;
     let ended = {
         let stop = stopped(shutdown);
         let grace = tokio::time::sleep(PARK_AFTER);
@@ -325,16 +351,16 @@ where
                 && finished > answered_before
                 && counts.started.load(Relaxed) == finished
             {
-                if idle_after != Some(finished) {
-                    idle_after = Some(finished);
+                while grace.as_mut().poll(cx).is_ready() {
+                    if armed_at == finished {
+                        parking = true;
+                        Pin::new(&mut conn).graceful_shutdown();
+                        return conn.poll_without_shutdown(cx);
+                    }
+                    armed_at = finished;
                     grace
                         .as_mut()
                         .reset(tokio::time::Instant::now() + PARK_AFTER);
-                }
-                if grace.as_mut().poll(cx).is_ready() {
-                    parking = true;
-                    Pin::new(&mut conn).graceful_shutdown();
-                    return conn.poll_without_shutdown(cx);
                 }
             }
             polled

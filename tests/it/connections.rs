@@ -186,6 +186,9 @@ async fn idle_tls_connections_resume_keep_order_and_close_when_asked() {
     .await;
 }
 
+/// Long enough idle for regate to park a connection (it does after 50 to 100 ms).
+const PARKED: Duration = Duration::from_millis(250);
+
 /// What both tests above check, on connections `connect` opens.
 async fn parked_and_resumed<S, C, F>(connect: C)
 where
@@ -196,13 +199,13 @@ where
     let mut s = connect().await;
     for _ in 0..3 {
         assert_eq!(ask(&mut s).await, Some(200));
-        // Idle for a moment: parked, then resumed by the next request.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Idle for a moment: parked (after 50 to 100 ms), then resumed by the next request.
+        tokio::time::sleep(PARKED).await;
     }
     // A head in two pieces, the second after a pause.
     s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
     s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(PARKED).await;
     s.write_all(b"Host: x\r\n\r\n").await.unwrap();
     assert_eq!(answer(&mut s).await, Some(200));
 
