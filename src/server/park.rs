@@ -136,7 +136,7 @@ where
         let finished = self
             .finished
             .take()
-            .expect("an answer is polled once it is ready");
+            .expect("an answer is not polled again once it is ready");
         if says_close(response.headers()) {
             finished.0.close.store(true, Relaxed);
         }
